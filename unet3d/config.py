@@ -1,0 +1,621 @@
+"""The one config schema of unet3d: defaults, YAML + overrides, validation, save/load.
+
+The top level keeps the TF Model Garden UNet3D keys flat and with their
+original meaning, so its YAML recipes (``configs/cloud``) load unchanged.
+Everything the Model Garden did not have lives in a named group
+(``model``, ``data``, ``augmentation`` inside ``data``, ``loss_options``,
+``metrics``, ``train``).
+
+Values are resolved in this order, later winning:
+defaults -> ``--config_file`` -> ``--params_override`` -> explicit flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+  """A config value or key is wrong. The message is one line naming the key."""
+
+
+# ----------------------------------------------------------------------------
+# Groups
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+  """Architecture choices beyond the Model Garden's flat keys."""
+  # unet3d | unet3plus | unet3plus_deepsup | unet3plus_deepsup_cgm
+  name: str = 'unet3d'
+  spatial_dims: int = 3
+  # batch | instance | group | none. None follows the flat `use_batch_norm`.
+  normalization: Optional[str] = None
+  num_groups: int = 8
+  # relu | leaky_relu | elu | prelu
+  activation: str = 'relu'
+  leaky_relu_alpha: float = 0.01
+  residual: bool = False
+  # maxpool | strided_conv
+  downsampling: str = 'maxpool'
+  # Per-level filters. None: num_base_filters * 2**level (unet3d), or the
+  # UNet 3+ paper's [64, 128, 256, 512, 1024] scaled by num_base_filters/64.
+  filters: Optional[list[int]] = None
+  max_filters: Optional[int] = None
+  # UNet 3+: channels of each full-scale skip branch (64 in the paper).
+  cat_channels: int = 64
+  # Deep supervision head weights, finest head first. None: equal weights.
+  # 'nnunet' gives 1/2**i normalised to sum to 1.
+  deep_supervision_weights: Optional[Union[str, list[float]]] = None
+  # Weight of the classification-guided module's BCE in the total loss.
+  cgm_loss_weight: float = 1.0
+  # Per-block tf.recompute_grad to trade compute for activation memory.
+  recompute_grad: bool = False
+  # softmax (exclusive classes) | sigmoid (multi-label, e.g. BraTS regions)
+  output_activation: str = 'softmax'
+
+
+@dataclass
+class AugmentationConfig:
+  """Training-time augmentation. Each `*_prob` is a per-sample probability.
+
+  Defaults follow nnU-Net's probabilities. Augmentation never runs in eval.
+  """
+  enabled: bool = True
+  flip_prob: float = 0.5  # per axis
+  flip_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
+  # Pairs of classes swapped when the left/right axis is flipped.
+  left_right_axis: Optional[int] = None
+  left_right_label_pairs: Optional[list[list[int]]] = None
+  rot90_prob: float = 0.0
+  rot90_axes: list[int] = field(default_factory=lambda: [0, 1])
+  affine_prob: float = 0.2
+  rotation_degrees: float = 30.0
+  scale_range: list[float] = field(default_factory=lambda: [0.7, 1.4])
+  elastic_prob: float = 0.0
+  elastic_sigma: float = 10.0
+  elastic_magnitude: float = 2.0
+  brightness_prob: float = 0.15
+  brightness_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+  contrast_prob: float = 0.15
+  contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+  gamma_prob: float = 0.3
+  gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
+  noise_prob: float = 0.1
+  noise_std: float = 0.1
+  blur_prob: float = 0.2
+  blur_sigma_range: list[float] = field(default_factory=lambda: [0.5, 1.0])
+  low_resolution_prob: float = 0.25
+  low_resolution_zoom_range: list[float] = field(
+      default_factory=lambda: [0.5, 1.0])
+
+
+@dataclass
+class DataConfig:
+  """Input pipeline settings."""
+  # unet3d: this project's schema (whole volumes, see unet3d/data/schema.py).
+  # model_garden: `image/ct_image` + one-hot `image/label` at input_image_size.
+  record_format: str = 'unet3d'
+  # Share of training patches centred on a foreground voxel (nnU-Net: 0.33).
+  foreground_oversample: float = 0.33
+  # center_crop: eval on a centre crop/pad of input_image_size.
+  # whole_volume: eval on whole volumes with sliding-window inference.
+  eval_mode: str = 'center_crop'
+  # none | memory | a file path prefix for an on-disk cache.
+  cache: str = 'none'
+  shuffle_buffer: int = 64
+  # Threads for tf.data map; None lets tf.data autotune.
+  num_parallel_calls: Optional[int] = None
+  # Only these folds of a split file are used, when `split_file` is set.
+  split_file: Optional[str] = None
+  fold: int = 0
+  augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+
+@dataclass
+class LossConfig:
+  """Options of the loss named by the flat `loss` key."""
+  include_background: bool = True
+  batch_dice: bool = False
+  smooth: float = 1e-5
+  class_weights: Optional[list[float]] = None
+  ignore_label: Optional[int] = None
+  focal_alpha: float = 0.25
+  focal_gamma: float = 2.0
+  tversky_alpha: float = 0.3
+  tversky_beta: float = 0.7
+  # dice_ce / bce_dice weights
+  ce_weight: float = 1.0
+  dice_weight: float = 1.0
+
+
+@dataclass
+class MetricsConfig:
+  """Evaluation metrics."""
+  # How a class absent from both label and prediction scores:
+  # 'one' (nnU-Net: dice 1) or 'exclude' (left out of the mean).
+  empty_class: str = 'one'
+  # Report BraTS whole tumour / tumour core / enhancing regions as well.
+  brats_regions: bool = False
+  # Host-side surface metrics on whole volumes (slower).
+  surface_metrics: bool = False
+  surface_tolerance_mm: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+  """Training-loop settings that the Model Garden did not have."""
+  steps_per_loop: int = 50
+  checkpoint_every_n_steps: int = 200
+  keep_checkpoint_max: int = 3
+  summary_every_n_steps: int = 50
+  # train_and_eval: evaluate every this many steps (and at the end).
+  eval_every_n_steps: int = 0
+  # constant | exponential (Model Garden) | cosine | polynomial (nnU-Net)
+  lr_schedule: str = 'exponential'
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+  gradient_clip_norm: Optional[float] = None
+  # XLA. None: on for GPU/TPU, off on CPU where it is much slower.
+  jit_compile: Optional[bool] = None
+
+
+# ----------------------------------------------------------------------------
+# The whole config
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+  """Every setting of a run. Flat keys are the Model Garden UNet3D's."""
+  # paths
+  model_dir: str = ''
+  training_file_pattern: Optional[str] = None
+  eval_file_pattern: Optional[str] = None
+  compressed_input: bool = True
+  # precision: float32 | bfloat16 | float16 (mixed precision, float32 vars)
+  dtype: str = 'float32'
+  label_dtype: str = 'float32'
+  # batching and counts
+  train_batch_size: int = 8
+  eval_batch_size: int = 8
+  predict_batch_size: int = 8
+  train_steps: int = 100000
+  train_item_count: int = 1000
+  eval_item_count: int = 100
+  # optimizer
+  optimizer: str = 'adam'
+  momentum: float = 0.9
+  init_learning_rate: float = 0.00005
+  lr_decay_steps: int = 100000
+  lr_decay_rate: float = 0.5
+  # input and model
+  input_image_size: list[int] = field(default_factory=lambda: [128, 128, 128])
+  num_channels: int = 1
+  input_partition_dims: Optional[list[int]] = None
+  deconvolution: bool = True
+  num_classes: int = 3
+  num_base_filters: int = 32
+  depth: int = 4
+  # The Model Garden's 0.5 was never applied by its model; 0.0 keeps that.
+  dropout_rate: float = 0.0
+  # Decoder levels with a segmentation head (1: the final head only).
+  num_segmentation_levels: int = 1
+  use_batch_norm: bool = True
+  data_format: str = 'channels_last'
+  # loss
+  use_index_label_in_train: bool = False
+  loss: str = 'adaptive_dice32'
+  # run
+  distribution_strategy: str = 'cpu'
+  num_gpus: int = 0
+  tpu: Optional[str] = None
+  seed: Optional[int] = None
+  deterministic: bool = False
+  # groups
+  model: ModelConfig = field(default_factory=ModelConfig)
+  data: DataConfig = field(default_factory=DataConfig)
+  loss_options: LossConfig = field(default_factory=LossConfig)
+  metrics: MetricsConfig = field(default_factory=MetricsConfig)
+  train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Keys of the Model Garden config that mean nothing here; accepted and ignored
+# so that its YAML files load, but named in a warning.
+LEGACY_IGNORED_KEYS = frozenset({
+    'tpu_config', 'use_bfloat16', 'train_epochs', 'eval_steps',
+    'num_steps_per_eval', 'min_eval_interval', 'eval_timeout', 'strategy_type',
+})
+
+CHOICES = {
+    'dtype': ('float32', 'bfloat16', 'float16'),
+    'label_dtype': ('float32', 'bfloat16', 'float16', 'int32', 'int64',
+                    'uint8'),
+    'optimizer': ('adam', 'adamw', 'sgd', 'momentum', 'rmsprop'),
+    'data_format': ('channels_last',),
+    'distribution_strategy': ('tpu', 'mirrored', 'multi_worker', 'cpu'),
+    'model.name': ('unet3d', 'unet3plus', 'unet3plus_deepsup',
+                   'unet3plus_deepsup_cgm'),
+    'model.spatial_dims': (2, 3),
+    'model.normalization': (None, 'batch', 'instance', 'group', 'none'),
+    'model.activation': ('relu', 'leaky_relu', 'elu', 'prelu'),
+    'model.downsampling': ('maxpool', 'strided_conv'),
+    'model.output_activation': ('softmax', 'sigmoid'),
+    'data.record_format': ('unet3d', 'model_garden'),
+    'data.eval_mode': ('center_crop', 'whole_volume'),
+    'metrics.empty_class': ('one', 'exclude'),
+    'train.lr_schedule': ('constant', 'exponential', 'cosine', 'polynomial'),
+}
+
+# Loss names are checked against the registry in unet3d.losses when that
+# module is importable; this tuple is the fallback for config-only use.
+KNOWN_LOSSES = ('adaptive_dice32', 'cross_entropy', 'weighted_cross_entropy',
+                'dice', 'generalized_dice', 'jaccard', 'iou', 'tversky',
+                'focal', 'dice_ce', 'bce', 'bce_dice', 'hybrid')
+
+
+# ----------------------------------------------------------------------------
+# Typed conversion from plain YAML values
+# ----------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+  origin = typing.get_origin(tp)
+  if origin in (Union, types.UnionType):
+    return ' or '.join(_type_name(a) for a in typing.get_args(tp))
+  if origin is list:
+    (item,) = typing.get_args(tp)
+    return f'list of {_type_name(item)}'
+  if tp is type(None):
+    return 'empty'
+  return getattr(tp, '__name__', str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+  """Converts a YAML value to `tp`, raising ConfigError naming `key`."""
+  origin = typing.get_origin(tp)
+  if origin in (Union, types.UnionType):
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+      return None
+    errors = []
+    for arg in args:
+      if arg is type(None):
+        continue
+      try:
+        return _convert(value, arg, key)
+      except ConfigError as e:
+        errors.append(e)
+    raise ConfigError(f'{key}: expected {_type_name(tp)}, got {value!r}')
+  if origin is list:
+    (item_tp,) = typing.get_args(tp)
+    if isinstance(value, tuple):
+      value = list(value)
+    if not isinstance(value, list):
+      raise ConfigError(f'{key}: expected {_type_name(tp)}, got {value!r}')
+    return [_convert(v, item_tp, f'{key}[{i}]') for i, v in enumerate(value)]
+  if dataclasses.is_dataclass(tp):
+    if isinstance(value, tp):
+      return value
+    if not isinstance(value, dict):
+      raise ConfigError(f'{key}: expected a mapping of {tp.__name__} keys, '
+                        f'got {value!r}')
+    return _merge_into(tp(), value, prefix=key + '.')
+  if tp is bool:
+    if isinstance(value, bool):
+      return value
+    raise ConfigError(f'{key}: expected true or false, got {value!r}')
+  if tp is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+    if isinstance(value, float) and value.is_integer():
+      return int(value)
+    raise ConfigError(f'{key}: expected an integer, got {value!r}')
+  if tp is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads 1e-5 as a string
+      try:
+        return float(value)
+      except ValueError:
+        pass
+    raise ConfigError(f'{key}: expected a number, got {value!r}')
+  if tp is str:
+    if isinstance(value, str):
+      return value
+    raise ConfigError(f'{key}: expected a string, got {value!r}')
+  if tp is Any:
+    return value
+  raise ConfigError(f'{key}: unsupported type {tp!r}')
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def _unknown_key_error(key: str, prefix: str, known: list[str]) -> ConfigError:
+  guess = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+  hint = f"; did you mean '{prefix}{guess[0]}'?" if guess else ''
+  return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+
+
+def _merge_into(obj: Any, values: dict[str, Any], prefix: str = '') -> Any:
+  """Returns a copy of dataclass `obj` with `values` merged in, type-checked."""
+  if values is None:
+    return obj
+  if not isinstance(values, dict):
+    raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, "
+                      f'got {values!r}')
+  hints = _field_types(type(obj))
+  updates = {}
+  for key, value in values.items():
+    key = str(key)
+    if key not in hints:
+      if not prefix and key in LEGACY_IGNORED_KEYS:
+        continue
+      raise _unknown_key_error(key, prefix, list(hints))
+    tp = hints[key]
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+      updates[key] = _merge_into(getattr(obj, key), value, prefix + key + '.')
+    else:
+      updates[key] = _convert(value, tp, prefix + key)
+  return dataclasses.replace(obj, **updates)
+
+
+# ----------------------------------------------------------------------------
+# Overrides
+# ----------------------------------------------------------------------------
+
+
+def _split_top_level(text: str, sep: str = ',') -> list[str]:
+  """Splits on `sep` outside brackets and quotes."""
+  parts, depth, quote, current = [], 0, None, []
+  for ch in text:
+    if quote:
+      if ch == quote:
+        quote = None
+    elif ch in '\'"':
+      quote = ch
+    elif ch in '[{(':
+      depth += 1
+    elif ch in ']})':
+      depth -= 1
+    elif ch == sep and depth == 0:
+      parts.append(''.join(current))
+      current = []
+      continue
+    current.append(ch)
+  parts.append(''.join(current))
+  return [p for p in (p.strip() for p in parts) if p]
+
+
+def parse_override(text: Optional[str]) -> dict[str, Any]:
+  """Parses `--params_override`: a YAML/JSON mapping, or `a.b=c,d=e`.
+
+  A dotted key becomes a nested mapping. An empty value means None.
+  """
+  if not text or not text.strip():
+    return {}
+  stripped = text.strip()
+  if not re.match(r'^[\w.]+\s*=', stripped):
+    try:
+      loaded = yaml.safe_load(stripped)
+    except yaml.YAMLError as e:
+      raise ConfigError(f'--params_override: not valid YAML/JSON: '
+                        f'{str(e).splitlines()[0]}') from None
+    if not isinstance(loaded, dict):
+      raise ConfigError('--params_override: expected a mapping or a.b=c,d=e, '
+                        f'got {text!r}')
+    return loaded
+  result: dict[str, Any] = {}
+  for item in _split_top_level(stripped):
+    if '=' not in item:
+      raise ConfigError(f"--params_override: '{item}' is not key=value")
+    key, raw = item.split('=', 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+      value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+      value = raw
+    node = result
+    parts = key.split('.')
+    for part in parts[:-1]:
+      node = node.setdefault(part, {})
+      if not isinstance(node, dict):
+        raise ConfigError(f"--params_override: '{key}' conflicts with an "
+                          'earlier value')
+    node[parts[-1]] = value
+  return result
+
+
+# ----------------------------------------------------------------------------
+# Loading, validation, saving
+# ----------------------------------------------------------------------------
+
+
+def load_yaml_file(path: str) -> dict[str, Any]:
+  """Reads a YAML mapping; errors name the file."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'config file {path}: not found')
+  with open(path) as f:
+    try:
+      loaded = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+      raise ConfigError(f'config file {path}: not valid YAML: '
+                        f'{str(e).splitlines()[0]}') from None
+  if loaded is None:
+    return {}
+  if not isinstance(loaded, dict):
+    raise ConfigError(f'config file {path}: expected a mapping of keys')
+  return loaded
+
+
+def merge(cfg: Config, values: dict[str, Any]) -> Config:
+  """Returns `cfg` with a nested mapping of values merged in."""
+  return _merge_into(cfg, values)
+
+
+def build_config(config_file: Optional[str] = None,
+                 params_override: Optional[str] = None,
+                 flag_values: Optional[dict[str, Any]] = None,
+                 base: Optional[Config] = None) -> Config:
+  """Resolves defaults -> config file -> override -> flags, then validates.
+
+  Args:
+    config_file: a YAML file, or None.
+    params_override: a YAML/JSON string or `a.b=c,d=e`, or None.
+    flag_values: explicitly set flags by config key; None values are skipped.
+    base: the starting config (defaults when None), e.g. a saved params.yaml.
+  """
+  cfg = base if base is not None else Config()
+  if config_file:
+    cfg = merge(cfg, load_yaml_file(config_file))
+  cfg = merge(cfg, parse_override(params_override))
+  if flag_values:
+    cfg = merge(cfg, {k: v for k, v in flag_values.items() if v is not None})
+  validate(cfg)
+  return cfg
+
+
+def _choice_value(cfg: Config, dotted: str) -> Any:
+  obj = cfg
+  for part in dotted.split('.'):
+    obj = getattr(obj, part)
+  return obj
+
+
+def total_stride(cfg: Config) -> int:
+  """The factor every spatial input size must divide by."""
+  if cfg.model.name.startswith('unet3plus'):
+    levels = len(cfg.model.filters) if cfg.model.filters else 5
+  else:
+    levels = len(cfg.model.filters) if cfg.model.filters else cfg.depth
+  return 2 ** (levels - 1)
+
+
+def validate(cfg: Config) -> None:
+  """Checks cross-field constraints; raises ConfigError naming the key."""
+  for dotted, choices in CHOICES.items():
+    value = _choice_value(cfg, dotted)
+    if value not in choices:
+      shown = ', '.join(str(c) for c in choices if c is not None)
+      raise ConfigError(f'{dotted}: expected one of {shown}, got {value!r}')
+  known_losses = KNOWN_LOSSES
+  try:
+    from unet3d import losses as _losses  # pylint: disable=g-import-not-at-top
+    known_losses = tuple(getattr(_losses, 'LOSS_NAMES', KNOWN_LOSSES))
+  except ImportError:
+    pass
+  if cfg.loss not in known_losses:
+    guess = difflib.get_close_matches(cfg.loss, known_losses, n=1)
+    hint = f"; did you mean '{guess[0]}'?" if guess else ''
+    raise ConfigError(f"loss: unknown loss '{cfg.loss}'{hint} (expected one of "
+                      f"{', '.join(known_losses)})")
+
+  for key in ('train_batch_size', 'eval_batch_size', 'predict_batch_size'):
+    if getattr(cfg, key) <= 0:
+      raise ConfigError(f'{key}: must be a positive integer, '
+                        f'got {getattr(cfg, key)}')
+  for key in ('train_steps', 'num_channels', 'num_base_filters', 'depth',
+              'num_segmentation_levels'):
+    if getattr(cfg, key) < 1:
+      raise ConfigError(f'{key}: must be >= 1, got {getattr(cfg, key)}')
+  if cfg.num_classes < 1:
+    raise ConfigError(f'num_classes: must be >= 1, got {cfg.num_classes}')
+  if not 0.0 <= cfg.dropout_rate < 1.0:
+    raise ConfigError(f'dropout_rate: must be in [0, 1), got '
+                      f'{cfg.dropout_rate}')
+  if cfg.init_learning_rate <= 0:
+    raise ConfigError('init_learning_rate: must be positive, got '
+                      f'{cfg.init_learning_rate}')
+  if cfg.train.steps_per_loop < 1:
+    raise ConfigError('train.steps_per_loop: must be >= 1, got '
+                      f'{cfg.train.steps_per_loop}')
+  if not 0.0 <= cfg.data.foreground_oversample <= 1.0:
+    raise ConfigError('data.foreground_oversample: must be in [0, 1], got '
+                      f'{cfg.data.foreground_oversample}')
+
+  spatial_dims = cfg.model.spatial_dims
+  size = cfg.input_image_size
+  if len(size) != spatial_dims:
+    raise ConfigError(f'input_image_size: expected {spatial_dims} sizes for '
+                      f'model.spatial_dims={spatial_dims}, got {size}')
+  if any(s < 1 for s in size):
+    raise ConfigError(f'input_image_size: sizes must be positive, got {size}')
+  stride = total_stride(cfg)
+  if any(s % stride for s in size):
+    raise ConfigError(
+        f'input_image_size: {size} is not divisible by {stride} '
+        f'(2^(levels-1) for the {cfg.model.name} encoder); use multiples of '
+        f'{stride} or a smaller depth')
+  if cfg.model.filters is not None and any(f < 1 for f in cfg.model.filters):
+    raise ConfigError(f'model.filters: must be positive, got '
+                      f'{cfg.model.filters}')
+
+  dims = cfg.input_partition_dims
+  if dims is not None:
+    expected_rank = spatial_dims + 2
+    if len(dims) != expected_rank:
+      raise ConfigError(
+          f'input_partition_dims: expected {expected_rank} values '
+          f'[batch, {", ".join("spatial" for _ in range(spatial_dims))}, '
+          f'channels], got {dims}')
+    if any(d < 1 for d in dims):
+      raise ConfigError(f'input_partition_dims: values must be >= 1, got '
+                        f'{dims}')
+    if dims[0] != 1 or dims[-1] != 1:
+      raise ConfigError(f'input_partition_dims: the batch and channel entries '
+                        f'must be 1 (only spatial axes are partitioned), got '
+                        f'{dims}')
+    for axis, (d, s) in enumerate(zip(dims[1:-1], size)):
+      if s % d:
+        raise ConfigError(f'input_partition_dims: spatial axis {axis} of size '
+                          f'{s} is not divisible by {d}')
+      if (s // stride) % d:
+        raise ConfigError(
+            f'input_partition_dims: spatial axis {axis} at the bottleneck '
+            f'({s}/{stride}={s // stride}) is not divisible by {d}')
+
+  lt = cfg.loss_options
+  if lt.class_weights is not None and len(lt.class_weights) != cfg.num_classes:
+    raise ConfigError(f'loss_options.class_weights: expected {cfg.num_classes} '
+                      f'weights (num_classes), got {len(lt.class_weights)}')
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+  return dataclasses.asdict(cfg)
+
+
+def save(cfg: Config, path: str) -> None:
+  """Writes the resolved config as YAML, atomically."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    yaml.safe_dump(to_dict(cfg), f, sort_keys=False, default_flow_style=None)
+  os.replace(tmp, path)
+
+
+def load(path: str) -> Config:
+  """Reads a config saved by `save` (or any YAML config) and validates it."""
+  cfg = merge(Config(), load_yaml_file(path))
+  validate(cfg)
+  return cfg
+
+
+def params_path(model_dir: str) -> str:
+  return os.path.join(model_dir, 'params.yaml')
+
+
+def to_json(cfg: Config) -> str:
+  return json.dumps(to_dict(cfg), indent=2)
