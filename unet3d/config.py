@@ -184,16 +184,20 @@ class Config:
   training_file_pattern: Optional[str] = None
   eval_file_pattern: Optional[str] = None
   compressed_input: bool = True
-  # precision: float32 | bfloat16 | float16 (mixed precision, float32 vars)
-  dtype: str = 'float32'
+  # precision: float32 | bfloat16 | float16 (mixed precision, float32
+  # variables). Empty: bfloat16 on TPU (the Model Garden default), float32
+  # elsewhere.
+  dtype: Optional[str] = None
   label_dtype: str = 'float32'
   # batching and counts
   train_batch_size: int = 8
   eval_batch_size: int = 8
   predict_batch_size: int = 8
   train_steps: int = 100000
-  train_item_count: int = 1000
-  eval_item_count: int = 100
+  # Informational (epochs in logs); 0: unknown.
+  train_item_count: int = 0
+  # Evaluate at most this many cases; 0: all records of eval_file_pattern.
+  eval_item_count: int = 0
   # optimizer
   optimizer: str = 'adam'
   momentum: float = 0.9
@@ -217,8 +221,9 @@ class Config:
   # loss
   use_index_label_in_train: bool = False
   loss: str = 'adaptive_dice32'
-  # run
-  distribution_strategy: str = 'cpu'
+  # run. distribution_strategy empty: tpu when `tpu` is set, mirrored when
+  # GPUs are visible, else cpu.
+  distribution_strategy: Optional[str] = None
   num_gpus: int = 0
   tpu: Optional[str] = None
   seed: Optional[int] = None
@@ -239,12 +244,12 @@ LEGACY_IGNORED_KEYS = frozenset({
 })
 
 CHOICES = {
-    'dtype': ('float32', 'bfloat16', 'float16'),
+    'dtype': (None, 'float32', 'bfloat16', 'float16'),
     'label_dtype': ('float32', 'bfloat16', 'float16', 'int32', 'int64',
                     'uint8'),
     'optimizer': ('adam', 'adamw', 'sgd', 'momentum', 'rmsprop'),
     'data_format': ('channels_last',),
-    'distribution_strategy': ('tpu', 'mirrored', 'multi_worker', 'cpu'),
+    'distribution_strategy': (None, 'tpu', 'mirrored', 'multi_worker', 'cpu'),
     'model.name': ('unet3d', 'unet3plus', 'unet3plus_deepsup',
                    'unet3plus_deepsup_cgm'),
     'model.spatial_dims': (2, 3),
@@ -297,6 +302,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return _convert(value, arg, key)
       except ConfigError as e:
         errors.append(e)
+    if len(errors) == 1:  # Optional[X]: X's own message is the most precise
+      raise errors[0]
     raise ConfigError(f'{key}: expected {_type_name(tp)}, got {value!r}')
   if origin is list:
     (item_tp,) = typing.get_args(tp)
@@ -591,6 +598,23 @@ def validate(cfg: Config) -> None:
   if lt.class_weights is not None and len(lt.class_weights) != cfg.num_classes:
     raise ConfigError(f'loss_options.class_weights: expected {cfg.num_classes} '
                       f'weights (num_classes), got {len(lt.class_weights)}')
+
+
+def strategy_name(cfg: Config) -> str:
+  """The distribution strategy to use, resolving an empty value."""
+  if cfg.distribution_strategy:
+    return cfg.distribution_strategy
+  if cfg.tpu:
+    return 'tpu'
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return 'mirrored' if tf.config.list_physical_devices('GPU') else 'cpu'
+
+
+def compute_dtype(cfg: Config) -> str:
+  """float32 | bfloat16 | float16, resolving an empty `dtype`."""
+  if cfg.dtype:
+    return cfg.dtype
+  return 'bfloat16' if strategy_name(cfg) == 'tpu' else 'float32'
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

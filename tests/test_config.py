@@ -1,0 +1,202 @@
+"""Tests for unet3d/config.py: merging order, validation, the cloud recipes."""
+
+import glob
+import os
+
+import pytest
+import yaml
+
+from unet3d import config
+from unet3d.config import Config, ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write(tmp_path, text, name='cfg.yaml'):
+  path = tmp_path / name
+  path.write_text(text)
+  return str(path)
+
+
+def test_defaults_are_the_model_garden_topology():
+  cfg = config.build_config()
+  assert cfg.num_base_filters == 32 and cfg.depth == 4
+  assert cfg.num_channels == 1 and cfg.num_classes == 3
+  assert cfg.input_image_size == [128, 128, 128]
+  assert cfg.loss == 'adaptive_dice32' and cfg.optimizer == 'adam'
+
+
+def test_precedence_defaults_file_override_flags(tmp_path):
+  path = _write(tmp_path, 'train_batch_size: 4\neval_batch_size: 3\n'
+                'depth: 3\nmodel:\n  activation: elu\n')
+  cfg = config.build_config(path)
+  assert (cfg.train_batch_size, cfg.eval_batch_size, cfg.depth) == (4, 3, 3)
+  assert cfg.model.activation == 'elu'
+  assert cfg.model.name == 'unet3d'  # untouched group keys keep defaults
+
+  cfg = config.build_config(path, 'train_batch_size=2,model.activation=relu')
+  assert cfg.train_batch_size == 2 and cfg.eval_batch_size == 3
+  assert cfg.model.activation == 'relu'
+
+  cfg = config.build_config(path, 'train_batch_size: 2',
+                            flag_values={'train_batch_size': 1,
+                                         'model_dir': None})
+  assert cfg.train_batch_size == 1
+  assert cfg.model_dir == ''  # a None flag is "not given"
+
+
+def test_override_formats():
+  as_json = config.parse_override('{"input_image_size": [32, 32, 32], '
+                                  '"loss_options": {"batch_dice": true}}')
+  as_kv = config.parse_override(
+      'input_image_size=[32,32,32], loss_options.batch_dice=true')
+  assert as_json == as_kv == {'input_image_size': [32, 32, 32],
+                              'loss_options': {'batch_dice': True}}
+  assert config.parse_override('eval_file_pattern=') == {
+      'eval_file_pattern': None}
+  cfg = config.build_config(params_override='input_image_size=[32,32,32]')
+  assert cfg.input_image_size == [32, 32, 32]
+
+
+def test_empty_yaml_value_means_none(tmp_path):
+  path = _write(tmp_path, 'input_partition_dims:\ntraining_file_pattern:\n')
+  cfg = config.build_config(path)
+  assert cfg.input_partition_dims is None
+  assert cfg.training_file_pattern is None
+
+
+@pytest.mark.parametrize('text, key', [
+    ('train_batch_sise: 4', "unknown config key 'train_batch_sise'; did you "
+     "mean 'train_batch_size'?"),
+    ('model:\n  activaton: elu', "unknown config key 'model.activaton'; did "
+     "you mean 'model.activation'?"),
+    ('loss: adaptive_dice', "did you mean 'adaptive_dice32'"),
+])
+def test_unknown_keys_suggest_the_closest(tmp_path, text, key):
+  with pytest.raises(ConfigError) as e:
+    config.build_config(_write(tmp_path, text))
+  assert key in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('train_batch_size: four', 'train_batch_size: expected an integer'),
+    ('use_batch_norm: 1', 'use_batch_norm: expected true or false'),
+    ('input_image_size: 64', 'input_image_size: expected list of int'),
+    ('init_learning_rate: fast', 'init_learning_rate: expected a number'),
+    ('model: [1, 2]', 'model: expected a mapping'),
+    ('model:\n  filters: [8, x]', 'model.filters[1]: expected an integer'),
+])
+def test_wrong_types_name_the_key(tmp_path, text, message):
+  with pytest.raises(ConfigError) as e:
+    config.build_config(_write(tmp_path, text))
+  assert message in str(e.value)
+
+
+def test_float_from_yaml_scientific_string(tmp_path):
+  # YAML 1.1 reads `1e-4` (no dot) as a string; it must still be a number.
+  cfg = config.build_config(_write(tmp_path, 'init_learning_rate: 1e-4'))
+  assert cfg.init_learning_rate == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('input_image_size=[96,96,100]',
+     'input_image_size: [96, 96, 100] is not divisible by 8'),
+    ('depth=5,input_image_size=[24,24,24]', 'not divisible by 16'),
+    ('train_batch_size=0', 'train_batch_size: must be a positive integer'),
+    ('eval_batch_size=-2', 'eval_batch_size: must be a positive integer'),
+    ('predict_batch_size=0', 'predict_batch_size: must be a positive'),
+    ('input_partition_dims=[1,8,1,1]',
+     'input_partition_dims: expected 5 values'),
+    ('input_partition_dims=[1,3,1,1,1]',
+     'spatial axis 0 of size 128 is not divisible by 3'),
+    ('input_partition_dims=[1,32,1,1,1]',
+     'at the bottleneck (128/8=16) is not divisible by 32'),
+    ('input_partition_dims=[2,1,1,1,1]', 'batch and channel entries must be 1'),
+    ('input_image_size=[64,64]', 'expected 3 sizes'),
+    ('distribution_strategy=gpu', 'distribution_strategy: expected one of'),
+    ('model.name=unet4d', 'model.name: expected one of'),
+    ('loss_options.class_weights=[1,2]', 'expected 3 weights'),
+])
+def test_validation_errors_are_one_line_naming_the_key(override, message):
+  with pytest.raises(ConfigError) as e:
+    config.build_config(params_override=override)
+  assert message in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_missing_and_malformed_config_file(tmp_path):
+  with pytest.raises(ConfigError, match='nope.yaml: not found'):
+    config.build_config(str(tmp_path / 'nope.yaml'))
+  with pytest.raises(ConfigError, match='bad.yaml: not valid YAML'):
+    config.build_config(_write(tmp_path, 'a: [1, 2', 'bad.yaml'))
+  with pytest.raises(ConfigError, match='expected a mapping'):
+    config.build_config(_write(tmp_path, '- 1\n- 2\n', 'list.yaml'))
+
+
+CLOUD_EXPECTED = {
+    'v3-8_128x128x128_ce.yaml': (
+        'cross_entropy', 16, 8, [1, 8, 1, 1, 1], True, 128, 1e-4),
+    'v3-8_128x128x128_dice.yaml': (
+        'adaptive_dice32', 32, 8, None, False, 128, 1e-4),
+    'v3-32_256x256x256_ce.yaml': (
+        'cross_entropy', 8, 1, [1, 16, 1, 1, 1], True, 256, 5e-5),
+    'v3-32_256x256x256_dice.yaml': (
+        'adaptive_dice32', 8, 1, [1, 16, 1, 1, 1], False, 256, 5e-5),
+    'v3-128_256x256x256_ce.yaml': (
+        'cross_entropy', 32, 1, [1, 16, 1, 1, 1], True, 256, 1e-4),
+    'v3-128_256x256x256_dice.yaml': (
+        'adaptive_dice32', 32, 1, [1, 16, 1, 1, 1], False, 256, 1e-4),
+}
+
+
+def test_all_six_cloud_recipes_load_with_their_meaning():
+  files = sorted(glob.glob(os.path.join(REPO, 'configs', 'cloud', '*.yaml')))
+  assert sorted(os.path.basename(f) for f in files) == sorted(CLOUD_EXPECTED)
+  for path in files:
+    (loss, train_bs, eval_bs, dims, index_label, size,
+     lr) = CLOUD_EXPECTED[os.path.basename(path)]
+    cfg = config.build_config(path)
+    assert cfg.loss == loss
+    assert (cfg.train_batch_size, cfg.eval_batch_size) == (train_bs, eval_bs)
+    assert cfg.input_partition_dims == dims
+    assert cfg.use_index_label_in_train is index_label
+    assert cfg.input_image_size == [size] * 3
+    assert cfg.init_learning_rate == pytest.approx(lr)
+    assert cfg.label_dtype == 'float32'
+    # On a TPU, as in the Model Garden, these run in bfloat16.
+    on_tpu = config.merge(cfg, {'tpu': 'my-tpu'})
+    assert config.strategy_name(on_tpu) == 'tpu'
+    assert config.compute_dtype(on_tpu) == 'bfloat16'
+
+
+def test_every_shipped_config_is_valid():
+  for path in glob.glob(os.path.join(REPO, 'configs', '**', '*.yaml'),
+                        recursive=True):
+    config.build_config(path)
+
+
+def test_save_and_load_round_trip(tmp_path):
+  cfg = config.build_config(params_override=(
+      'model_dir=/x,input_image_size=[32,32,32],model.filters=[4,8,16,32],'
+      'loss_options.class_weights=[0.5,1,2],data.augmentation.flip_prob=0.1'))
+  path = str(tmp_path / 'params.yaml')
+  config.save(cfg, path)
+  assert not os.path.exists(path + '.tmp')
+  assert config.load(path) == cfg
+  with open(path) as f:
+    assert yaml.safe_load(f)['model']['filters'] == [4, 8, 16, 32]
+
+
+def test_legacy_model_garden_keys_are_accepted(tmp_path):
+  cfg = config.build_config(_write(tmp_path, 'use_bfloat16: true\n'
+                                   'train_epochs: 10\ntpu_config: {}\n'))
+  assert cfg == config.build_config()
+
+
+def test_total_stride():
+  assert config.total_stride(Config()) == 8
+  cfg = config.merge(Config(), {'model': {'name': 'unet3plus'}})
+  assert config.total_stride(cfg) == 16
+  cfg = config.merge(Config(), {'model': {'filters': [8, 16]}})
+  assert config.total_stride(cfg) == 2

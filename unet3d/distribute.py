@@ -1,0 +1,111 @@
+"""The strategy factory: `build_strategy(cfg)` for tpu, mirrored, multi_worker, cpu.
+
+TPU and GPU paths follow TensorFlow's documented tf.distribute API; on this
+project's CI only the CPU, MirroredStrategy over logical CPU devices and
+MultiWorkerMirroredStrategy over local processes are exercised.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import tensorflow as tf
+
+from unet3d.config import Config, ConfigError, strategy_name
+
+
+def _tpu_strategy(cfg: Config) -> tf.distribute.Strategy:
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.tpu or '')
+  tf.config.experimental_connect_to_cluster(resolver)
+  topology = tf.tpu.experimental.initialize_tpu_system(resolver)
+  if not cfg.input_partition_dims:
+    return tf.distribute.TPUStrategy(resolver)
+  # Spatial partitioning: each replica spans prod(input_partition_dims) cores,
+  # and the input tensor is split along the partitioned spatial axes.
+  cores_per_replica = 1
+  for d in cfg.input_partition_dims:
+    cores_per_replica *= d
+  num_replicas = resolver.get_tpu_system_metadata().num_cores // cores_per_replica
+  if num_replicas < 1:
+    raise ConfigError(
+        f'input_partition_dims: {cfg.input_partition_dims} needs '
+        f'{cores_per_replica} cores per replica, more than the TPU has')
+  device_assignment = tf.tpu.experimental.DeviceAssignment.build(
+      topology, num_replicas=num_replicas,
+      computation_shape=_computation_shape(cores_per_replica))
+  return tf.distribute.TPUStrategy(
+      resolver, experimental_device_assignment=device_assignment,
+      experimental_spmd_xla_partitioning=False)
+
+
+def _computation_shape(cores_per_replica: int) -> list[int]:
+  """Lays out cores_per_replica TPU cores as [x, y, z, cores_per_chip]."""
+  # A TPU v3/v4 chip has 2 cores; replicas span chips along x, then y.
+  shapes = {1: [1, 1, 1, 1], 2: [1, 1, 1, 2], 4: [1, 2, 1, 2],
+            8: [2, 2, 1, 2], 16: [4, 2, 1, 2], 32: [4, 4, 1, 2]}
+  if cores_per_replica not in shapes:
+    raise ConfigError(f'input_partition_dims: {cores_per_replica} cores per '
+                      f'replica is not supported (use 1, 2, 4, 8, 16 or 32)')
+  return shapes[cores_per_replica]
+
+
+def build_strategy(cfg: Config,
+                   devices: Optional[list[str]] = None) -> tf.distribute.Strategy:
+  """Returns the tf.distribute strategy named by `cfg.distribution_strategy`.
+
+  Args:
+    cfg: the run's config (`distribution_strategy`, `num_gpus`, `tpu`).
+    devices: explicit devices for `mirrored` (tests pass logical CPUs).
+  """
+  name = strategy_name(cfg)
+  if name == 'tpu':
+    return _tpu_strategy(cfg)
+  if cfg.input_partition_dims and any(d > 1 for d in cfg.input_partition_dims):
+    raise ConfigError('input_partition_dims: spatial partitioning needs '
+                      "distribution_strategy 'tpu', got "
+                      f"'{name}'")
+  if name == 'mirrored':
+    if devices is None:
+      gpus = tf.config.list_logical_devices('GPU')
+      if cfg.num_gpus > len(gpus):
+        raise ConfigError(f'num_gpus: asked for {cfg.num_gpus} GPUs, this '
+                          f'machine has {len(gpus)}')
+      if cfg.num_gpus > 0:
+        devices = [g.name for g in gpus[:cfg.num_gpus]]
+      elif not gpus:
+        devices = [d.name for d in tf.config.list_logical_devices('CPU')]
+    return tf.distribute.MirroredStrategy(devices)
+  if name == 'multi_worker':
+    # The cluster comes from the TF_CONFIG environment variable.
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == 'cpu':
+    return tf.distribute.OneDeviceStrategy('/cpu:0')
+  raise ConfigError(f'distribution_strategy: unknown strategy {name!r}')
+
+
+def has_accelerator() -> bool:
+  return bool(tf.config.list_logical_devices('GPU') or
+              tf.config.list_logical_devices('TPU'))
+
+
+def use_jit_compile(cfg: Config) -> bool:
+  """XLA: as configured, else on for GPU/TPU and off on CPU (slower there)."""
+  if cfg.train.jit_compile is not None:
+    return cfg.train.jit_compile
+  return strategy_name(cfg) == 'tpu' or has_accelerator()
+
+
+def is_chief() -> bool:
+  """True on the worker that writes checkpoints, summaries and reports."""
+  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type is None:
+    return True
+  return (task_type == 'chief' or
+          (task_type == 'worker' and task_id == 0 and
+           'chief' not in resolver.cluster_spec().as_dict()))
+
+
+def task_id() -> int:
+  """This worker's index in TF_CONFIG (0 when not in a cluster)."""
+  return tf.distribute.cluster_resolver.TFConfigClusterResolver().task_id or 0

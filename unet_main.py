@@ -1,0 +1,112 @@
+"""unet3d entry point: flags -> config -> the mode's function.
+
+  python unet_main.py --mode=train_and_eval --config_file=configs/demo.yaml \
+      --model_dir=/tmp/run --training_file_pattern='data/train-*.tfrecord'
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+MODES = ('train', 'eval', 'train_and_eval', 'summary')
+
+flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
+flags.DEFINE_string('config_file', None, 'A YAML config file.')
+flags.DEFINE_string('params_override', None,
+                    "YAML/JSON string or 'a.b=c,d=e' applied after the file.")
+flags.DEFINE_string('model_dir', None, 'Checkpoints, summaries, params.yaml.')
+flags.DEFINE_string('training_file_pattern', None, 'Training TFRecord glob.')
+flags.DEFINE_string('eval_file_pattern', None, 'Evaluation TFRecord glob.')
+flags.DEFINE_enum('distribution_strategy', None,
+                  ['tpu', 'mirrored', 'multi_worker', 'cpu'],
+                  'How to distribute training.')
+flags.DEFINE_integer('num_gpus', None, 'GPUs for the mirrored strategy.')
+flags.DEFINE_string('tpu', None, 'TPU name or address.')
+flags.DEFINE_integer('steps_per_loop', None,
+                     'Training steps inside one tf.function call.')
+FLAGS = flags.FLAGS
+
+# Flags that set a config key of the same (dotted) name.
+_FLAG_TO_KEY = {
+    'model_dir': 'model_dir',
+    'training_file_pattern': 'training_file_pattern',
+    'eval_file_pattern': 'eval_file_pattern',
+    'distribution_strategy': 'distribution_strategy',
+    'num_gpus': 'num_gpus',
+    'tpu': 'tpu',
+}
+
+
+def resolve_config(argv_flags) -> 'config.Config':
+  """Builds the run's config; eval modes start from model_dir/params.yaml."""
+  from unet3d import config  # pylint: disable=g-import-not-at-top
+  flag_values = {key: getattr(argv_flags, name)
+                 for name, key in _FLAG_TO_KEY.items()}
+  overrides = {k: v for k, v in flag_values.items() if v is not None}
+  if argv_flags.steps_per_loop is not None:
+    overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
+  base = None
+  if argv_flags.mode == 'eval':
+    model_dir = argv_flags.model_dir
+    if model_dir and os.path.isfile(config.params_path(model_dir)):
+      base = config.load(config.params_path(model_dir))
+  return config.build_config(argv_flags.config_file,
+                             argv_flags.params_override,
+                             overrides, base=base)
+
+
+def run(mode: str, cfg) -> dict:
+  from unet3d.training import loop  # pylint: disable=g-import-not-at-top
+  if mode == 'train':
+    return loop.train(cfg)
+  if mode == 'eval':
+    return loop.evaluate(cfg)
+  if mode == 'train_and_eval':
+    return loop.train_and_evaluate(cfg)
+  if mode == 'summary':
+    from unet3d import models  # pylint: disable=g-import-not-at-top
+    from unet3d.models import summary  # pylint: disable=g-import-not-at-top
+    loop.set_precision_policy(cfg)
+    model = models.build_model(cfg)
+    info = summary.model_summary(
+        model, list(cfg.input_image_size) + [cfg.num_channels])
+    print(summary.format_summary(info))
+    return info
+  raise ValueError(f'--mode: unknown mode {mode!r}')
+
+
+def print_report(report: dict) -> None:
+  """Prints per-class dice of an evaluation report, one class a line."""
+  per_class = report.get('per_class') or {}
+  if not per_class:
+    return
+  print(f"evaluation at step {report.get('step')} on "
+        f"{report.get('num_cases')} cases "
+        f"(empty class counts as: {report.get('empty_class')})")
+  for name, scores in per_class.items():
+    print(f"  {name:>16s}  dice {scores['dice']:.4f}")
+  print(f"  {'mean foreground':>16s}  dice "
+        f"{report['mean_foreground_dice']:.4f}")
+
+
+def main(argv):
+  del argv
+  from unet3d.config import ConfigError  # pylint: disable=g-import-not-at-top
+  try:
+    cfg = resolve_config(FLAGS)
+    report = run(FLAGS.mode, cfg)
+  except (ConfigError, ValueError, FileNotFoundError) as e:
+    logging.debug('failed', exc_info=True)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  if FLAGS.mode in ('eval', 'train_and_eval'):
+    print_report(report)
+
+
+if __name__ == '__main__':
+  app.run(main)
