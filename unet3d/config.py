@@ -112,6 +112,9 @@ class DataConfig:
   # center_crop: eval on a centre crop/pad of input_image_size.
   # whole_volume: eval on whole volumes with sliding-window inference.
   eval_mode: str = 'center_crop'
+  # center_crop eval size; empty: input_image_size. Any size divisible by the
+  # model's total stride works, e.g. a whole demo volume.
+  eval_image_size: Optional[list[int]] = None
   # none | memory | a file path prefix for an on-disk cache.
   cache: str = 'none'
   shuffle_buffer: int = 64
@@ -561,11 +564,18 @@ def validate(cfg: Config) -> None:
   if any(s < 1 for s in size):
     raise ConfigError(f'input_image_size: sizes must be positive, got {size}')
   stride = total_stride(cfg)
-  if any(s % stride for s in size):
-    raise ConfigError(
-        f'input_image_size: {size} is not divisible by {stride} '
-        f'(2^(levels-1) for the {cfg.model.name} encoder); use multiples of '
-        f'{stride} or a smaller depth')
+  for key, sizes in (('input_image_size', size),
+                     ('data.eval_image_size', cfg.data.eval_image_size)):
+    if sizes is None:
+      continue
+    if len(sizes) != spatial_dims or any(s < 1 for s in sizes):
+      raise ConfigError(f'{key}: expected {spatial_dims} positive sizes, got '
+                        f'{sizes}')
+    if any(s % stride for s in sizes):
+      raise ConfigError(
+          f'{key}: {sizes} is not divisible by {stride} '
+          f'(2^(levels-1) for the {cfg.model.name} encoder); use multiples of '
+          f'{stride} or a smaller depth')
   if cfg.model.filters is not None and any(f < 1 for f in cfg.model.filters):
     raise ConfigError(f'model.filters: must be positive, got '
                       f'{cfg.model.filters}')

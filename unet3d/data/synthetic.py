@@ -26,8 +26,8 @@ def _grid(shape: Sequence[int]) -> list[np.ndarray]:
 
 
 def _ellipsoid(grid, rng, shape):
-  radii = rng.uniform(6, 13, size=3)
-  centre = [rng.uniform(r + 2, s - r - 2) for r, s in zip(radii, shape)]
+  radii = rng.uniform(0.12, 0.22, size=3) * min(shape)
+  centre = [rng.uniform(r + 1, s - r - 1) for r, s in zip(radii, shape)]
   # A random rotation about axis 0 makes the ellipsoids less axis-aligned.
   theta = rng.uniform(0, np.pi)
   y, x = grid[1] - centre[1], grid[2] - centre[2]
@@ -38,8 +38,8 @@ def _ellipsoid(grid, rng, shape):
 
 
 def _box(grid, rng, shape):
-  half = rng.uniform(3, 7, size=3)
-  centre = [rng.uniform(h + 2, s - h - 2) for h, s in zip(half, shape)]
+  half = rng.uniform(0.07, 0.13, size=3) * min(shape)
+  centre = [rng.uniform(h + 1, s - h - 1) for h, s in zip(half, shape)]
   mask = np.ones(shape, bool)
   for g, c, h in zip(grid, centre, half):
     mask &= np.abs(g - c) <= h
@@ -49,8 +49,9 @@ def _box(grid, rng, shape):
 def _tube(grid, rng, shape):
   axis = rng.integers(0, 3)
   others = [a for a in range(3) if a != axis]
-  radius = rng.uniform(2.0, 3.5)
-  start = [rng.uniform(radius + 3, shape[a] - radius - 3) for a in others]
+  radius = rng.uniform(0.045, 0.07, size=1)[0] * min(shape)
+  start = [rng.uniform(radius + 0.2 * shape[a], 0.8 * shape[a] - radius)
+           for a in others]
   # A gently curving tube: its centre drifts linearly along the axis.
   drift = rng.uniform(-0.3, 0.3, size=2)
   t = grid[axis]
