@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -203,7 +204,18 @@ def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
       state.manager.save(checkpoint_number=step)
       last_saved = step
   writer.flush()
+  if state.manager and not distribute.is_chief():
+    _remove_worker_scratch(cfg.model_dir, state.manager.directory)
   return result
+
+
+def _remove_worker_scratch(model_dir: str, directory: str) -> None:
+  """Non-chief workers save only because saving is collective; drop it."""
+  shutil.rmtree(directory, ignore_errors=True)
+  try:
+    os.rmdir(os.path.join(model_dir, 'worker_tmp'))
+  except OSError:
+    pass  # another worker's scratch is still there
 
 
 def make_eval_step(cfg: Config, state: TrainState) -> Callable:
