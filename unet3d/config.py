@@ -157,6 +157,15 @@ class MetricsConfig:
 
 
 @dataclass
+class InferenceConfig:
+  """Sliding-window inference over whole volumes (eval whole_volume mode)."""
+  # Fraction of a window shared with its neighbour along each axis.
+  overlap: float = 0.5
+  # gaussian (nnU-Net / MONAI importance map) | constant
+  weighting: str = 'gaussian'
+
+
+@dataclass
 class TrainConfig:
   """Training-loop settings that the Model Garden did not have."""
   steps_per_loop: int = 50
@@ -237,6 +246,7 @@ class Config:
   loss_options: LossConfig = field(default_factory=LossConfig)
   metrics: MetricsConfig = field(default_factory=MetricsConfig)
   train: TrainConfig = field(default_factory=TrainConfig)
+  inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 # Keys of the Model Garden config that mean nothing here; accepted and ignored
@@ -264,6 +274,7 @@ CHOICES = {
     'data.eval_mode': ('center_crop', 'whole_volume'),
     'metrics.empty_class': ('one', 'exclude'),
     'train.lr_schedule': ('constant', 'exponential', 'cosine', 'polynomial'),
+    'inference.weighting': ('gaussian', 'constant'),
 }
 
 # Loss names are checked against the registry in unet3d.losses when that
@@ -549,6 +560,9 @@ def validate(cfg: Config) -> None:
   if cfg.init_learning_rate <= 0:
     raise ConfigError('init_learning_rate: must be positive, got '
                       f'{cfg.init_learning_rate}')
+  if not 0.0 <= cfg.inference.overlap < 1.0:
+    raise ConfigError('inference.overlap: must be in [0, 1), got '
+                      f'{cfg.inference.overlap}')
   if cfg.train.steps_per_loop < 1:
     raise ConfigError('train.steps_per_loop: must be >= 1, got '
                       f'{cfg.train.steps_per_loop}')

@@ -76,7 +76,8 @@ def test_train_then_resume_continues_from_the_saved_step(records, tmp_path):
   state = loop.build_state(cfg, strategy)
   assert state.step == 0
   result = loop.train(cfg, strategy, state)
-  assert result['step'] == 4 and np.isfinite(result['loss'])
+  assert result['step'] == 4 and result['steps_run'] == 4
+  assert np.isfinite(result['loss'])
   assert _checkpoint_steps(tmp_path / 'run') == [2, 4]
   assert config.load(config.params_path(cfg.model_dir)) == cfg
   trained = [w.numpy() for w in state.model.weights]
@@ -94,8 +95,8 @@ def test_train_then_resume_continues_from_the_saved_step(records, tmp_path):
   cfg6 = config.merge(cfg, {'train_steps': 6})
   result = loop.train(cfg6, strategy, restored)
   assert result['step'] == 6
-  # Only the two missing steps ran: one more loop of steps_per_loop=2.
-  assert _checkpoint_steps(tmp_path / 'run') == [4, 6]
+  assert result['steps_run'] == 2  # only the two missing steps ran
+  assert _checkpoint_steps(tmp_path / 'run') == [2, 4, 6]
 
 
 def test_train_when_already_done_runs_nothing(records, tmp_path):

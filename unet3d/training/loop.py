@@ -27,6 +27,7 @@ from unet3d import metrics
 from unet3d import models
 from unet3d.config import Config, ConfigError
 from unet3d.data import pipeline
+from unet3d.inference import sliding_window
 from unet3d.training import optim
 
 EVAL_RESULTS_FILE = 'eval_results.json'
@@ -155,7 +156,8 @@ def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
           until_step: Optional[int] = None) -> dict[str, Any]:
   """Trains to `until_step` (default cfg.train_steps), resuming if possible.
 
-  Returns {'step', 'loss', 'steps_per_second'} of the last loop.
+  Returns {'step', 'loss', 'steps_per_second'} of the last loop and
+  'steps_run', the steps this call trained.
   """
   if not cfg.training_file_pattern:
     raise ConfigError('training_file_pattern: required for training')
@@ -171,7 +173,8 @@ def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   if state.step >= target:
     logging.info('Already at step %d >= %d; nothing to train.', state.step,
                  target)
-    return {'step': state.step, 'loss': None, 'steps_per_second': None}
+    return {'step': state.step, 'loss': None, 'steps_per_second': None,
+            'steps_run': 0}
 
   dataset = strategy.distribute_datasets_from_function(
       lambda ctx: pipeline.build_dataset(cfg, 'train', input_context=ctx))
@@ -180,7 +183,7 @@ def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   writer = tf.summary.create_file_writer(
       os.path.join(cfg.model_dir, 'train')) if distribute.is_chief() else (
           tf.summary.create_noop_writer())
-  last_saved = state.step
+  first_step = last_saved = state.step
   result = {}
   while state.step < target:
     num_steps = min(cfg.train.steps_per_loop, target - state.step)
@@ -192,7 +195,8 @@ def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
       raise FloatingPointError(f'training loss is {loss} at step {step}; lower '
                                'init_learning_rate or check the input data')
     result = {'step': step, 'loss': loss,
-              'steps_per_second': num_steps / elapsed}
+              'steps_per_second': num_steps / elapsed,
+              'steps_run': step - first_step}
     logging.info('step %d  loss %.4f  %.2f steps/s', step, loss,
                  num_steps / elapsed)
     with writer.as_default(step=step):
@@ -255,9 +259,78 @@ def class_names_for(cfg: Config) -> Optional[list[str]]:
   return None
 
 
+def _evaluate_crops(cfg: Config, state: TrainState) -> np.ndarray:
+  """Per-case counts [N, C, 3] on centre crops, batched and distributed."""
+  dataset = state.strategy.distribute_datasets_from_function(
+      lambda ctx: pipeline.build_dataset(cfg, 'eval', input_context=ctx))
+  run = make_eval_step(cfg, state)
+  counts = []
+  for inputs in dataset:
+    counts.append(run(inputs).numpy())
+    if cfg.eval_item_count and sum(len(c) for c in counts) >= cfg.eval_item_count:
+      break
+  return np.concatenate(counts) if counts else np.zeros([0])
+
+
+def _probabilities_fn(cfg: Config, model: keras.Model) -> Callable:
+  sigmoid = cfg.model.output_activation == 'sigmoid'
+
+  @tf.function(reduce_retracing=True)
+  def probabilities(batch):
+    logits = models.inference_logits(model(batch, training=False))
+    return tf.sigmoid(logits) if sigmoid else tf.nn.softmax(logits)
+
+  return lambda batch: probabilities(tf.constant(batch)).numpy()
+
+
+def _as_logits(probabilities: np.ndarray, sigmoid: bool) -> np.ndarray:
+  """Logits with the same argmax / 0.5 threshold as the probabilities."""
+  p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+  return np.log(p) - np.log1p(-p) if sigmoid else np.log(p)
+
+
+def _evaluate_whole_volumes(cfg: Config, state: TrainState
+                           ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+  """Sliding-window inference on every whole eval volume (host loop).
+
+  Returns per-case counts [N, C, 3] and, when metrics.surface_metrics is on,
+  per-case surface-distance reports.
+  """
+  from unet3d import evaluation  # pylint: disable=g-import-not-at-top
+  predict = _probabilities_fn(cfg, state.model)
+  sigmoid = cfg.model.output_activation == 'sigmoid'
+  counts, surface = [], []
+  for case in pipeline.build_volume_dataset(cfg, cfg.eval_file_pattern):
+    probabilities = sliding_window.sliding_window_inference(
+        predict, case['image'].numpy(), cfg.input_image_size,
+        overlap=cfg.inference.overlap, batch_size=cfg.predict_batch_size,
+        weighting=cfg.inference.weighting)
+    label = case['label'].numpy()
+    logits = _as_logits(probabilities, sigmoid)
+    counts.append(metrics.confusion_counts(
+        label[None], logits[None], cfg.num_classes,
+        output_activation=cfg.model.output_activation,
+        ignore_label=cfg.loss_options.ignore_label).numpy())
+    if cfg.metrics.surface_metrics:
+      prediction = (probabilities > 0.5).astype(np.uint8) if sigmoid else (
+          np.argmax(probabilities, axis=-1))
+      report = evaluation.per_case_report(
+          prediction, label, case['spacing'].numpy(), cfg.num_classes,
+          tolerance_mm=cfg.metrics.surface_tolerance_mm)
+      report['case_id'] = case['case_id'].numpy().decode()
+      surface.append(report)
+    if cfg.eval_item_count and len(counts) >= cfg.eval_item_count:
+      break
+  return (np.concatenate(counts) if counts else np.zeros([0])), surface
+
+
 def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
              state: Optional[TrainState] = None) -> dict[str, Any]:
   """Evaluates the latest checkpoint in model_dir on eval_file_pattern.
+
+  `data.eval_mode` center_crop evaluates a centre crop/pad of each case
+  (`data.eval_image_size`) in batches under the strategy; whole_volume runs
+  sliding-window inference over each whole case on the host.
 
   Writes `model_dir/eval_results.json` and returns the same dict: per-class
   dice, IoU, precision and recall (means over cases), the mean foreground
@@ -271,24 +344,23 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
     if cfg.model_dir and not tf.train.latest_checkpoint(cfg.model_dir):
       raise ConfigError(f'model_dir: no checkpoint in {cfg.model_dir} to '
                         'evaluate; train first or point model_dir at a run')
-  dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: pipeline.build_dataset(cfg, 'eval', input_context=ctx))
-  run = make_eval_step(cfg, state)
-  counts = []
-  for inputs in dataset:
-    counts.append(run(inputs).numpy())
-    if cfg.eval_item_count and sum(len(c) for c in counts) >= cfg.eval_item_count:
-      break
-  if not counts:
+  surface = []
+  if cfg.data.eval_mode == 'whole_volume':
+    all_counts, surface = _evaluate_whole_volumes(cfg, state)
+  else:
+    all_counts = _evaluate_crops(cfg, state)
+  if not len(all_counts):
     raise ValueError(f'eval_file_pattern {cfg.eval_file_pattern}: no '
                      'evaluation records')
-  all_counts = np.concatenate(counts)
   if cfg.eval_item_count:
     all_counts = all_counts[:cfg.eval_item_count]
   report = metrics.summarize(all_counts, class_names=class_names_for(cfg),
                              empty_class=cfg.metrics.empty_class)
   report['step'] = state.step
   report['num_cases'] = int(len(all_counts))
+  report['eval_mode'] = cfg.data.eval_mode
+  if surface:
+    report['surface_metrics'] = surface
   if cfg.model_dir and distribute.is_chief():
     _write_json(os.path.join(cfg.model_dir, EVAL_RESULTS_FILE), report)
     writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, 'eval'))
