@@ -1,0 +1,73 @@
+"""Tests for unet_main.py: config resolution and one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from unet3d import config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import unet_main  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(autouse=True)
+def _reset_flags():
+  yield
+  unet_main.FLAGS.unparse_flags()
+
+
+def _flags(argv):
+  unet_main.FLAGS.unparse_flags()
+  unet_main.FLAGS(['unet_main'] + argv)
+  return unet_main.FLAGS
+
+
+def test_eval_starts_from_the_saved_params(tmp_path):
+  saved = config.build_config(params_override=(
+      'num_base_filters=4,depth=2,num_classes=5,input_image_size=[16,16,16],'
+      f'model_dir={tmp_path},eval_file_pattern=/data/val-*'))
+  config.save(saved, config.params_path(str(tmp_path)))
+  cfg = unet_main.resolve_config(_flags(['--mode=eval',
+                                         f'--model_dir={tmp_path}']))
+  assert cfg == saved
+  # Flags and overrides still win over the saved file.
+  cfg = unet_main.resolve_config(_flags([
+      '--mode=eval', f'--model_dir={tmp_path}', '--eval_file_pattern=/x/*',
+      '--params_override=eval_batch_size=3']))
+  assert cfg.eval_file_pattern == '/x/*' and cfg.eval_batch_size == 3
+  assert cfg.num_classes == 5
+  # Training does not read params.yaml: it starts from the given config.
+  cfg = unet_main.resolve_config(_flags(['--mode=train',
+                                         f'--model_dir={tmp_path}']))
+  assert cfg.num_classes == config.Config().num_classes
+
+
+def test_flags_override_config_file_and_params_override(tmp_path):
+  path = tmp_path / 'c.yaml'
+  path.write_text('train_steps: 10\ntrain:\n  steps_per_loop: 5\n')
+  cfg = unet_main.resolve_config(_flags([
+      f'--config_file={path}', '--params_override=train_steps=20',
+      '--steps_per_loop=7', '--distribution_strategy=mirrored']))
+  assert cfg.train_steps == 20
+  assert cfg.train.steps_per_loop == 7
+  assert cfg.distribution_strategy == 'mirrored'
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--params_override=train_batch_sise=2'],
+     "unknown config key 'train_batch_sise'; did you mean 'train_batch_size'?"),
+    (['--config_file=/no/such.yaml'], 'config file /no/such.yaml: not found'),
+    (['--mode=train', '--model_dir=/tmp/x'],
+     'training_file_pattern: required for training'),
+])
+def test_bad_input_exits_nonzero_with_one_line(argv, message):
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'unet_main.py')] + argv,
+      capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
