@@ -81,17 +81,9 @@ def run(mode: str, cfg) -> dict:
 
 
 def print_report(report: dict) -> None:
-  """Prints per-class dice of an evaluation report, one class a line."""
-  per_class = report.get('per_class') or {}
-  if not per_class:
-    return
-  print(f"evaluation at step {report.get('step')} on "
-        f"{report.get('num_cases')} cases "
-        f"(empty class counts as: {report.get('empty_class')})")
-  for name, scores in per_class.items():
-    print(f"  {name:>16s}  dice {scores['dice']:.4f}")
-  print(f"  {'mean foreground':>16s}  dice "
-        f"{report['mean_foreground_dice']:.4f}")
+  from unet3d import metrics  # pylint: disable=g-import-not-at-top
+  print(f"evaluation at step {report.get('step')}:")
+  print(metrics.format_report(report))
 
 
 def main(argv):

@@ -41,6 +41,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from unet3d import config  # pylint: disable=g-import-not-at-top
+  from unet3d import metrics  # pylint: disable=g-import-not-at-top
   from unet3d.data import convert  # pylint: disable=g-import-not-at-top
   from unet3d.data import synthetic  # pylint: disable=g-import-not-at-top
   from unet3d.training import loop  # pylint: disable=g-import-not-at-top
@@ -74,11 +75,8 @@ def main(argv):
   report = loop.train_and_evaluate(cfg)
   elapsed = time.perf_counter() - start
 
-  print('\nper-class dice on held-out synthetic volumes '
-        f"(empty class counts as: {report['empty_class']}):")
-  for name, scores in report['per_class'].items():
-    print(f"  {name:>12s}  {scores['dice']:.4f}")
-  print(f"  {'mean fg':>12s}  {report['mean_foreground_dice']:.4f}")
+  print('\nheld-out synthetic volumes:')
+  print(metrics.format_report(report))
   print(json.dumps({'mean_foreground_dice': report['mean_foreground_dice'],
                     'num_eval_cases': report['num_cases'],
                     'seconds': round(elapsed, 1),

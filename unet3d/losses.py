@@ -1,100 +1,503 @@
 """Segmentation losses: pure functions of (labels, logits) -> per-example loss.
 
-Shapes: logits [B, *spatial, C]; labels either class indices [B, *spatial]
-or one-hot [B, *spatial, C]. Every loss computes in float32 and returns
-[B], so the training loop's `tf.nn.compute_average_loss` scales it by the
-global batch under any tf.distribute strategy.
+Shapes: logits [B, *spatial, C] (any float dtype; every loss computes in
+float32). labels are class indices [B, *spatial] or one-hot / multi-hot
+[B, *spatial, C]; the rank tells which. Each loss returns float32 [B], so the
+training loop's `tf.nn.compute_average_loss(..., global_batch_size)` scales
+it correctly under any tf.distribute strategy.
+
+`output_activation` turns logits into probabilities: 'softmax' for exclusive
+classes, 'sigmoid' for multi-label targets (e.g. BraTS regions).
+
+Voxels whose index label equals `ignore_label` are left out of every loss.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from unet3d.config import Config, ConfigError
 
-
-def _one_hot(labels, logits):
-  num_classes = logits.shape[-1]
-  if labels.shape.rank == logits.shape.rank:
-    return tf.cast(labels, tf.float32)
-  return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+EPSILON = 1e-7
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _spatial_axes(logits):
+# ----------------------------------------------------------------------------
+# Shared pieces
+# ----------------------------------------------------------------------------
+
+
+def spatial_axes(logits) -> list[int]:
   return list(range(1, logits.shape.rank - 1))
 
 
-def cross_entropy(labels, logits, **unused):
-  """Softmax cross-entropy, mean over voxels: [B]."""
-  logits = tf.cast(logits, tf.float32)
-  per_voxel = tf.nn.softmax_cross_entropy_with_logits(
-      _one_hot(labels, logits), logits)
-  return tf.reduce_mean(per_voxel, axis=_spatial_axes(logits))
+def prepare(labels, logits, output_activation: str = 'softmax',
+            ignore_label: Optional[int] = None):
+  """Returns (probabilities, one-hot targets, voxel mask [B, *spatial, 1]).
 
-
-def dice(labels, logits, smooth=1e-5, include_background=True, **unused):
-  """1 - mean soft dice over classes, per example: [B]."""
-  logits = tf.cast(logits, tf.float32)
-  probs = tf.nn.softmax(logits)
-  onehot = _one_hot(labels, logits)
-  axes = _spatial_axes(logits)
-  intersection = tf.reduce_sum(probs * onehot, axis=axes)
-  denominator = tf.reduce_sum(probs + onehot, axis=axes)
-  scores = (2.0 * intersection + smooth) / (denominator + smooth)
-  if not include_background:
-    scores = scores[:, 1:]
-  return 1.0 - tf.reduce_mean(scores, axis=-1)
-
-
-def dice_ce(labels, logits, ce_weight=1.0, dice_weight=1.0, **options):
-  """nnU-Net's CE + dice: [B]."""
-  return (ce_weight * cross_entropy(labels, logits) +
-          dice_weight * dice(labels, logits, **options))
-
-
-def adaptive_dice32(labels, logits, **unused):
-  """The Model Garden's adaptive dice over the whole batch, broadcast to [B].
-
-  d_c = (2 I_c + eps) / (U_c + eps), so a class absent from both label and
-  prediction scores 1 rather than the Model Garden's 2.
+  All float32. The mask is 0 where the label is `ignore_label`.
   """
   logits = tf.cast(logits, tf.float32)
-  probs = tf.nn.softmax(logits)
-  onehot = _one_hot(labels, logits)
+  num_classes = logits.shape[-1]
+  if labels.shape.rank == logits.shape.rank:
+    targets = tf.cast(labels, tf.float32)
+    mask = tf.ones_like(targets[..., :1])
+  else:
+    labels = tf.cast(labels, tf.int32)
+    mask = tf.ones_like(labels, tf.float32)
+    if ignore_label is not None:
+      mask = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
+      labels = tf.where(labels == ignore_label, tf.zeros_like(labels), labels)
+    targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    mask = mask[..., None]
+  if output_activation == 'sigmoid':
+    probs = tf.sigmoid(logits)
+  else:
+    probs = tf.nn.softmax(logits)
+  return probs, targets, mask
+
+
+def _class_mean(scores, include_background: bool, weights=None):
+  """Mean over the class axis of [B, C] (or [C]) scores."""
+  if not include_background:
+    scores = scores[..., 1:]
+    if weights is not None:
+      weights = weights[1:]
+  if weights is None:
+    return tf.reduce_mean(scores, axis=-1)
+  weights = tf.constant(weights, tf.float32)
+  return tf.reduce_sum(scores * weights, axis=-1) / tf.reduce_sum(weights)
+
+
+def _per_example(value, logits):
+  """Broadcasts a batch-level scalar loss to [B] (mean gives it back)."""
+  return tf.fill(tf.shape(logits)[:1], value)
+
+
+# ----------------------------------------------------------------------------
+# Overlap losses
+# ----------------------------------------------------------------------------
+
+
+def adaptive_dice32(labels, logits, output_activation='softmax',
+                    ignore_label=None, **unused):
+  """The TF Model Garden's adaptive dice, computed over the whole batch.
+
+  d_c = (2 I_c + eps) / (U_c + eps); w_c = exp(-d_c);
+  L = 1 - sum_c w_c d_c / (C e^-1).
+  The Model Garden wrote 2 (I_c + eps) / (U_c + eps), which scores a class
+  absent from both label and prediction as 2; with eps outside the factor it
+  scores 1, the dice of a perfect empty prediction. It is a batch-level loss:
+  the value is returned for every example so that the mean restores it.
+  """
+  probs, targets, mask = prepare(labels, logits, output_activation,
+                                 ignore_label)
   axes = list(range(logits.shape.rank - 1))
-  eps = 1e-7
-  intersection = tf.reduce_sum(probs * onehot, axis=axes)
-  union = tf.reduce_sum(probs + onehot, axis=axes)
-  scores = (2.0 * intersection + eps) / (union + eps)
+  intersection = tf.reduce_sum(probs * targets * mask, axis=axes)
+  union = tf.reduce_sum((probs + targets) * mask, axis=axes)
+  scores = (2.0 * intersection + EPSILON) / (union + EPSILON)
   weights = tf.exp(-scores)
   num_classes = float(logits.shape[-1])
   loss = 1.0 - tf.reduce_sum(weights * scores) / (num_classes * math.exp(-1.0))
-  return tf.fill(tf.shape(logits)[:1], loss)
+  return _per_example(loss, logits)
 
 
-_LOSSES = {
+def _overlap_sums(labels, logits, output_activation, ignore_label,
+                  batch_dice: bool):
+  """Soft true positives, false positives and false negatives per class.
+
+  Returns three [B, C] tensors (or [1, C] summed over the batch when
+  batch_dice).
+  """
+  probs, targets, mask = prepare(labels, logits, output_activation,
+                                 ignore_label)
+  axes = spatial_axes(logits)
+  tp = tf.reduce_sum(probs * targets * mask, axis=axes)
+  fp = tf.reduce_sum(probs * (1.0 - targets) * mask, axis=axes)
+  fn = tf.reduce_sum((1.0 - probs) * targets * mask, axis=axes)
+  if batch_dice:
+    tp, fp, fn = (tf.reduce_sum(t, axis=0, keepdims=True) for t in (tp, fp, fn))
+  return tp, fp, fn
+
+
+def _finish(scores, logits, include_background, class_weights, batch_dice):
+  loss = 1.0 - _class_mean(scores, include_background, class_weights)
+  if batch_dice:  # [1] -> broadcast to [B]
+    return _per_example(loss[0], logits)
+  return loss
+
+
+def dice(labels, logits, output_activation='softmax', ignore_label=None,
+         smooth=1e-5, include_background=True, batch_dice=False,
+         class_weights=None, **unused):
+  """1 - soft dice, (2 TP + s) / (2 TP + FP + FN + s), mean over classes.
+
+  batch_dice sums TP/FP/FN over the batch before the ratio (nnU-Net's
+  option); the loss is then the same for every example.
+  """
+  tp, fp, fn = _overlap_sums(labels, logits, output_activation, ignore_label,
+                             batch_dice)
+  scores = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth)
+  return _finish(scores, logits, include_background, class_weights, batch_dice)
+
+
+def jaccard(labels, logits, output_activation='softmax', ignore_label=None,
+            smooth=1e-5, include_background=True, batch_dice=False,
+            class_weights=None, **unused):
+  """1 - soft IoU, (TP + s) / (TP + FP + FN + s), mean over classes."""
+  tp, fp, fn = _overlap_sums(labels, logits, output_activation, ignore_label,
+                             batch_dice)
+  scores = (tp + smooth) / (tp + fp + fn + smooth)
+  return _finish(scores, logits, include_background, class_weights, batch_dice)
+
+
+def tversky(labels, logits, output_activation='softmax', ignore_label=None,
+            smooth=1e-5, include_background=True, batch_dice=False,
+            tversky_alpha=0.3, tversky_beta=0.7, class_weights=None, **unused):
+  """1 - Tversky index TP / (TP + alpha FP + beta FN), mean over classes.
+
+  alpha weighs false positives and beta false negatives (Salehi et al. 2017);
+  alpha = beta = 0.5 is dice.
+  """
+  tp, fp, fn = _overlap_sums(labels, logits, output_activation, ignore_label,
+                             batch_dice)
+  scores = (tp + smooth) / (tp + tversky_alpha * fp + tversky_beta * fn +
+                            smooth)
+  return _finish(scores, logits, include_background, class_weights, batch_dice)
+
+
+def generalized_dice(labels, logits, output_activation='softmax',
+                     ignore_label=None, smooth=1e-5, include_background=True,
+                     **unused):
+  """Sudre et al. 2017: 1 - 2 sum_c w_c TP_c / sum_c w_c (2TP+FP+FN)_c,
+  with w_c = 1 / (sum of the class's label volume)^2 per example.
+
+  A class absent from an example's label gets weight 0 there (its infinite
+  weight would otherwise dominate), as MONAI's `w_type='square'` does.
+  """
+  probs, targets, mask = prepare(labels, logits, output_activation,
+                                 ignore_label)
+  if not include_background:
+    probs, targets = probs[..., 1:], targets[..., 1:]
+  axes = spatial_axes(logits)
+  volume = tf.reduce_sum(targets * mask, axis=axes)
+  weights = tf.where(volume > 0, 1.0 / tf.maximum(volume, 1.0)**2, 0.0)
+  tp = tf.reduce_sum(probs * targets * mask, axis=axes)
+  total = tf.reduce_sum((probs + targets) * mask, axis=axes)
+  numerator = 2.0 * tf.reduce_sum(weights * tp, axis=-1)
+  denominator = tf.reduce_sum(weights * total, axis=-1)
+  return 1.0 - (numerator + smooth) / (denominator + smooth)
+
+
+# ----------------------------------------------------------------------------
+# Voxel-wise losses
+# ----------------------------------------------------------------------------
+
+
+def _voxel_mean(per_voxel, mask, logits):
+  """Mean over the voxels that are not ignored, per example: [B]."""
+  axes = spatial_axes(logits)
+  mask = mask[..., 0]
+  return tf.reduce_sum(per_voxel * mask, axis=axes) / tf.maximum(
+      tf.reduce_sum(mask, axis=axes), 1.0)
+
+
+def cross_entropy(labels, logits, output_activation='softmax',
+                  ignore_label=None, class_weights=None, **unused):
+  """Softmax cross-entropy averaged over voxels: [B].
+
+  Works with index and one-hot labels. With `class_weights`, each voxel's
+  term is scaled by its true class's weight (weighted_cross_entropy).
+  """
+  if output_activation == 'sigmoid':
+    return bce(labels, logits, ignore_label=ignore_label)
+  logits = tf.cast(logits, tf.float32)
+  _, targets, mask = prepare(labels, logits, 'softmax', ignore_label)
+  per_voxel = -tf.reduce_sum(targets * tf.nn.log_softmax(logits), axis=-1)
+  if class_weights is not None:
+    per_voxel *= tf.reduce_sum(
+        targets * tf.constant(class_weights, tf.float32), axis=-1)
+  return _voxel_mean(per_voxel, mask, logits)
+
+
+def weighted_cross_entropy(labels, logits, class_weights=None, **options):
+  """Cross-entropy with per-class weights (loss_options.class_weights)."""
+  if class_weights is None:
+    raise ConfigError('loss_options.class_weights: required by '
+                      'weighted_cross_entropy')
+  return cross_entropy(labels, logits, class_weights=class_weights, **options)
+
+
+def bce(labels, logits, ignore_label=None, class_weights=None, **unused):
+  """Binary cross-entropy per channel (multi-label), mean over voxels and
+  channels: [B]."""
+  logits = tf.cast(logits, tf.float32)
+  _, targets, mask = prepare(labels, logits, 'sigmoid', ignore_label)
+  per_channel = tf.nn.sigmoid_cross_entropy_with_logits(targets, logits)
+  if class_weights is not None:
+    per_channel *= tf.constant(class_weights, tf.float32)
+  return _voxel_mean(tf.reduce_mean(per_channel, axis=-1), mask, logits)
+
+
+def focal(labels, logits, output_activation='softmax', ignore_label=None,
+          focal_alpha=0.25, focal_gamma=2.0, **unused):
+  """Focal loss (Lin et al. 2017), mean over voxels: [B].
+
+  softmax: -alpha (1 - p_t)^gamma log p_t over the true class, with alpha
+  applied to foreground classes and (1 - alpha) to background.
+  sigmoid: the binary form per channel, alpha for positives.
+  """
+  logits = tf.cast(logits, tf.float32)
+  probs, targets, mask = prepare(labels, logits, output_activation,
+                                 ignore_label)
+  if output_activation == 'sigmoid':
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(targets, logits)
+    p_t = targets * probs + (1 - targets) * (1 - probs)
+    alpha = targets * focal_alpha + (1 - targets) * (1 - focal_alpha)
+    per_voxel = tf.reduce_mean(alpha * (1 - p_t)**focal_gamma * ce, axis=-1)
+  else:
+    log_p = tf.nn.log_softmax(logits)
+    p_t = tf.reduce_sum(targets * probs, axis=-1)
+    log_p_t = tf.reduce_sum(targets * log_p, axis=-1)
+    alpha = tf.where(targets[..., 0] > 0.5, 1.0 - focal_alpha, focal_alpha)
+    per_voxel = -alpha * (1.0 - p_t)**focal_gamma * log_p_t
+  return _voxel_mean(per_voxel, mask, logits)
+
+
+# ----------------------------------------------------------------------------
+# Multi-scale SSIM (UNet 3+'s hybrid loss)
+# ----------------------------------------------------------------------------
+
+
+def _gaussian_kernel(size: int, sigma: float, rank: int) -> np.ndarray:
+  coords = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+  g = np.exp(-0.5 * (coords / sigma)**2)
+  g /= g.sum()
+  kernel = g
+  for _ in range(rank - 1):
+    kernel = np.multiply.outer(kernel, g)
+  return kernel.astype(np.float32)
+
+
+def _filter(x, kernel):
+  """Valid Gaussian filtering of [B, *spatial, C], channel by channel."""
+  rank = x.shape.rank - 2
+  channels = x.shape[-1]
+  # Move channels into the batch axis so one single-channel conv serves all.
+  perm = [0, rank + 1] + list(range(1, rank + 1))
+  moved = tf.transpose(x, perm)
+  shape = tf.shape(moved)
+  flat = tf.reshape(moved, tf.concat([[-1], shape[2:], [1]], 0))
+  k = tf.constant(kernel[..., None, None])
+  conv = tf.nn.conv3d if rank == 3 else tf.nn.conv2d
+  strides = [1] * (rank + 2)
+  out = conv(flat, k, strides, 'VALID')
+  out_shape = tf.shape(out)
+  out = tf.reshape(out, tf.concat([[shape[0], channels], out_shape[1:-1]], 0))
+  inverse = [0] + list(range(2, rank + 2)) + [1]
+  return tf.transpose(out, inverse)
+
+
+def _ssim_terms(x, y, kernel, data_range=1.0):
+  """Mean luminance term and contrast-structure term per [B, C]."""
+  c1, c2 = (0.01 * data_range)**2, (0.03 * data_range)**2
+  mu_x, mu_y = _filter(x, kernel), _filter(y, kernel)
+  sigma_x = _filter(x * x, kernel) - mu_x**2
+  sigma_y = _filter(y * y, kernel) - mu_y**2
+  sigma_xy = _filter(x * y, kernel) - mu_x * mu_y
+  luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+  cs = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
+  axes = list(range(1, x.shape.rank - 1))
+  return (tf.reduce_mean(luminance * cs, axis=axes),
+          tf.reduce_mean(cs, axis=axes))
+
+
+def ms_ssim(x, y, window_size: int = 11, sigma: float = 1.5,
+            weights: Sequence[float] = MS_SSIM_WEIGHTS):
+  """Multi-scale SSIM (Wang et al. 2003) of [B, *spatial, C] images in [0, 1].
+
+  A Gaussian window (shrunk to the smallest side when that is smaller), the
+  five scale weights of the paper, 2x average pooling between scales; when
+  the input is too small for five scales, the coarsest scales are dropped
+  and the remaining weights renormalised. Returns [B, C].
+  """
+  x = tf.cast(x, tf.float32)
+  y = tf.cast(y, tf.float32)
+  rank = x.shape.rank - 2
+  smallest = min(int(s) for s in x.shape[1:-1])
+  size = min(window_size, smallest)
+  scales = 1
+  while (scales < len(weights) and
+         smallest // 2**scales >= min(window_size, smallest)):
+    scales += 1
+  used = np.asarray(weights[:scales], np.float64)
+  used = used / used.sum()
+  kernel = _gaussian_kernel(size, sigma * size / window_size, rank)
+  pool = tf.nn.avg_pool3d if rank == 3 else tf.nn.avg_pool2d
+  result = None
+  for scale in range(scales):
+    ssim, cs = _ssim_terms(x, y, kernel)
+    # Negative contrast-structure values have no real power; clamp as the
+    # usual implementations do.
+    term = tf.maximum(ssim if scale == scales - 1 else cs, 1e-6)**float(
+        used[scale])
+    result = term if result is None else result * term
+    if scale < scales - 1:
+      x = pool(x, 2, 2, 'VALID')
+      y = pool(y, 2, 2, 'VALID')
+  return result
+
+
+def hybrid(labels, logits, output_activation='softmax', ignore_label=None,
+           focal_alpha=0.25, focal_gamma=2.0, smooth=1e-5, **unused):
+  """UNet 3+'s hybrid loss: focal + (1 - MS-SSIM) + IoU loss, per example."""
+  probs, targets, mask = prepare(labels, logits, output_activation,
+                                 ignore_label)
+  focal_term = focal(labels, logits, output_activation, ignore_label,
+                     focal_alpha, focal_gamma)
+  ssim = tf.reduce_mean(ms_ssim(probs * mask, targets * mask), axis=-1)
+  iou_term = jaccard(labels, logits, output_activation, ignore_label, smooth)
+  return focal_term + (1.0 - ssim) + iou_term
+
+
+# ----------------------------------------------------------------------------
+# Compound losses and the registry
+# ----------------------------------------------------------------------------
+
+
+def dice_ce(labels, logits, ce_weight=1.0, dice_weight=1.0, **options):
+  """nnU-Net's ce_weight * CE + dice_weight * soft dice."""
+  return (ce_weight * cross_entropy(labels, logits, **options) +
+          dice_weight * dice(labels, logits, **options))
+
+
+def bce_dice(labels, logits, ce_weight=1.0, dice_weight=1.0, **options):
+  """Multi-label BCE + sigmoid dice (pytorch-3dunet's BCEDiceLoss)."""
+  options['output_activation'] = 'sigmoid'
+  return (ce_weight * bce(labels, logits, **options) +
+          dice_weight * dice(labels, logits, **options))
+
+
+_LOSSES: dict[str, Callable] = {
     'adaptive_dice32': adaptive_dice32,
     'cross_entropy': cross_entropy,
+    'weighted_cross_entropy': weighted_cross_entropy,
     'dice': dice,
+    'generalized_dice': generalized_dice,
+    'jaccard': jaccard,
+    'iou': jaccard,
+    'tversky': tversky,
+    'focal': focal,
     'dice_ce': dice_ce,
+    'bce': bce,
+    'bce_dice': bce_dice,
+    'hybrid': hybrid,
 }
 LOSS_NAMES = tuple(_LOSSES)
 
 
+def get_loss(name: str) -> Callable:
+  if name not in _LOSSES:
+    raise ConfigError(f"loss: unknown loss '{name}' (expected one of "
+                      f"{', '.join(LOSS_NAMES)})")
+  return _LOSSES[name]
+
+
+def deep_supervision_weights(spec, num_heads: int) -> list[float]:
+  """Head weights, main head first: None equal, 'nnunet' 1/2^i, or a list.
+
+  Always normalised to sum to 1.
+  """
+  if spec is None:
+    weights = [1.0] * num_heads
+  elif spec == 'nnunet':
+    weights = [1.0 / 2**i for i in range(num_heads)]
+  elif isinstance(spec, str):
+    raise ConfigError(f"model.deep_supervision_weights: expected 'nnunet', a "
+                      f'list or empty, got {spec!r}')
+  else:
+    weights = [float(w) for w in spec]
+    if len(weights) != num_heads:
+      raise ConfigError(f'model.deep_supervision_weights: the model has '
+                        f'{num_heads} heads, got {len(weights)} weights')
+  total = sum(weights)
+  if total <= 0:
+    raise ConfigError('model.deep_supervision_weights: must sum to > 0')
+  return [w / total for w in weights]
+
+
+def _resize_labels(labels, logits):
+  """Nearest-neighbour labels at a head's resolution, if it differs."""
+  label_spatial = labels.shape[1:1 + logits.shape.rank - 2]
+  if list(label_spatial) == list(logits.shape[1:-1]):
+    return labels
+  factors = [l // h for l, h in zip(label_spatial, logits.shape[1:-1])]
+  slices = [slice(None)] + [slice(f // 2, None, f) for f in factors]
+  return labels[tuple(slices)]
+
+
+def presence_targets(labels, num_classes: int, ignore_label=None):
+  """[B, 2] one-hot of "any foreground voxel in this example"."""
+  if labels.shape.rank >= 2 and labels.dtype.is_floating:
+    foreground = tf.reduce_max(labels[..., 1:] if num_classes > 1 else labels,
+                               axis=list(range(1, labels.shape.rank)))
+  else:
+    labels = tf.cast(labels, tf.int32)
+    fg = labels > 0
+    if ignore_label is not None:
+      fg &= labels != ignore_label
+    foreground = tf.reduce_max(tf.cast(fg, tf.float32),
+                               axis=list(range(1, labels.shape.rank)))
+  present = tf.cast(foreground > 0.5, tf.int32)
+  return tf.one_hot(present, 2, dtype=tf.float32)
+
+
 def build_loss_fn(cfg: Config):
-  """Returns fn(labels, outputs) -> [B] for the configured loss."""
-  if cfg.loss not in _LOSSES:
-    raise ConfigError(f'loss: unknown loss {cfg.loss!r}')
-  base = _LOSSES[cfg.loss]
-  options = {'smooth': cfg.loss_options.smooth,
-             'include_background': cfg.loss_options.include_background,
-             'ce_weight': cfg.loss_options.ce_weight,
-             'dice_weight': cfg.loss_options.dice_weight}
+  """Returns fn(labels, outputs) -> [B] for the configured loss.
+
+  `outputs` is a logits tensor or the dict of a multi-head model:
+  'logits' (main head), 'deep_supervision' (other heads, finest first) and
+  'classification' ([B, 2] CGM logits).
+  """
+  base = get_loss(cfg.loss)
+  lo = cfg.loss_options
+  options = {
+      'output_activation': cfg.model.output_activation,
+      'ignore_label': lo.ignore_label,
+      'smooth': lo.smooth,
+      'include_background': lo.include_background,
+      'batch_dice': lo.batch_dice,
+      'class_weights': lo.class_weights,
+      'focal_alpha': lo.focal_alpha,
+      'focal_gamma': lo.focal_gamma,
+      'tversky_alpha': lo.tversky_alpha,
+      'tversky_beta': lo.tversky_beta,
+      'ce_weight': lo.ce_weight,
+      'dice_weight': lo.dice_weight,
+  }
+  if cfg.loss == 'cross_entropy':
+    options['class_weights'] = None  # only weighted_cross_entropy weighs
+  spec = cfg.model.deep_supervision_weights
+  cgm_weight = cfg.model.cgm_loss_weight
 
   def loss_fn(labels, outputs):
-    logits = outputs['logits'] if isinstance(outputs, dict) else outputs
-    return base(labels, logits, **options)
+    if not isinstance(outputs, dict):
+      return base(labels, outputs, **options)
+    heads = [outputs['logits']] + list(outputs.get('deep_supervision', []))
+    weights = deep_supervision_weights(spec, len(heads))
+    total = 0.0
+    for weight, head in zip(weights, heads):
+      total += weight * base(_resize_labels(labels, head), head, **options)
+    if 'classification' in outputs:
+      targets = presence_targets(labels, cfg.num_classes, lo.ignore_label)
+      cls_logits = tf.cast(outputs['classification'], tf.float32)
+      total += cgm_weight * tf.reduce_mean(
+          tf.nn.sigmoid_cross_entropy_with_logits(targets, cls_logits),
+          axis=-1)
+    return total
 
   return loss_fn

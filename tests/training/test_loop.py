@@ -11,6 +11,7 @@ from unet3d import config
 from unet3d import models
 from unet3d.data import schema
 from unet3d.data import synthetic
+from unet3d.inference import sliding_window
 from unet3d.training import loop
 
 SIZE = 16
@@ -155,3 +156,37 @@ def test_mirrored_training_on_two_logical_cpus(records, tmp_path):
   assert strategy.num_replicas_in_sync == 2
   result = loop.train(cfg, strategy)
   assert result['step'] == 2 and np.isfinite(result['loss'])
+
+
+def test_whole_volume_eval_uses_sliding_windows_and_surface_metrics(
+    records, tmp_path):
+  root, val_volumes = records
+  cfg = _cfg(root, tmp_path / 'run', data={'eval_mode': 'whole_volume'},
+             metrics={'surface_metrics': True, 'brats_regions': True})
+  loop.train(cfg)
+  report = loop.evaluate(cfg)
+  assert report['num_cases'] == 3 and report['eval_mode'] == 'whole_volume'
+
+  state = loop.build_state(cfg, tf.distribute.OneDeviceStrategy('/cpu:0'),
+                           with_optimizer=False)
+
+  def predict(batch):
+    return tf.nn.softmax(state.model(batch, training=False)).numpy()
+
+  names = list(report['per_class'])
+  preds = []
+  for volume in val_volumes:
+    probs = sliding_window.sliding_window_inference(
+        predict, volume.image, [SIZE] * 3, overlap=0.5)
+    assert probs.shape == (24, 24, 24, 4)  # the whole volume, not a crop
+    preds.append(np.argmax(probs, axis=-1))
+  for cls in range(1, 4):
+    expected = np.mean([_numpy_dice(p, v.label, cls)
+                        for p, v in zip(preds, val_volumes)])
+    assert report['per_class'][names[cls]]['dice'] == pytest.approx(
+        expected, abs=1e-5)
+  surface = report['surface_metrics']
+  assert len(surface['per_case']) == 3
+  assert set(surface['mean']) == {names[1], names[2], names[3]}
+  assert set(report['regions']) == {'whole_tumor', 'tumor_core',
+                                    'enhancing_tumor'}

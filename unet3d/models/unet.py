@@ -1,42 +1,103 @@
-"""The TF Model Garden 3D U-Net, with its batch-norm axis fixed."""
+"""The TF Model Garden 3D U-Net (also 2D), with its batch-norm axis fixed.
+
+Encoder level d (d = 0 .. depth-1): two conv units with (a_d, b_d) filters,
+by default (f * 2^d, f * 2^(d+1)) with f = num_base_filters, as the Model
+Garden. A `model.filters` list gives (filters[d], filters[d]) instead, as
+nnU-Net; `model.max_filters` caps both. Levels are joined by a 2x max-pool,
+or by a stride-2 first conv (`model.downsampling: strided_conv`).
+
+Dropout (`dropout_rate` > 0) is spatial dropout after each encoder level's
+convs (before the skip is taken), as NVIDIA's and nnU-Net's encoders.
+
+Decoder level d (depth-2 .. 0): up-sample x2 (Conv3DTranspose with the
+current channel count, or nearest UpSampling when `deconvolution` is false),
+concatenate the level's skip, two convs with b_d filters. Head: 1x1 conv to
+num_classes logits. `num_segmentation_levels` = L > 1 adds 1x1 heads on
+decoder levels 1 .. L-1 (level depth-1 is the bottleneck), each
+linearly up-sampled to full resolution.
+"""
 
 from __future__ import annotations
 
 import keras
 
-from unet3d.config import Config
+from unet3d.config import Config, ConfigError
+from unet3d.models import blocks
 
 
-def _conv_block(x, filters: int, use_batch_norm: bool, name: str):
-  x = keras.layers.Conv3D(filters, 3, padding='same', name=f'{name}_conv')(x)
-  if use_batch_norm:
-    # The Model Garden normalised axis 1 of channels-last data; -1 is right.
-    x = keras.layers.BatchNormalization(axis=-1, name=f'{name}_bn')(x)
-  return keras.layers.ReLU(name=f'{name}_relu')(x)
+def level_filters(cfg: Config) -> list[tuple[int, int]]:
+  """[(first conv filters, second conv filters)] per encoder level."""
+  depth = cfg.depth
+  filters = cfg.model.filters
+  if filters is not None:
+    if len(filters) != depth:
+      raise ConfigError(f'model.filters: expected {depth} entries (one per '
+                        f'level, depth={depth}), got {len(filters)}: '
+                        f'{filters}')
+    pairs = [(f, f) for f in filters]
+  else:
+    f = cfg.num_base_filters
+    pairs = [(f * 2**d, f * 2**(d + 1)) for d in range(depth)]
+  cap = cfg.model.max_filters
+  if cap is not None:
+    if cap < 1:
+      raise ConfigError(f'model.max_filters: must be >= 1, got {cap}')
+    pairs = [(min(a, cap), min(b, cap)) for a, b in pairs]
+  return pairs
 
 
 def build_unet(cfg: Config) -> keras.Model:
-  """Model Garden topology: [B, D, H, W, C] -> logits [B, D, H, W, classes]."""
-  inputs = keras.Input([None, None, None, cfg.num_channels], name='image')
-  f = cfg.num_base_filters
-  skips = []
+  """[B, *spatial, num_channels] -> logits [B, *spatial, num_classes].
+
+  With num_segmentation_levels > 1 the output is a dict: 'logits' (the
+  full-resolution head) and 'deep_supervision' (coarser heads up-sampled
+  to full resolution, finest first).
+  """
+  spec = blocks.block_spec(cfg)
+  rank = spec.rank
+  depth = cfg.depth
+  pairs = level_filters(cfg)
+  num_heads = cfg.num_segmentation_levels
+  if num_heads > depth:
+    raise ConfigError(f'num_segmentation_levels: at most depth={depth} '
+                      f'levels have outputs, got {num_heads}')
+  strided = cfg.model.downsampling == 'strided_conv'
+
+  inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
   x = inputs
-  for level in range(cfg.depth):
-    x = _conv_block(x, f * 2**level, cfg.use_batch_norm, f'enc{level}a')
-    x = _conv_block(x, f * 2**level * 2, cfg.use_batch_norm, f'enc{level}b')
-    if level < cfg.depth - 1:
-      skips.append(x)
-      x = keras.layers.MaxPool3D(2, name=f'pool{level}')(x)
-  for level in range(cfg.depth - 2, -1, -1):
+  skips = []
+  for level, (a, b) in enumerate(pairs):
+    if level > 0 and not strided:
+      x = blocks.max_pool(rank, 2, name=f'pool{level - 1}')(x)
+    x = blocks.conv_unit(x, spec, [a, b], f'enc{level}',
+                         strides=2 if level > 0 and strided else 1)
+    if cfg.dropout_rate > 0:
+      x = blocks.spatial_dropout(rank, cfg.dropout_rate,
+                                 name=f'enc{level}_dropout')(x)
+    skips.append(x)
+
+  decoded = {depth - 1: x}
+  for level in range(depth - 2, -1, -1):
     if cfg.deconvolution:
-      x = keras.layers.Conv3DTranspose(x.shape[-1], 2, strides=2,
-                                       name=f'up{level}')(x)
+      x = blocks.conv_transpose(rank, x.shape[-1], name=f'up{level}')(x)
     else:
-      x = keras.layers.UpSampling3D(2, name=f'up{level}')(x)
+      x = blocks.upsample_nearest(rank, 2, name=f'up{level}')(x)
     skip = skips[level]
     x = keras.layers.Concatenate(name=f'concat{level}')([x, skip])
-    x = _conv_block(x, skip.shape[-1], cfg.use_batch_norm, f'dec{level}a')
-    x = _conv_block(x, skip.shape[-1], cfg.use_batch_norm, f'dec{level}b')
-  logits = keras.layers.Conv3D(cfg.num_classes, 1, dtype='float32',
-                               name='logits')(x)
-  return keras.Model(inputs, logits, name='unet3d')
+    channels = skip.shape[-1]
+    x = blocks.conv_unit(x, spec, [channels, channels], f'dec{level}')
+    decoded[level] = x
+
+  logits = blocks.conv(rank, cfg.num_classes, 1, name='logits',
+                       dtype='float32')(decoded[0])
+  if num_heads == 1:
+    return keras.Model(inputs, logits, name='unet3d')
+  side = []
+  for level in range(1, num_heads):
+    head = blocks.conv(rank, cfg.num_classes, 1, name=f'logits_level{level}',
+                       dtype='float32')(decoded[level])
+    side.append(blocks.upsample_linear(head, 2**level,
+                                       name=f'logits_level{level}_up',
+                                       dtype='float32'))
+  return keras.Model(inputs, {'logits': logits, 'deep_supervision': side},
+                     name='unet3d')

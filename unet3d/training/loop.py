@@ -22,6 +22,7 @@ from absl import logging
 
 from unet3d import config as config_lib
 from unet3d import distribute
+from unet3d import evaluation
 from unet3d import losses
 from unet3d import metrics
 from unet3d import models
@@ -223,23 +224,29 @@ def _remove_worker_scratch(model_dir: str, directory: str) -> None:
 
 
 def make_eval_step(cfg: Config, state: TrainState) -> Callable:
+  """Returns run(inputs) -> per-case counts [b, C, 4] (and [b, R, 4] BraTS
+  region counts when metrics.brats_regions), gathered from all replicas."""
   strategy, model = state.strategy, state.model
   output_activation = cfg.model.output_activation
   num_classes = cfg.num_classes
   ignore_label = cfg.loss_options.ignore_label
+  regions = cfg.metrics.brats_regions
 
   def step_fn(inputs):
     images, labels = inputs
     outputs = model(images, training=False)
     logits = models.inference_logits(outputs)
-    return metrics.confusion_counts(labels, logits, num_classes,
-                                    output_activation=output_activation,
-                                    ignore_label=ignore_label)
+    counts = metrics.confusion_counts(labels, logits, num_classes,
+                                      output_activation=output_activation,
+                                      ignore_label=ignore_label)
+    if regions:
+      return counts, metrics.region_counts(labels, logits)
+    return (counts,)
 
   @tf.function
   def run(inputs):
     per_replica = strategy.run(step_fn, args=(inputs,))
-    return strategy.gather(per_replica, axis=0)
+    return tuple(strategy.gather(t, axis=0) for t in per_replica)
 
   return run
 
@@ -259,17 +266,24 @@ def class_names_for(cfg: Config) -> Optional[list[str]]:
   return None
 
 
-def _evaluate_crops(cfg: Config, state: TrainState) -> np.ndarray:
-  """Per-case counts [N, C, 3] on centre crops, batched and distributed."""
+def _evaluate_crops(cfg: Config, state: TrainState
+                   ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """Per-case counts [N, C, 4] (+ region counts) on centre crops, batched
+  and distributed."""
   dataset = state.strategy.distribute_datasets_from_function(
       lambda ctx: pipeline.build_dataset(cfg, 'eval', input_context=ctx))
   run = make_eval_step(cfg, state)
-  counts = []
+  counts, regions = [], []
   for inputs in dataset:
-    counts.append(run(inputs).numpy())
+    outputs = run(inputs)
+    counts.append(outputs[0].numpy())
+    if len(outputs) > 1:
+      regions.append(outputs[1].numpy())
     if cfg.eval_item_count and sum(len(c) for c in counts) >= cfg.eval_item_count:
       break
-  return np.concatenate(counts) if counts else np.zeros([0])
+  if not counts:
+    return np.zeros([0]), None
+  return np.concatenate(counts), (np.concatenate(regions) if regions else None)
 
 
 def _probabilities_fn(cfg: Config, model: keras.Model) -> Callable:
@@ -289,17 +303,15 @@ def _as_logits(probabilities: np.ndarray, sigmoid: bool) -> np.ndarray:
   return np.log(p) - np.log1p(-p) if sigmoid else np.log(p)
 
 
-def _evaluate_whole_volumes(cfg: Config, state: TrainState
-                           ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _evaluate_whole_volumes(cfg: Config, state: TrainState):
   """Sliding-window inference on every whole eval volume (host loop).
 
-  Returns per-case counts [N, C, 3] and, when metrics.surface_metrics is on,
-  per-case surface-distance reports.
+  Returns per-case counts [N, C, 4], BraTS region counts [N, R, 4] or None,
+  and, when metrics.surface_metrics is on, per-case surface-distance reports.
   """
-  from unet3d import evaluation  # pylint: disable=g-import-not-at-top
   predict = _probabilities_fn(cfg, state.model)
   sigmoid = cfg.model.output_activation == 'sigmoid'
-  counts, surface = [], []
+  counts, regions, surface = [], [], []
   for case in pipeline.build_volume_dataset(cfg, cfg.eval_file_pattern):
     probabilities = sliding_window.sliding_window_inference(
         predict, case['image'].numpy(), cfg.input_image_size,
@@ -311,6 +323,8 @@ def _evaluate_whole_volumes(cfg: Config, state: TrainState
         label[None], logits[None], cfg.num_classes,
         output_activation=cfg.model.output_activation,
         ignore_label=cfg.loss_options.ignore_label).numpy())
+    if cfg.metrics.brats_regions:
+      regions.append(metrics.region_counts(label[None], logits[None]).numpy())
     if cfg.metrics.surface_metrics:
       prediction = (probabilities > 0.5).astype(np.uint8) if sigmoid else (
           np.argmax(probabilities, axis=-1))
@@ -321,7 +335,10 @@ def _evaluate_whole_volumes(cfg: Config, state: TrainState
       surface.append(report)
     if cfg.eval_item_count and len(counts) >= cfg.eval_item_count:
       break
-  return (np.concatenate(counts) if counts else np.zeros([0])), surface
+  if not counts:
+    return np.zeros([0]), None, surface
+  return (np.concatenate(counts),
+          np.concatenate(regions) if regions else None, surface)
 
 
 def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
@@ -344,23 +361,30 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
     if cfg.model_dir and not tf.train.latest_checkpoint(cfg.model_dir):
       raise ConfigError(f'model_dir: no checkpoint in {cfg.model_dir} to '
                         'evaluate; train first or point model_dir at a run')
-  surface = []
+  surface, region_counts = [], None
   if cfg.data.eval_mode == 'whole_volume':
-    all_counts, surface = _evaluate_whole_volumes(cfg, state)
+    all_counts, region_counts, surface = _evaluate_whole_volumes(cfg, state)
   else:
-    all_counts = _evaluate_crops(cfg, state)
+    all_counts, region_counts = _evaluate_crops(cfg, state)
   if not len(all_counts):
     raise ValueError(f'eval_file_pattern {cfg.eval_file_pattern}: no '
                      'evaluation records')
   if cfg.eval_item_count:
     all_counts = all_counts[:cfg.eval_item_count]
+    if region_counts is not None:
+      region_counts = region_counts[:cfg.eval_item_count]
   report = metrics.summarize(all_counts, class_names=class_names_for(cfg),
-                             empty_class=cfg.metrics.empty_class)
+                             empty_class=cfg.metrics.empty_class,
+                             include_background=False,
+                             region_counts_array=region_counts)
   report['step'] = state.step
   report['num_cases'] = int(len(all_counts))
   report['eval_mode'] = cfg.data.eval_mode
   if surface:
-    report['surface_metrics'] = surface
+    report['surface_metrics'] = {
+        'mean': evaluation.summarize_surface(surface),
+        'empty_convention': evaluation.EMPTY_CONVENTION,
+        'per_case': surface}
   if cfg.model_dir and distribute.is_chief():
     _write_json(os.path.join(cfg.model_dir, EVAL_RESULTS_FILE), report)
     writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, 'eval'))

@@ -1,0 +1,329 @@
+"""Rank-generic building blocks: conv + norm + activation units, resampling.
+
+Every function takes `rank` (2 or 3) and works on channels-last tensors
+[B, *spatial, C]. A conv "unit" is one or two conv + norm + act layers, the
+pytorch-3dunet "cr"/"cbr" idea in function form:
+
+  single unit:   conv3 -> norm -> act
+  double unit:   conv3 -> norm -> act -> conv3 -> norm -> act
+  residual unit: conv3 -> norm -> act -> conv3 -> norm, + shortcut -> act
+                 (shortcut: identity, or conv1 + norm when shape changes)
+
+Units are composed from plain Keras layers, so a model stays an ordinary
+functional graph. With `recompute` the same layers live inside a
+`RecomputeUnit` layer whose forward pass is re-run during back-propagation
+(tf.recompute_grad): activations inside the unit are not kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+from unet3d.config import Config, ConfigError
+
+NORMALIZATIONS = ('batch', 'instance', 'group', 'none')
+ACTIVATIONS = ('relu', 'leaky_relu', 'elu', 'prelu')
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+  """How every conv unit of a model is built."""
+  rank: int = 3
+  normalization: str = 'batch'
+  num_groups: int = 8
+  activation: str = 'relu'
+  leaky_relu_alpha: float = 0.01
+  residual: bool = False
+  recompute: bool = False
+
+
+def block_spec(cfg: Config) -> BlockSpec:
+  """The BlockSpec a config asks for; `model.normalization` None follows
+  the flat `use_batch_norm` ('batch' or 'none')."""
+  m = cfg.model
+  norm = m.normalization
+  if norm is None:
+    norm = 'batch' if cfg.use_batch_norm else 'none'
+  if norm not in NORMALIZATIONS:
+    raise ConfigError(f'model.normalization: expected one of '
+                      f'{", ".join(NORMALIZATIONS)}, got {norm!r}')
+  if m.activation not in ACTIVATIONS:
+    raise ConfigError(f'model.activation: expected one of '
+                      f'{", ".join(ACTIVATIONS)}, got {m.activation!r}')
+  if m.spatial_dims not in (2, 3):
+    raise ConfigError(f'model.spatial_dims: expected 2 or 3, got '
+                      f'{m.spatial_dims}')
+  if norm == 'group' and m.num_groups < 1:
+    raise ConfigError(f'model.num_groups: must be >= 1, got {m.num_groups}')
+  return BlockSpec(rank=m.spatial_dims, normalization=norm,
+                   num_groups=m.num_groups, activation=m.activation,
+                   leaky_relu_alpha=m.leaky_relu_alpha, residual=m.residual,
+                   recompute=m.recompute_grad)
+
+
+# ----------------------------------------------------------------------------
+# Rank-generic layer constructors
+# ----------------------------------------------------------------------------
+
+
+def conv(rank: int, filters: int, kernel_size: int, strides: int = 1,
+         name: Optional[str] = None, dtype=None) -> keras.layers.Layer:
+  """Conv2D/Conv3D, 'same' padding, with bias (as the Model Garden)."""
+  cls = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
+  return cls(filters, kernel_size, strides=strides, padding='same', name=name,
+             dtype=dtype)
+
+
+def conv_transpose(rank: int, filters: int, name: Optional[str] = None):
+  """Kernel-2 stride-2 transposed conv: doubles every spatial size."""
+  cls = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
+  return cls[rank](filters, 2, strides=2, name=name)
+
+
+def max_pool(rank: int, size: int, name: Optional[str] = None):
+  cls = {2: keras.layers.MaxPool2D, 3: keras.layers.MaxPool3D}[rank]
+  return cls(size, name=name)
+
+
+def upsample_nearest(rank: int, size: int, name: Optional[str] = None):
+  cls = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}[rank]
+  return cls(size, name=name)
+
+
+def spatial_dropout(rank: int, rate: float, name: Optional[str] = None):
+  """Drops whole channels (feature maps), as nnU-Net's Dropout3d."""
+  cls = {2: keras.layers.SpatialDropout2D, 3: keras.layers.SpatialDropout3D}
+  return cls[rank](rate, name=name)
+
+
+def global_max_pool(rank: int, name: Optional[str] = None, dtype=None):
+  cls = {2: keras.layers.GlobalMaxPool2D, 3: keras.layers.GlobalMaxPool3D}
+  return cls[rank](name=name, dtype=dtype)
+
+
+def norm(spec: BlockSpec, channels: int, name: str):
+  """The normalisation layer over the channel axis (-1), or None.
+
+  Group norm uses min(num_groups, channels) groups; instance norm is group
+  norm with one group per channel.
+  """
+  if spec.normalization == 'none':
+    return None
+  if spec.normalization == 'batch':
+    # The Model Garden normalised axis 1 of channels-last data; -1 is right.
+    return keras.layers.BatchNormalization(axis=-1, name=name)
+  if spec.normalization == 'instance':
+    return keras.layers.GroupNormalization(groups=-1, name=name)
+  groups = min(spec.num_groups, channels)
+  if channels % groups:
+    raise ConfigError(f'model.num_groups: {spec.num_groups} groups do not '
+                      f'divide the {channels} channels of layer {name}')
+  return keras.layers.GroupNormalization(groups=groups, name=name)
+
+
+def activation(spec: BlockSpec, name: str) -> keras.layers.Layer:
+  if spec.activation == 'relu':
+    return keras.layers.ReLU(name=name)
+  if spec.activation == 'leaky_relu':
+    return keras.layers.LeakyReLU(negative_slope=spec.leaky_relu_alpha,
+                                  name=name)
+  if spec.activation == 'elu':
+    return keras.layers.ELU(name=name)
+  # One slope per channel, starting at PyTorch's 0.25.
+  return keras.layers.PReLU(
+      alpha_initializer=keras.initializers.Constant(0.25),
+      shared_axes=list(range(1, spec.rank + 1)), name=name)
+
+
+# ----------------------------------------------------------------------------
+# Conv units
+# ----------------------------------------------------------------------------
+
+
+def _unit_layers(spec: BlockSpec, in_channels: int, filters: list[int],
+                 strides: int, name: str) -> dict:
+  """Creates the layers of a unit with len(filters) (1 or 2) convs."""
+  layers = {}
+  for i, f in enumerate(filters, start=1):
+    layers[f'conv{i}'] = conv(spec.rank, f, 3, strides if i == 1 else 1,
+                              name=f'{name}_conv{i}')
+    layers[f'norm{i}'] = norm(spec, f, f'{name}_norm{i}')
+    layers[f'act{i}'] = activation(spec, f'{name}_act{i}')
+  if spec.residual and len(filters) == 2:
+    if in_channels != filters[-1] or strides != 1:
+      layers['proj'] = conv(spec.rank, filters[-1], 1, strides,
+                            name=f'{name}_proj')
+      layers['proj_norm'] = norm(spec, filters[-1], f'{name}_proj_norm')
+    layers['add'] = keras.layers.Add(name=f'{name}_add')
+  return layers
+
+
+def _apply_unit(layers: dict, x):
+  """Runs a unit's layers on a symbolic or eager tensor."""
+  shortcut = x
+  n = 2 if 'conv2' in layers else 1
+  for i in range(1, n + 1):
+    x = layers[f'conv{i}'](x)
+    if layers[f'norm{i}'] is not None:
+      x = layers[f'norm{i}'](x)
+    if i == n and 'add' in layers:
+      if 'proj' in layers:
+        shortcut = layers['proj'](shortcut)
+        if layers['proj_norm'] is not None:
+          shortcut = layers['proj_norm'](shortcut)
+      x = layers['add']([x, shortcut])
+    x = layers[f'act{i}'](x)
+  return x
+
+
+@keras.saving.register_keras_serializable(package='unet3d')
+class RecomputeUnit(keras.layers.Layer):
+  """A conv unit whose activations are recomputed in the backward pass.
+
+  The forward pass runs inside tf.recompute_grad, so only the unit's input
+  is kept for back-propagation. Batch-norm moving statistics are updated a
+  second time by the recomputation (a small bias of the running averages).
+  """
+
+  def __init__(self, spec: dict, in_channels: int, filters: list[int],
+               strides: int = 1, **kwargs):
+    super().__init__(**kwargs)
+    self.spec = dict(spec)
+    self.in_channels = in_channels
+    self.filters = list(filters)
+    self.strides = strides
+    self.unit = _unit_layers(BlockSpec(**self.spec), in_channels,
+                             self.filters, strides, self.name)
+
+  def build(self, input_shape):
+    shape = tuple(input_shape)
+    for key in ('conv1', 'norm1', 'act1', 'conv2', 'norm2', 'act2'):
+      layer = self.unit.get(key)
+      if layer is None:
+        continue
+      if not layer.built:
+        layer.build(shape)
+      shape = layer.compute_output_shape(shape)
+    if 'proj' in self.unit:
+      self.unit['proj'].build(tuple(input_shape))
+      proj_shape = self.unit['proj'].compute_output_shape(tuple(input_shape))
+      if self.unit['proj_norm'] is not None:
+        self.unit['proj_norm'].build(proj_shape)
+    self.built = True
+
+  def call(self, x, training=None):
+    @tf.recompute_grad
+    def forward(t):
+      return _apply_unit(self.unit, t)
+    return forward(x)
+
+  def compute_output_shape(self, input_shape):
+    shape = tuple(input_shape)
+    shape = self.unit['conv1'].compute_output_shape(shape)
+    return shape[:-1] + (self.filters[-1],)
+
+  def leaf_layers(self, input_shape) -> list:
+    """[(layer, input_shape, output_shape)] of the inner layers, in order."""
+    out, shape = [], tuple(input_shape)
+    start = shape
+    for key in ('conv1', 'norm1', 'act1', 'conv2', 'norm2', 'act2'):
+      layer = self.unit.get(key)
+      if layer is None:
+        continue
+      new = layer.compute_output_shape(shape)
+      out.append((layer, shape, new))
+      shape = new
+    if 'proj' in self.unit:
+      new = self.unit['proj'].compute_output_shape(start)
+      out.append((self.unit['proj'], start, new))
+      if self.unit['proj_norm'] is not None:
+        out.append((self.unit['proj_norm'], new, new))
+      out.append((self.unit['add'], shape, shape))
+    return out
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(spec=self.spec, in_channels=self.in_channels,
+                  filters=self.filters, strides=self.strides)
+    return config
+
+
+def conv_unit(x, spec: BlockSpec, filters: list[int], name: str,
+              strides: int = 1):
+  """One (len(filters) == 1) or two conv + norm + act layers.
+
+  Args:
+    x: [B, *spatial, Cin].
+    filters: output channels of each conv.
+    strides: stride of the first conv (2: strided-conv down-sampling).
+  Returns:
+    [B, *spatial / strides, filters[-1]].
+  """
+  in_channels = x.shape[-1]
+  if spec.recompute:
+    return RecomputeUnit(dataclasses.asdict(spec), in_channels, filters,
+                         strides, name=name)(x)
+  return _apply_unit(_unit_layers(spec, in_channels, filters, strides, name),
+                     x)
+
+
+# ----------------------------------------------------------------------------
+# Linear up-sampling
+# ----------------------------------------------------------------------------
+
+
+def _linear_axis(x, axis: int, factor: int):
+  """Linear interpolation along `axis` by an integer factor, half-pixel
+  centres with edge clamping (tf.image.resize 'bilinear' per axis)."""
+  n = tf.shape(x)[axis]
+  coords = (tf.cast(tf.range(n * factor), tf.float32) + 0.5) / factor - 0.5
+  coords = tf.maximum(coords, 0.0)
+  lo = tf.cast(tf.floor(coords), tf.int32)
+  hi = tf.minimum(lo + 1, n - 1)
+  w = coords - tf.cast(lo, tf.float32)
+  shape = [1] * x.shape.rank
+  shape[axis] = -1
+  w = tf.cast(tf.reshape(w, shape), x.dtype)
+  lo_v = tf.gather(x, lo, axis=axis)
+  hi_v = tf.gather(x, hi, axis=axis)
+  return lo_v + w * (hi_v - lo_v)
+
+
+@keras.saving.register_keras_serializable(package='unet3d')
+class LinearUpsample(keras.layers.Layer):
+  """Bi/trilinear up-sampling by an integer factor on every spatial axis.
+
+  [B, *spatial, C] -> [B, *(spatial * factor), C]. Keras has no trilinear
+  UpSampling3D; this matches tf.image.resize(method='bilinear') per axis.
+  """
+
+  def __init__(self, factor: int, **kwargs):
+    super().__init__(**kwargs)
+    self.factor = int(factor)
+
+  def call(self, x):
+    if self.factor == 1:
+      return x
+    for axis in range(1, x.shape.rank - 1):
+      x = _linear_axis(x, axis, self.factor)
+    return x
+
+  def compute_output_shape(self, input_shape):
+    return ((input_shape[0],) +
+            tuple(None if s is None else s * self.factor
+                  for s in input_shape[1:-1]) + (input_shape[-1],))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(factor=self.factor)
+    return config
+
+
+def upsample_linear(x, factor: int, name: str, dtype=None):
+  if factor == 1:
+    return x
+  return LinearUpsample(factor, name=name, dtype=dtype)(x)

@@ -1,0 +1,121 @@
+"""UNet 3+ (Huang et al. 2020, arXiv 2004.08790) in 2D or 3D.
+
+Encoder: n levels (default 5) of two conv units with filters[i] channels;
+default filters [64, 128, 256, 512, 1024] * num_base_filters / 64, or
+`model.filters`, capped by `model.max_filters`. Levels are joined by 2x
+max-pool, or a stride-2 first conv (`model.downsampling: strided_conv`).
+
+Decoder stage i (n-2 .. 0) takes full-scale skips from every level j:
+  j < i: encoder j, max-pooled by 2^(i-j)
+  j = i: encoder i
+  j > i: decoder j (the bottleneck for j = n-1), linearly up-sampled 2^(j-i)
+Each branch is conv3 -> cat_channels + norm + act; the n branches are
+concatenated (n * cat_channels) and fused by one conv + norm + act with
+n * cat_channels filters. The full-scale max-pools are part of the topology
+and stay max-pools under strided-conv down-sampling.
+
+Heads (3x3 conv to num_classes, float32 logits):
+  unet3plus              decoder stage 0 only.
+  unet3plus_deepsup      + decoder stages 1 .. n-2 and the bottleneck, each
+                         linearly up-sampled to full resolution.
+  unet3plus_deepsup_cgm  + the classification-guided module: bottleneck ->
+                         dropout(0.5) -> 1x1 conv (2) -> global max-pool,
+                         [B, 2] logits (index 1: organ present).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from unet3d.config import Config, ConfigError
+from unet3d.models import blocks
+
+PAPER_FILTERS = (64, 128, 256, 512, 1024)
+# The paper's CGM dropout; CGM is a small head on a deep feature map.
+CGM_DROPOUT = 0.5
+
+
+def encoder_filters(cfg: Config) -> list[int]:
+  """Channels of each encoder level, capped by model.max_filters."""
+  filters = cfg.model.filters
+  if filters is not None:
+    if len(filters) < 2:
+      raise ConfigError(f'model.filters: {cfg.model.name} needs at least 2 '
+                        f'levels, got {filters}')
+    filters = list(filters)
+  else:
+    filters = [max(1, round(f * cfg.num_base_filters / 64))
+               for f in PAPER_FILTERS]
+  cap = cfg.model.max_filters
+  if cap is not None:
+    if cap < 1:
+      raise ConfigError(f'model.max_filters: must be >= 1, got {cap}')
+    filters = [min(f, cap) for f in filters]
+  return filters
+
+
+def _head(x, cfg: Config, rank: int, factor: int, name: str):
+  logits = blocks.conv(rank, cfg.num_classes, 3, name=name,
+                       dtype='float32')(x)
+  return blocks.upsample_linear(logits, factor, name=f'{name}_up',
+                                dtype='float32')
+
+
+def build_unet3plus(cfg: Config, deep_supervision: bool = False,
+                    cgm: bool = False) -> keras.Model:
+  """[B, *spatial, num_channels] -> logits [B, *spatial, num_classes], or the
+  dict {'logits', 'deep_supervision' (finest first) [, 'classification']}."""
+  spec = blocks.block_spec(cfg)
+  rank = spec.rank
+  filters = encoder_filters(cfg)
+  n = len(filters)
+  cat = cfg.model.cat_channels
+  if cat < 1:
+    raise ConfigError(f'model.cat_channels: must be >= 1, got {cat}')
+  strided = cfg.model.downsampling == 'strided_conv'
+
+  inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
+  x = inputs
+  enc = []
+  for level, f in enumerate(filters):
+    if level > 0 and not strided:
+      x = blocks.max_pool(rank, 2, name=f'pool{level - 1}')(x)
+    x = blocks.conv_unit(x, spec, [f, f], f'enc{level}',
+                         strides=2 if level > 0 and strided else 1)
+    if cfg.dropout_rate > 0:
+      x = blocks.spatial_dropout(rank, cfg.dropout_rate,
+                                 name=f'enc{level}_dropout')(x)
+    enc.append(x)
+
+  dec = {n - 1: enc[n - 1]}
+  for i in range(n - 2, -1, -1):
+    branches = []
+    for j in range(n):
+      if j < i:
+        src = blocks.max_pool(rank, 2**(i - j),
+                              name=f'dec{i}_pool_enc{j}')(enc[j])
+        tag = f'enc{j}'
+      elif j == i:
+        src, tag = enc[j], f'enc{j}'
+      else:
+        src = blocks.upsample_linear(dec[j], 2**(j - i),
+                                     name=f'dec{i}_up_dec{j}')
+        tag = f'dec{j}'
+      branches.append(blocks.conv_unit(src, spec, [cat],
+                                       f'dec{i}_from_{tag}'))
+    x = keras.layers.Concatenate(name=f'dec{i}_concat')(branches)
+    dec[i] = blocks.conv_unit(x, spec, [n * cat], f'dec{i}_fuse')
+
+  name = cfg.model.name
+  logits = _head(dec[0], cfg, rank, 1, 'logits')
+  if not deep_supervision:
+    return keras.Model(inputs, logits, name=name)
+  side = [_head(dec[i], cfg, rank, 2**i, f'logits_level{i}')
+          for i in range(1, n)]
+  outputs = {'logits': logits, 'deep_supervision': side}
+  if cgm:
+    c = keras.layers.Dropout(CGM_DROPOUT, name='cgm_dropout')(enc[n - 1])
+    c = blocks.conv(rank, 2, 1, name='cgm_conv', dtype='float32')(c)
+    outputs['classification'] = blocks.global_max_pool(
+        rank, name='classification', dtype='float32')(c)
+  return keras.Model(inputs, outputs, name=name)
