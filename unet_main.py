@@ -13,7 +13,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-MODES = ('train', 'eval', 'train_and_eval', 'summary')
+MODES = ('train', 'eval', 'train_and_eval', 'export', 'summary')
 
 flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
 flags.DEFINE_string('config_file', None, 'A YAML config file.')
@@ -51,7 +51,7 @@ def resolve_config(argv_flags) -> 'config.Config':
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
   base = None
-  if argv_flags.mode == 'eval':
+  if argv_flags.mode in ('eval', 'export'):
     model_dir = argv_flags.model_dir
     if model_dir and os.path.isfile(config.params_path(model_dir)):
       base = config.load(config.params_path(model_dir))
@@ -68,6 +68,11 @@ def run(mode: str, cfg) -> dict:
     return loop.evaluate(cfg)
   if mode == 'train_and_eval':
     return loop.train_and_evaluate(cfg)
+  if mode == 'export':
+    from unet3d.inference import export  # pylint: disable=g-import-not-at-top
+    path = export.export_latest(cfg)
+    print(f'exported SavedModel to {path}')
+    return {'export_dir': path}
   if mode == 'summary':
     from unet3d import models  # pylint: disable=g-import-not-at-top
     from unet3d.models import summary  # pylint: disable=g-import-not-at-top
