@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from unet3d import config
+from unet3d import distribute
 from unet3d import losses
 
 RNG = np.random.default_rng(0)
@@ -343,7 +344,7 @@ def test_mirrored_gradients_equal_single_device_on_the_same_global_batch():
   expected = [g.numpy() for g in tape.gradient(loss,
                                                single.trainable_variables)]
 
-  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  strategy = distribute.mirrored_strategy(['/cpu:0', '/cpu:1'])
   with strategy.scope():
     model = _tiny_model()
   model.set_weights(weights)

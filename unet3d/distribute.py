@@ -49,6 +49,23 @@ def _computation_shape(cores_per_replica: int) -> list[int]:
   return shapes[cores_per_replica]
 
 
+def mirrored_strategy(devices: Optional[list[str]] = None
+                      ) -> tf.distribute.MirroredStrategy:
+  """MirroredStrategy over `devices`; CPU-only replicas reduce on one device.
+
+  On CPUs the default cross-device ops are collectives whose instance keys
+  restart for each new strategy, so a second MirroredStrategy in the same
+  process aborts with "Shape mismatch in the collective instance". Reducing
+  through one host device avoids that and costs nothing in shared memory.
+  """
+  names = devices or [d.name for d in tf.config.list_logical_devices('GPU')]
+  on_cpu = bool(names) and all('CPU' in n.upper() for n in names)
+  if on_cpu or not names:
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+  return tf.distribute.MirroredStrategy(devices)
+
+
 def build_strategy(cfg: Config,
                    devices: Optional[list[str]] = None) -> tf.distribute.Strategy:
   """Returns the tf.distribute strategy named by `cfg.distribution_strategy`.
@@ -74,7 +91,7 @@ def build_strategy(cfg: Config,
         devices = [g.name for g in gpus[:cfg.num_gpus]]
       elif not gpus:
         devices = [d.name for d in tf.config.list_logical_devices('CPU')]
-    return tf.distribute.MirroredStrategy(devices)
+    return mirrored_strategy(devices)
   if name == 'multi_worker':
     # The cluster comes from the TF_CONFIG environment variable.
     return tf.distribute.MultiWorkerMirroredStrategy()

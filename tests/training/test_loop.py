@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from unet3d import config
+from unet3d import distribute
 from unet3d import models
 from unet3d.data import schema
 from unet3d.data import synthetic
@@ -152,7 +153,7 @@ def test_mirrored_training_on_two_logical_cpus(records, tmp_path):
   root, _ = records
   cfg = _cfg(root, tmp_path / 'mirrored', train_steps=2,
              distribution_strategy='mirrored')
-  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  strategy = distribute.mirrored_strategy(['/cpu:0', '/cpu:1'])
   assert strategy.num_replicas_in_sync == 2
   result = loop.train(cfg, strategy)
   assert result['step'] == 2 and np.isfinite(result['loss'])

@@ -28,14 +28,15 @@ class _Serving(tf.Module):
   def __init__(self, model: keras.Model, cfg: Config):
     super().__init__()
     self.model = model
-    self._sigmoid = cfg.model.output_activation == 'sigmoid'
+    self._activation = cfg.model.output_activation
+    self._sigmoid = self._activation == 'sigmoid'
     spec = tf.TensorSpec([None] * (cfg.model.spatial_dims + 1) +
                          [cfg.num_channels], tf.float32, name='image')
     self.serve = tf.function(self._serve, input_signature=[spec])
 
   def _serve(self, image):
-    logits = tf.cast(models.inference_logits(self.model(image, training=False)),
-                     tf.float32)
+    logits = tf.cast(models.inference_logits(self.model(image, training=False),
+                                            self._activation), tf.float32)
     if self._sigmoid:
       probabilities = tf.sigmoid(logits)
       return {'probabilities': probabilities,

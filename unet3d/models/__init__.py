@@ -97,6 +97,7 @@ def inference_logits(outputs, output_activation: str = 'softmax'):
   logits = outputs['logits']
   if 'classification' not in outputs:
     return logits
+  logits = tf.convert_to_tensor(logits)
   present = tf.argmax(outputs['classification'], axis=-1) > 0
   rank = logits.shape.rank
   present = tf.reshape(present, [-1] + [1] * (rank - 1))

@@ -86,7 +86,13 @@ def conv_transpose(rank: int, filters: int, name: Optional[str] = None):
 
 def max_pool(rank: int, size: int, name: Optional[str] = None):
   cls = {2: keras.layers.MaxPool2D, 3: keras.layers.MaxPool3D}[rank]
-  return cls(size, name=name)
+  dtype = None
+  if (rank == 3 and
+      keras.mixed_precision.global_policy().compute_dtype == 'float16' and
+      not tf.config.list_physical_devices('GPU')):
+    # TF has no float16 MaxPool3D kernel on CPU: pool in float32 there.
+    dtype = 'float32'
+  return cls(size, name=name, dtype=dtype)
 
 
 def upsample_nearest(rank: int, size: int, name: Optional[str] = None):
@@ -162,19 +168,24 @@ def _unit_layers(spec: BlockSpec, in_channels: int, filters: list[int],
   return layers
 
 
-def _apply_unit(layers: dict, x):
-  """Runs a unit's layers on a symbolic or eager tensor."""
+def _apply_unit(layers: dict, x, training=None):
+  """Runs a unit's layers on a symbolic or eager tensor.
+
+  `training` reaches the norms explicitly: the backward-pass recomputation
+  of RecomputeUnit runs outside Keras' call context, where batch norm would
+  otherwise fall back to its inference mode.
+  """
   shortcut = x
   n = 2 if 'conv2' in layers else 1
   for i in range(1, n + 1):
     x = layers[f'conv{i}'](x)
     if layers[f'norm{i}'] is not None:
-      x = layers[f'norm{i}'](x)
+      x = layers[f'norm{i}'](x, training=training)
     if i == n and 'add' in layers:
       if 'proj' in layers:
         shortcut = layers['proj'](shortcut)
         if layers['proj_norm'] is not None:
-          shortcut = layers['proj_norm'](shortcut)
+          shortcut = layers['proj_norm'](shortcut, training=training)
       x = layers['add']([x, shortcut])
     x = layers[f'act{i}'](x)
   return x
@@ -216,9 +227,11 @@ class RecomputeUnit(keras.layers.Layer):
     self.built = True
 
   def call(self, x, training=None):
+    training = bool(training)
+
     @tf.recompute_grad
     def forward(t):
-      return _apply_unit(self.unit, t)
+      return _apply_unit(self.unit, t, training=training)
     return forward(x)
 
   def compute_output_shape(self, input_shape):
@@ -227,7 +240,7 @@ class RecomputeUnit(keras.layers.Layer):
     return shape[:-1] + (self.filters[-1],)
 
   def leaf_layers(self, input_shape) -> list:
-    """[(layer, input_shape, output_shape)] of the inner layers, in order."""
+    """[(layer, [input shapes], output_shape)] of the inner layers."""
     out, shape = [], tuple(input_shape)
     start = shape
     for key in ('conv1', 'norm1', 'act1', 'conv2', 'norm2', 'act2'):
@@ -235,14 +248,15 @@ class RecomputeUnit(keras.layers.Layer):
       if layer is None:
         continue
       new = layer.compute_output_shape(shape)
-      out.append((layer, shape, new))
+      out.append((layer, [shape], new))
       shape = new
     if 'proj' in self.unit:
       new = self.unit['proj'].compute_output_shape(start)
-      out.append((self.unit['proj'], start, new))
+      out.append((self.unit['proj'], [start], new))
       if self.unit['proj_norm'] is not None:
-        out.append((self.unit['proj_norm'], new, new))
-      out.append((self.unit['add'], shape, shape))
+        out.append((self.unit['proj_norm'], [new], new))
+    if 'add' in self.unit:
+      out.append((self.unit['add'], [shape, shape], shape))
     return out
 
   def get_config(self):

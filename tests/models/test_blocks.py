@@ -1,0 +1,163 @@
+"""Tests for unet3d/models/blocks.py: units, norms, activations, upsampling."""
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+from unet3d.config import ConfigError
+from unet3d.models import blocks
+
+
+def _interp_axis(x, axis, factor):
+  """numpy reference: half-pixel linear interpolation with edge clamping."""
+  n = x.shape[axis]
+  coords = (np.arange(n * factor) + 0.5) / factor - 0.5
+  moved = np.moveaxis(x, axis, -1)
+  out = np.apply_along_axis(lambda v: np.interp(coords, np.arange(n), v), -1,
+                            moved)
+  return np.moveaxis(out, -1, axis)
+
+
+def test_linear_upsample_2d_matches_tf_image_resize():
+  x = np.random.default_rng(0).normal(size=(2, 5, 7, 3)).astype(np.float32)
+  got = blocks.LinearUpsample(4)(x)
+  want = tf.image.resize(x, (20, 28), method='bilinear')
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_linear_upsample_3d_matches_numpy_separable():
+  x = np.random.default_rng(1).normal(size=(1, 3, 4, 2, 2)).astype(np.float32)
+  want = x
+  for axis in (1, 2, 3):
+    want = _interp_axis(want, axis, 2)
+  got = blocks.LinearUpsample(2)(x)
+  assert got.shape == (1, 6, 8, 4, 2)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_instance_norm_normalises_each_sample_and_channel():
+  spec = blocks.BlockSpec(rank=3, normalization='instance')
+  layer = blocks.norm(spec, 4, 'n')
+  x = np.random.default_rng(2).normal(3.0, 2.0, (2, 4, 4, 4, 4))
+  x = x.astype(np.float32)
+  got = np.asarray(layer(x))
+  mean = x.mean(axis=(1, 2, 3), keepdims=True)
+  var = x.var(axis=(1, 2, 3), keepdims=True)
+  np.testing.assert_allclose(got, (x - mean) / np.sqrt(var + layer.epsilon),
+                             atol=1e-4)
+
+
+def test_group_norm_groups_channels():
+  spec = blocks.BlockSpec(rank=2, normalization='group', num_groups=2)
+  layer = blocks.norm(spec, 4, 'n')
+  x = np.random.default_rng(3).normal(size=(1, 3, 3, 4)).astype(np.float32)
+  got = np.asarray(layer(x))
+  groups = x.reshape(1, 3, 3, 2, 2)
+  mean = groups.mean(axis=(1, 2, 4), keepdims=True)
+  var = groups.var(axis=(1, 2, 4), keepdims=True)
+  want = ((groups - mean) / np.sqrt(var + layer.epsilon)).reshape(x.shape)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_group_norm_rejects_indivisible_channels():
+  spec = blocks.BlockSpec(normalization='group', num_groups=4)
+  with pytest.raises(ConfigError, match='model.num_groups'):
+    blocks.norm(spec, 6, 'enc0_norm1')
+
+
+def test_batch_norm_uses_channel_axis():
+  spec = blocks.BlockSpec(normalization='batch')
+  layer = blocks.norm(spec, 5, 'bn')
+  layer.build((None, 8, 8, 8, 5))
+  assert tuple(layer.gamma.shape) == (5,)
+
+
+@pytest.mark.parametrize('name,want', [
+    ('relu', lambda x: np.maximum(x, 0)),
+    ('leaky_relu', lambda x: np.where(x > 0, x, 0.2 * x)),
+    ('elu', lambda x: np.where(x > 0, x, np.expm1(x))),
+    ('prelu', lambda x: np.where(x > 0, x, 0.25 * x)),  # initial slope
+])
+def test_activations(name, want):
+  spec = blocks.BlockSpec(rank=2, activation=name, leaky_relu_alpha=0.2)
+  x = np.linspace(-3, 3, 2 * 3 * 3 * 2).reshape(2, 3, 3, 2).astype(np.float32)
+  np.testing.assert_allclose(blocks.activation(spec, 'a')(x), want(x),
+                             atol=1e-6)
+
+
+def _unit_model(spec, in_channels, filters, strides=1):
+  inputs = keras.Input([None, None, None, in_channels])
+  return keras.Model(inputs, blocks.conv_unit(inputs, spec, filters, 'u',
+                                              strides=strides))
+
+
+def _zero_layer(model, name):
+  layer = model.get_layer(name)
+  layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+
+
+def test_residual_unit_identity_shortcut():
+  # With the second conv zeroed the unit is relu(0 + x).
+  spec = blocks.BlockSpec(normalization='none', residual=True)
+  model = _unit_model(spec, 3, [4, 3])
+  _zero_layer(model, 'u_conv2')
+  x = np.random.default_rng(4).normal(size=(1, 4, 4, 4, 3)).astype(np.float32)
+  np.testing.assert_allclose(model(x), np.maximum(x, 0), atol=1e-6)
+
+
+def test_residual_unit_projection_shortcut_with_stride():
+  spec = blocks.BlockSpec(normalization='none', residual=True)
+  model = _unit_model(spec, 2, [3, 3], strides=2)
+  _zero_layer(model, 'u_conv2')
+  kernel, bias = model.get_layer('u_proj').get_weights()
+  x = np.random.default_rng(5).normal(size=(1, 4, 4, 4, 2)).astype(np.float32)
+  # 1x1 stride-2 conv == pick every other voxel, then a matmul.
+  want = np.maximum(x[:, ::2, ::2, ::2] @ kernel[0, 0, 0] + bias, 0)
+  got = model(x)
+  assert got.shape == (1, 2, 2, 2, 3)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_plain_unit_is_two_conv_norm_act():
+  spec = blocks.BlockSpec(rank=2, normalization='none', residual=False)
+  inputs = keras.Input([None, None, 2])
+  model = keras.Model(inputs, blocks.conv_unit(inputs, spec, [3, 4], 'u'))
+  names = [l.name for l in model.layers[1:]]
+  assert names == ['u_conv1', 'u_act1', 'u_conv2', 'u_act2']
+  x = np.random.default_rng(6).normal(size=(1, 5, 5, 2)).astype(np.float32)
+  c1, c2 = model.get_layer('u_conv1'), model.get_layer('u_conv2')
+  want = np.maximum(c2(np.maximum(c1(x), 0)), 0)
+  np.testing.assert_allclose(model(x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize('normalization', ['batch', 'group'])
+def test_recompute_unit_matches_plain_unit_and_gradients(normalization):
+  # Batch norm checks that the recomputation also runs in training mode.
+  plain_spec = blocks.BlockSpec(normalization=normalization, num_groups=2,
+                                residual=True, activation='prelu')
+  re_spec = blocks.BlockSpec(normalization=normalization, num_groups=2,
+                             residual=True, activation='prelu', recompute=True)
+  plain = _unit_model(plain_spec, 2, [4, 4])
+  recomputed = _unit_model(re_spec, 2, [4, 4])
+  by_name = {v.path.split('/')[-2] + '/' + v.name: v for v in plain.weights}
+  assert len(by_name) == len(recomputed.weights)
+  for v in recomputed.weights:
+    v.assign(by_name[v.path.split('/')[-2] + '/' + v.name])
+  x = tf.random.stateless_normal((2, 4, 4, 4, 2), seed=(1, 2))
+
+  def grads(model):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(model(x, training=True) ** 2)
+    return loss, dict(zip(
+        [v.path.split('/')[-2] + '/' + v.name
+         for v in model.trainable_variables],
+        tape.gradient(loss, model.trainable_variables)))
+
+  loss_a, grads_a = grads(plain)
+  loss_b, grads_b = grads(recomputed)
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+  assert grads_a.keys() == grads_b.keys()
+  for key, grad in grads_a.items():
+    np.testing.assert_allclose(grads_b[key], grad, rtol=1e-4, atol=1e-5,
+                               err_msg=key)
