@@ -93,13 +93,22 @@ def print_report(report: dict) -> None:
 
 def main(argv):
   del argv
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from unet3d.config import ConfigError  # pylint: disable=g-import-not-at-top
+  cfg = None
   try:
     cfg = resolve_config(FLAGS)
     report = run(FLAGS.mode, cfg)
   except (ConfigError, ValueError, FileNotFoundError) as e:
     logging.debug('failed', exc_info=True)
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  except tf.errors.OpError as e:  # a corrupt or mismatched input shard
+    logging.debug('failed', exc_info=True)
+    from unet3d.data import pipeline  # pylint: disable=g-import-not-at-top
+    message = (pipeline.describe_read_error(cfg, e) if cfg else
+               e.message.strip().splitlines()[0])
+    print(f'error: {message}', file=sys.stderr)
     sys.exit(1)
   if FLAGS.mode in ('eval', 'train_and_eval'):
     print_report(report)

@@ -71,3 +71,30 @@ def test_bad_input_exits_nonzero_with_one_line(argv, message):
   assert proc.returncode == 1
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
   assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_corrupt_tfrecord_names_the_shard(tmp_path):
+  good = tmp_path / 'train-0.tfrecord'
+  from unet3d.data import schema  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  noise = np.random.default_rng(0).normal(size=[16, 16, 16, 1])
+  schema.write_records(str(good), [schema.encode_volume(schema.Volume(
+      image=noise.astype(np.float32),
+      label=np.zeros([16, 16, 16], np.uint8), spacing=np.ones(3),
+      affine=np.eye(4), case_id='ok'))], compressed=True)
+  bad = tmp_path / 'train-1.tfrecord'
+  bad.write_bytes(good.read_bytes()[:4000])  # a truncated shard
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'unet_main.py'), '--mode=train',
+       f'--model_dir={tmp_path / "model"}',
+       f'--training_file_pattern={tmp_path / "train-*"}',
+       '--params_override=num_base_filters=2,depth=2,train_steps=2,'
+       'input_image_size=[16,16,16],compressed_input=true,'
+       'train_batch_size=1,data.shuffle_buffer=1,distribution_strategy=cpu'],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert errors[0].startswith(f'error: {bad}: cannot read this TFRecord '
+                              'shard (truncated record')

@@ -12,6 +12,7 @@ defaults -> ``--config_file`` -> ``--params_override`` -> explicit flags.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -74,28 +75,35 @@ class AugmentationConfig:
   """
   enabled: bool = True
   flip_prob: float = 0.5  # per axis
-  flip_axes: list[int] = field(default_factory=lambda: [0, 1, 2])
-  # Pairs of classes swapped when the left/right axis is flipped.
+  # Empty: every spatial axis.
+  flip_axes: Optional[list[int]] = None
+  # A flip of this axis swaps each pair of classes (e.g. left/right kidney).
   left_right_axis: Optional[int] = None
   left_right_label_pairs: Optional[list[list[int]]] = None
+  # Rotation by 90, 180 or 270 degrees in one (square) plane.
   rot90_prob: float = 0.0
   rot90_axes: list[int] = field(default_factory=lambda: [0, 1])
+  # Rotation (each angle uniform in +-rotation_degrees) and isotropic scaling
+  # (> 1 zooms in), applied while the patch is cut from the whole volume.
   affine_prob: float = 0.2
   rotation_degrees: float = 30.0
   scale_range: list[float] = field(default_factory=lambda: [0.7, 1.4])
+  # Smooth random displacement: Gaussian-smoothed noise (sigma in voxels)
+  # scaled to a peak displacement of elastic_magnitude voxels.
   elastic_prob: float = 0.0
   elastic_sigma: float = 10.0
   elastic_magnitude: float = 2.0
-  brightness_prob: float = 0.15
+  brightness_prob: float = 0.15  # multiplicative
   brightness_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
   contrast_prob: float = 0.15
   contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
   gamma_prob: float = 0.3
   gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
   noise_prob: float = 0.1
-  noise_std: float = 0.1
+  noise_std: float = 0.1  # the noise std is uniform in [0, noise_std]
   blur_prob: float = 0.2
   blur_sigma_range: list[float] = field(default_factory=lambda: [0.5, 1.0])
+  # Nearest down-sampling by a zoom in this range, then linear up-sampling.
   low_resolution_prob: float = 0.25
   low_resolution_zoom_range: list[float] = field(
       default_factory=lambda: [0.5, 1.0])
@@ -421,11 +429,14 @@ def _split_top_level(text: str, sep: str = ',') -> list[str]:
   return [p for p in (p.strip() for p in parts) if p]
 
 
-def parse_override(text: Optional[str]) -> dict[str, Any]:
+def parse_override(text: Union[str, dict, None]) -> dict[str, Any]:
   """Parses `--params_override`: a YAML/JSON mapping, or `a.b=c,d=e`.
 
-  A dotted key becomes a nested mapping. An empty value means None.
+  A dotted key becomes a nested mapping. An empty value means None. A dict
+  (from Python callers) is taken as already parsed.
   """
+  if isinstance(text, dict):
+    return copy.deepcopy(text)
   if not text or not text.strip():
     return {}
   stripped = text.strip()
@@ -622,6 +633,46 @@ def validate(cfg: Config) -> None:
   if lt.class_weights is not None and len(lt.class_weights) != cfg.num_classes:
     raise ConfigError(f'loss_options.class_weights: expected {cfg.num_classes} '
                       f'weights (num_classes), got {len(lt.class_weights)}')
+  _validate_augmentation(cfg.data.augmentation, size)
+
+
+def _validate_augmentation(aug: AugmentationConfig, size: list[int]) -> None:
+  key = 'data.augmentation'
+  for name, value in vars(aug).items():
+    if name.endswith('_prob') and not 0.0 <= value <= 1.0:
+      raise ConfigError(f'{key}.{name}: must be in [0, 1], got {value}')
+    if name.endswith('_range') and (len(value) != 2 or value[0] > value[1] or
+                                    value[0] < 0):
+      raise ConfigError(f'{key}.{name}: expected [low, high] with 0 <= low '
+                        f'<= high, got {value}')
+  if aug.scale_range[0] <= 0:
+    raise ConfigError(f'{key}.scale_range: factors must be positive, got '
+                      f'{aug.scale_range}')
+  rank = len(size)
+  for name in ('flip_axes', 'rot90_axes'):
+    axes = getattr(aug, name) or []
+    if any(not 0 <= a < rank for a in axes):
+      raise ConfigError(f'{key}.{name}: spatial axes are 0..{rank - 1}, got '
+                        f'{axes}')
+  if len(aug.rot90_axes) != 2 or aug.rot90_axes[0] == aug.rot90_axes[1]:
+    raise ConfigError(f'{key}.rot90_axes: expected two different axes, got '
+                      f'{aug.rot90_axes}')
+  a, b = aug.rot90_axes
+  if aug.rot90_prob > 0 and size[a] != size[b]:
+    raise ConfigError(f'{key}.rot90_axes: rot90 needs a square plane, but '
+                      f'input_image_size is {size[a]} x {size[b]} on axes '
+                      f'{a}, {b}')
+  if aug.left_right_label_pairs:
+    flip_axes = aug.flip_axes or list(range(rank))
+    if aug.left_right_axis not in flip_axes:
+      raise ConfigError(f'{key}.left_right_axis: set it to one of the flipped '
+                        f'axes {flip_axes} to swap left_right_label_pairs')
+    if any(len(p) != 2 or min(p) < 1 for p in aug.left_right_label_pairs):
+      raise ConfigError(f'{key}.left_right_label_pairs: expected pairs of '
+                        f'foreground classes, got {aug.left_right_label_pairs}')
+  if aug.elastic_sigma <= 0 or aug.elastic_magnitude < 0:
+    raise ConfigError(f'{key}.elastic_sigma: must be positive (and '
+                      'elastic_magnitude >= 0)')
 
 
 def strategy_name(cfg: Config) -> str:

@@ -235,7 +235,7 @@ def make_eval_step(cfg: Config, state: TrainState) -> Callable:
   def step_fn(inputs):
     images, labels = inputs
     outputs = model(images, training=False)
-    logits = models.inference_logits(outputs)
+    logits = models.inference_logits(outputs, output_activation)
     counts = metrics.confusion_counts(labels, logits, num_classes,
                                       output_activation=output_activation,
                                       ignore_label=ignore_label)
@@ -291,7 +291,8 @@ def _probabilities_fn(cfg: Config, model: keras.Model) -> Callable:
 
   @tf.function(reduce_retracing=True)
   def probabilities(batch):
-    logits = models.inference_logits(model(batch, training=False))
+    logits = models.inference_logits(model(batch, training=False),
+                                     cfg.model.output_activation)
     return tf.sigmoid(logits) if sigmoid else tf.nn.softmax(logits)
 
   return lambda batch: probabilities(tf.constant(batch)).numpy()
