@@ -152,18 +152,17 @@ def patch_coordinates(centre, size: Sequence[int], aug: AugmentationConfig,
   """
   rank = len(size)
   seeds = tf.random.experimental.stateless_split(seed, 5)
+  do_affine, do_elastic = _transform_draws(aug, seed)
   half = (tf.constant(size, tf.float32) - 1.0) / 2.0
   offsets = _grid(size) - half[None, :]
   theta = math.radians(aug.rotation_degrees)
   num_angles = 1 if rank == 2 else 3
   angles = _uniform(seeds[0], -theta, theta, [num_angles])
   scale = _uniform(seeds[1], aug.scale_range[0], aug.scale_range[1])
-  do_affine = _happens(seeds[2], aug.affine_prob)
   matrix = tf.where(do_affine, rotation_matrix(angles, rank) / scale,
                     tf.eye(rank))
   coords = tf.matmul(offsets, matrix, transpose_b=True)
   if aug.elastic_prob > 0:
-    do_elastic = _happens(seeds[3], aug.elastic_prob)
     coords += tf.cond(
         do_elastic,
         lambda: elastic_displacement(size, aug.elastic_sigma,
@@ -173,6 +172,25 @@ def patch_coordinates(centre, size: Sequence[int], aug: AugmentationConfig,
   # that slice is where the rotation pivots, so identity equals the slice.
   pivot = tf.cast(centre - tf.constant(list(size)) // 2, tf.float32) + half
   return coords + pivot[None, :]
+
+
+def _transform_draws(aug: AugmentationConfig, seed):
+  """Whether this example is rotated/scaled, and whether it is deformed."""
+  seeds = tf.random.experimental.stateless_split(seed, 5)
+  return (_happens(seeds[2], aug.affine_prob),
+          _happens(seeds[3], aug.elastic_prob))
+
+
+def cut_patch(image, label, centre, size: Sequence[int],
+              aug: AugmentationConfig, seed):
+  """A training patch: transformed when an affine or elastic draw says so,
+  otherwise a plain slice (no interpolation cost)."""
+  do_affine, do_elastic = _transform_draws(aug, seed)
+  return tf.cond(
+      do_affine | do_elastic,
+      lambda: sample_patch(image, label, centre, size,
+                           patch_coordinates(centre, size, aug, seed)),
+      lambda: sample_patch(image, label, centre, size))
 
 
 def sample_patch(image, label, centre, size: Sequence[int], coords=None):
@@ -270,8 +288,11 @@ def _channel_stats(image):
 def gaussian_noise(image, aug: AugmentationConfig, seed):
   seeds = tf.random.experimental.stateless_split(seed, 3)
   std = _uniform(seeds[1], 0.0, aug.noise_std)
-  noise = tf.random.stateless_normal(tf.shape(image), seeds[2]) * std
-  return tf.where(_happens(seeds[0], aug.noise_prob), image + noise, image)
+  return tf.cond(
+      _happens(seeds[0], aug.noise_prob),
+      lambda: image + tf.random.stateless_normal(tf.shape(image),
+                                                 seeds[2]) * std,
+      lambda: image)
 
 
 def gaussian_blur(image, aug: AugmentationConfig, seed):
@@ -288,17 +309,21 @@ def brightness(image, aug: AugmentationConfig, seed):
   """Multiplies the image by a factor uniform in `brightness_range`."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
   factor = _uniform(seeds[1], *aug.brightness_range)
-  return tf.where(_happens(seeds[0], aug.brightness_prob), image * factor,
-                  image)
+  return tf.cond(_happens(seeds[0], aug.brightness_prob),
+                 lambda: image * factor, lambda: image)
 
 
 def contrast(image, aug: AugmentationConfig, seed):
   """Scales each channel about its mean, keeping its original range."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
   factor = _uniform(seeds[1], *aug.contrast_range)
-  mean, _, low, high = _channel_stats(image)
-  changed = tf.clip_by_value((image - mean) * factor + mean, low, high)
-  return tf.where(_happens(seeds[0], aug.contrast_prob), changed, image)
+
+  def changed():
+    mean, _, low, high = _channel_stats(image)
+    return tf.clip_by_value((image - mean) * factor + mean, low, high)
+
+  return tf.cond(_happens(seeds[0], aug.contrast_prob), changed,
+                 lambda: image)
 
 
 def gamma(image, aug: AugmentationConfig, seed):
@@ -306,12 +331,15 @@ def gamma(image, aug: AugmentationConfig, seed):
   channel's original mean and standard deviation (nnU-Net's retain_stats)."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
   g = _uniform(seeds[1], *aug.gamma_range)
-  mean, std, low, high = _channel_stats(image)
-  span = tf.maximum(high - low, 1e-7)
-  changed = tf.pow((image - low) / span, g) * span + low
-  new_mean, new_std, _, _ = _channel_stats(changed)
-  changed = (changed - new_mean) / tf.maximum(new_std, 1e-7) * std + mean
-  return tf.where(_happens(seeds[0], aug.gamma_prob), changed, image)
+
+  def changed():
+    mean, std, low, high = _channel_stats(image)
+    span = tf.maximum(high - low, 1e-7)
+    curved = tf.pow((image - low) / span, g) * span + low
+    new_mean, new_std, _, _ = _channel_stats(curved)
+    return (curved - new_mean) / tf.maximum(new_std, 1e-7) * std + mean
+
+  return tf.cond(_happens(seeds[0], aug.gamma_prob), changed, lambda: image)
 
 
 def low_resolution(image, aug: AugmentationConfig, seed):

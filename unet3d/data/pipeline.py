@@ -210,9 +210,11 @@ def train_example_fn(cfg: Config):
     image, label = _pad_to(example['image'], example['label'], size)
     centre = sample_patch_centre(label, size, cfg.data.foreground_oversample,
                                  seeds[0], multi_label)
-    coords = (augment.patch_coordinates(centre, size, aug, seeds[1])
-              if transform else None)
-    image, label = augment.sample_patch(image, label, centre, size, coords)
+    if transform:
+      image, label = augment.cut_patch(image, label, centre, size, aug,
+                                       seeds[1])
+    else:
+      image, label = augment.sample_patch(image, label, centre, size)
     if aug.enabled:
       image, label = augment.augment_patch(image, label, aug, seeds[2],
                                            multi_label)
