@@ -48,13 +48,21 @@ def surface_distances(pred: np.ndarray, label: np.ndarray,
   return pred_to_label, label_to_pred
 
 
-def hd95(pred, label, spacing) -> float:
-  """95th percentile of the symmetric surface distances (mm)."""
-  pred, label = np.asarray(pred, bool), np.asarray(label, bool)
+def _empty_case_distance(pred, label) -> Optional[float]:
+  """0 when both masks are empty, inf when one is; None otherwise."""
   if not pred.any() and not label.any():
     return 0.0
   if not pred.any() or not label.any():
     return float('inf')
+  return None
+
+
+def hd95(pred, label, spacing) -> float:
+  """95th percentile of the symmetric surface distances (mm)."""
+  pred, label = np.asarray(pred, bool), np.asarray(label, bool)
+  empty = _empty_case_distance(pred, label)
+  if empty is not None:
+    return empty
   a, b = surface_distances(pred, label, spacing)
   return float(np.percentile(np.concatenate([a, b]), 95))
 
@@ -62,10 +70,9 @@ def hd95(pred, label, spacing) -> float:
 def assd(pred, label, spacing) -> float:
   """Average symmetric surface distance (mm)."""
   pred, label = np.asarray(pred, bool), np.asarray(label, bool)
-  if not pred.any() and not label.any():
-    return 0.0
-  if not pred.any() or not label.any():
-    return float('inf')
+  empty = _empty_case_distance(pred, label)
+  if empty is not None:
+    return empty
   a, b = surface_distances(pred, label, spacing)
   return float((a.sum() + b.sum()) / (a.size + b.size))
 

@@ -35,6 +35,24 @@ def spatial_axes(logits) -> list[int]:
   return list(range(1, logits.shape.rank - 1))
 
 
+def targets_and_mask(labels, logits_rank: int, num_classes: int,
+                     ignore_label: Optional[int] = None):
+  """float32 one-hot (or multi-label) targets and a voxel mask [..., 1].
+
+  Labels of the logits' rank are taken as one-hot/binary masks already;
+  index labels are one-hot encoded, with `ignore_label` voxels masked out.
+  """
+  if labels.shape.rank == logits_rank:
+    targets = tf.cast(labels, tf.float32)
+    return targets, tf.ones_like(targets[..., :1])
+  labels = tf.cast(labels, tf.int32)
+  mask = tf.ones_like(labels, tf.float32)
+  if ignore_label is not None:
+    mask = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
+    labels = tf.where(labels == ignore_label, tf.zeros_like(labels), labels)
+  return tf.one_hot(labels, num_classes, dtype=tf.float32), mask[..., None]
+
+
 def prepare(labels, logits, output_activation: str = 'softmax',
             ignore_label: Optional[int] = None):
   """Returns (probabilities, one-hot targets, voxel mask [B, *spatial, 1]).
@@ -42,18 +60,8 @@ def prepare(labels, logits, output_activation: str = 'softmax',
   All float32. The mask is 0 where the label is `ignore_label`.
   """
   logits = tf.cast(logits, tf.float32)
-  num_classes = logits.shape[-1]
-  if labels.shape.rank == logits.shape.rank:
-    targets = tf.cast(labels, tf.float32)
-    mask = tf.ones_like(targets[..., :1])
-  else:
-    labels = tf.cast(labels, tf.int32)
-    mask = tf.ones_like(labels, tf.float32)
-    if ignore_label is not None:
-      mask = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
-      labels = tf.where(labels == ignore_label, tf.zeros_like(labels), labels)
-    targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
-    mask = mask[..., None]
+  targets, mask = targets_and_mask(labels, logits.shape.rank,
+                                   logits.shape[-1], ignore_label)
   if output_activation == 'sigmoid':
     probs = tf.sigmoid(logits)
   else:

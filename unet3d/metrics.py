@@ -17,6 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from unet3d import losses
+
 # Index of each count in the last axis of confusion_counts.
 TP, FP, FN, TN = 0, 1, 2, 3
 
@@ -52,17 +54,8 @@ def confusion_counts(labels, logits, num_classes: int,
   labels = tf.convert_to_tensor(labels)
   pred = predictions(logits, output_activation)
   rank = logits.shape.rank
-  if labels.shape.rank == rank:
-    true = tf.cast(labels, tf.float32)
-    keep = tf.ones_like(true[..., :1])
-  else:
-    labels = tf.cast(labels, tf.int32)
-    keep = tf.ones_like(labels, tf.float32)
-    if ignore_label is not None:
-      keep = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
-      labels = tf.where(labels == ignore_label, tf.zeros_like(labels), labels)
-    true = tf.one_hot(labels, num_classes, dtype=tf.float32)
-    keep = keep[..., None]
+  true, keep = losses.targets_and_mask(labels, rank, num_classes,
+                                      ignore_label)
   axes = list(range(1, rank - 1))
   tp = tf.reduce_sum(pred * true * keep, axis=axes)
   fp = tf.reduce_sum(pred * (1 - true) * keep, axis=axes)

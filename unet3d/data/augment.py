@@ -375,18 +375,15 @@ def augment_patch(image, label, aug: AugmentationConfig, seed,
                   multi_label: bool = False):
   """Intensity ops in nnU-Net's order, then flips and rot90."""
   seeds = tf.random.experimental.stateless_split(seed, 8)
-  if aug.noise_prob > 0:
-    image = gaussian_noise(image, aug, seeds[0])
-  if aug.blur_prob > 0:
-    image = gaussian_blur(image, aug, seeds[1])
-  if aug.brightness_prob > 0:
-    image = brightness(image, aug, seeds[2])
-  if aug.contrast_prob > 0:
-    image = contrast(image, aug, seeds[3])
-  if aug.low_resolution_prob > 0:
-    image = low_resolution(image, aug, seeds[4])
-  if aug.gamma_prob > 0:
-    image = gamma(image, aug, seeds[5])
+  intensity_ops = ((gaussian_noise, aug.noise_prob),
+                   (gaussian_blur, aug.blur_prob),
+                   (brightness, aug.brightness_prob),
+                   (contrast, aug.contrast_prob),
+                   (low_resolution, aug.low_resolution_prob),
+                   (gamma, aug.gamma_prob))
+  for i, (op, prob) in enumerate(intensity_ops):
+    if prob > 0:
+      image = op(image, aug, seeds[i])
   if aug.flip_prob > 0:
     image, label = flip(image, label, aug, seeds[6], multi_label)
   if aug.rot90_prob > 0:
