@@ -1,27 +1,77 @@
-"""NIfTI reading and writing with geometry; errors name the file."""
+"""Reading and writing volumes with their geometry; errors name the file.
+
+Volumes keep nibabel's voxel-axis order and an `affine` that maps a voxel
+index (i, j, k, 1) to world millimetres. Three on-disk forms are read:
+
+- NIfTI (`.nii`, `.nii.gz`);
+- `.npy` with a JSON sidecar `<stem>.json` holding the affine (written by
+  `save_npy`, e.g. by `data_preprocess/convert_lits_nii_to_npy.py`);
+- HDF5 datasets (`load_hdf5`), which carry no geometry of their own.
+
+Every error is a ValueError whose message starts with the file's path.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import nibabel as nib
 import numpy as np
 
+NIFTI_SUFFIXES = ('.nii.gz', '.nii')
 
-def load_nifti(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Returns (array in voxel order, affine 4x4, spacing in mm per axis)."""
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  line = text.splitlines()[0] if text else ''
+  return f'{type(error).__name__}: {line}' if line else type(error).__name__
+
+
+def _require_file(path: str) -> None:
   if not os.path.isfile(path):
     raise ValueError(f'{path}: file not found')
+
+
+def spacing_of(affine: np.ndarray) -> np.ndarray:
+  """Voxel size in mm along each array axis: the affine's column norms."""
+  return np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+
+
+def strip_suffix(path: str) -> str:
+  """The file name without its volume suffix (`.nii.gz`, `.nii`, `.npy`...)."""
+  name = os.path.basename(path)
+  for suffix in NIFTI_SUFFIXES + ('.npy', '.h5', '.hdf5', '.hdf'):
+    if name.endswith(suffix):
+      return name[:-len(suffix)]
+  return name
+
+
+def load_nifti(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Returns (array in voxel order, affine 4x4, spacing in mm per axis).
+
+  The array has the file's dtype, or float when the header scales values.
+  """
+  _require_file(path)
   try:
     img = nib.load(path)
     data = np.asarray(img.dataobj)
   except Exception as e:  # nibabel raises many types for corrupt files
-    raise ValueError(f'{path}: not a readable NIfTI file '
-                     f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
-                    ) from None
+    raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
   spacing = np.asarray(img.header.get_zooms()[:3], np.float64)
   return data, np.asarray(img.affine, np.float64), spacing
+
+
+def nifti_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
+  """(shape, affine) from the header alone, without reading the voxels."""
+  _require_file(path)
+  try:
+    img = nib.load(path)
+    return tuple(int(s) for s in img.shape), np.asarray(img.affine,
+                                                        np.float64)
+  except Exception as e:  # nibabel raises many types for corrupt files
+    raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
 
 
 def save_nifti(path: str, array: np.ndarray, affine: np.ndarray,
@@ -37,3 +87,112 @@ def save_nifti(path: str, array: np.ndarray, affine: np.ndarray,
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def sidecar_path(npy_path: str) -> str:
+  """`volume-3.npy` -> `volume-3.json`: the geometry of an `.npy` volume."""
+  return npy_path[:-len('.npy')] + '.json'
+
+
+def _read_sidecar(npy_path: str) -> np.ndarray:
+  path = sidecar_path(npy_path)
+  if not os.path.isfile(path):
+    raise ValueError(f'{npy_path}: no geometry sidecar {path} (write .npy '
+                     'volumes with convert_lits_nii_to_npy.py, or convert '
+                     'the .nii files directly)')
+  try:
+    with open(path) as f:
+      affine = np.asarray(json.load(f)['affine'], np.float64)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'{path}: cannot read the geometry sidecar '
+                     f'({_first_line(e)})') from None
+  if affine.shape != (4, 4):
+    raise ValueError(f'{path}: affine must be 4x4, got {affine.shape}')
+  return affine
+
+
+def load_npy(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Like `load_nifti` for an `.npy` volume with its JSON sidecar."""
+  _require_file(path)
+  affine = _read_sidecar(path)
+  try:
+    data = np.load(path, allow_pickle=False)
+  except Exception as e:  # truncated or not an .npy file
+    raise ValueError(f'{path}: cannot read .npy ({_first_line(e)})') from None
+  return data, affine, spacing_of(affine)
+
+
+def npy_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
+  _require_file(path)
+  affine = _read_sidecar(path)
+  try:
+    shape = np.load(path, mmap_mode='r', allow_pickle=False).shape
+  except Exception as e:  # truncated or not an .npy file
+    raise ValueError(f'{path}: cannot read .npy ({_first_line(e)})') from None
+  return tuple(int(s) for s in shape), affine
+
+
+def save_npy(path: str, array: np.ndarray, affine: np.ndarray,
+             extra: Optional[dict[str, Any]] = None) -> None:
+  """Writes `array` to `path` and its geometry to the sidecar, atomically."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  affine = np.asarray(affine, np.float64)
+  meta = {'affine': affine.tolist(), 'spacing': spacing_of(affine).tolist(),
+          'shape': list(np.shape(array)), **(extra or {})}
+  targets = [(path, lambda f: np.save(f, np.asarray(array))),
+             (sidecar_path(path), lambda f: f.write(
+                 json.dumps(meta, indent=1).encode()))]
+  tmps = []
+  try:
+    for target, write in targets:
+      tmp = target + '.tmp-incomplete'
+      tmps.append(tmp)
+      with open(tmp, 'wb') as f:
+        write(f)
+    for (target, _), tmp in zip(targets, tmps):
+      os.replace(tmp, target)
+  finally:
+    for tmp in tmps:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+
+def load_volume(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Loads NIfTI or `.npy` (+ sidecar) by the file's suffix."""
+  if path.endswith(NIFTI_SUFFIXES):
+    return load_nifti(path)
+  if path.endswith('.npy'):
+    return load_npy(path)
+  raise ValueError(f'{path}: unknown volume format (expected .nii, .nii.gz '
+                   'or .npy)')
+
+
+def volume_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
+  """(shape, affine) of a NIfTI or `.npy` volume without reading voxels."""
+  if path.endswith(NIFTI_SUFFIXES):
+    return nifti_geometry(path)
+  if path.endswith('.npy'):
+    return npy_geometry(path)
+  raise ValueError(f'{path}: unknown volume format (expected .nii, .nii.gz '
+                   'or .npy)')
+
+
+def load_hdf5(path: str, key: str, shape_only: bool = False
+             ) -> tuple[Any, dict[str, Any]]:
+  """Returns (array, or its shape when `shape_only`; the dataset's attrs)."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  _require_file(path)
+  missing = None
+  try:
+    with h5py.File(path, 'r') as f:
+      if key in f:
+        dataset = f[key]
+        attrs = {k: np.asarray(v).tolist() for k, v in dataset.attrs.items()}
+        data = tuple(dataset.shape) if shape_only else dataset[()]
+      else:
+        missing = sorted(f.keys())
+  except Exception as e:  # h5py raises OSError/KeyError/RuntimeError
+    raise ValueError(f'{path}: cannot read HDF5 ({_first_line(e)})') from None
+  if missing is not None:
+    raise ValueError(f'{path}: no dataset /{key} (has {missing})')
+  return data, attrs

@@ -1,0 +1,124 @@
+"""Flags and the error-handling runner shared by the data_preprocess CLIs.
+
+Importing this module must stay cheap and TensorFlow-free: worker processes
+(spawned) re-import the CLI script and with it this module.
+"""
+
+import functools
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+FLAGS = flags.FLAGS
+
+
+def define_output_flags() -> None:
+  flags.DEFINE_string('output_path', None, 'Output folder (created; must not '
+                      'exist or be empty unless --overwrite).')
+  flags.DEFINE_bool('overwrite', False, 'Replace an existing output folder.')
+  flags.DEFINE_integer('num_processes', 1, 'Worker processes.')
+  flags.DEFINE_enum('on_error', 'stop', ['stop', 'skip'],
+                    'Bad input: stop with an error (exit 1), or skip the case '
+                    'and record it in the summary.')
+  flags.mark_flag_as_required('output_path')
+
+
+def define_convert_flags() -> None:
+  """Flags of every TFRecord converter (plus define_output_flags)."""
+  define_output_flags()
+  flags.DEFINE_integer('num_shards', 4, 'Shards per split (at most one per '
+                       'case).')
+  flags.DEFINE_bool('compressed', True, 'GZIP-compress the TFRecords.')
+  flags.DEFINE_float('validation_fraction', 0.2, 'Share of cases in val-* '
+                     'when --num_folds=1.')
+  flags.DEFINE_integer('num_folds', 1, 'k of a k-fold split (splits.json); '
+                       '--fold picks the one written as train-*/val-*.')
+  flags.DEFINE_integer('fold', 0, 'The fold written as train-*/val-*.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the split and of sampling.')
+  flags.DEFINE_bool('reorient', True, 'Reorient to RAS (no effect for files '
+                    'without orientation, e.g. HDF5).')
+  flags.DEFINE_bool('crop_nonzero', True, 'Crop to the nonzero bounding box.')
+  flags.DEFINE_string('target_spacing', 'median', '"median" (of the dataset), '
+                      '"original" (no resampling) or x,y,z in mm (RAS axes).')
+  flags.DEFINE_integer('image_order', 3, 'Spline order for image resampling.')
+  flags.DEFINE_enum('label_interpolation', 'linear', ['linear', 'nearest'],
+                    'Label resampling: one-hot linear or nearest.')
+
+
+def parse_floats(text, flag: str, count=None):
+  """'a,b,c' -> [a, b, c]; errors name the flag."""
+  if text is None:
+    return None
+  try:
+    values = [float(v) for v in str(text).split(',') if v.strip()]
+  except ValueError:
+    raise ValueError(f'--{flag}: expected comma-separated numbers, got '
+                     f'{text!r}') from None
+  if count is not None and len(values) != count:
+    raise ValueError(f'--{flag}: expected {count} numbers, got {text!r}')
+  return values
+
+
+def convert_options() -> dict:
+  """Keyword arguments for unet3d.data.convert.Options from the flags."""
+  spacing = FLAGS.target_spacing
+  if spacing == 'original':
+    spacing = None
+  elif spacing != 'median':
+    spacing = parse_floats(spacing, 'target_spacing', 3)
+  return dict(num_shards=FLAGS.num_shards, compressed=FLAGS.compressed,
+              overwrite=FLAGS.overwrite,
+              validation_fraction=FLAGS.validation_fraction,
+              num_folds=FLAGS.num_folds, fold=FLAGS.fold, seed=FLAGS.seed,
+              num_processes=FLAGS.num_processes, on_error=FLAGS.on_error,
+              reorient=FLAGS.reorient, crop_nonzero=FLAGS.crop_nonzero,
+              target_spacing=spacing, image_order=FLAGS.image_order,
+              label_interpolation=FLAGS.label_interpolation)
+
+
+def progress_bar():
+  """A tqdm factory for the converters' progress(total=, desc=)."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return functools.partial(tqdm.tqdm, unit='case', file=sys.stderr,
+                           dynamic_ncols=True)
+
+
+def report(summary: dict, output_path: str) -> None:
+  skipped = summary.get('skipped') or []
+  counts = (f"train {summary['num_train']}, val {summary['num_val']}"
+            if 'num_train' in summary else '')
+  print(f"wrote {output_path}: {summary['num_cases']} cases"
+        f"{' (' + counts + ')' if counts else ''}, {len(skipped)} skipped"
+        f" in {summary.get('seconds', 0):.1f} s")
+  for entry in skipped:
+    print(f"skipped {entry['case_id']}: {entry['error']}")
+
+
+def run(convert_fn) -> None:
+  """app.run(main) where main calls convert_fn() -> summary and prints it.
+
+  Bad flags or input (ValueError, OSError) print `error: <message>` on one
+  line and exit 1; the message names the file or flag.
+  """
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    try:
+      summary = convert_fn()
+    except (ValueError, OSError) as e:
+      logging.debug('failed', exc_info=True)
+      message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+      print(f'error: {message}', file=sys.stderr)
+      sys.exit(1)
+    report(summary, FLAGS.output_path)
+
+  app.run(main)

@@ -1,0 +1,169 @@
+"""The `dataset.json` a converter writes next to its TFRecord shards.
+
+Top-level keys:
+
+  name, format            the input path; the record schema
+  labels                  {"0": "background", "1": ...} (training reads it
+                          for class names); mask channels when multi-label
+  label_type              "index" ([D, H, W]) or "multi_label" ([D, H, W, K])
+  modalities, num_channels  {"0": "CT"}, channel count
+  class_voxel_counts      {"0": n, ...} over the stored label arrays
+  num_cases, num_train, num_val, num_records {"train", "val"}
+  shards                  {"train": [file names], "val": [...]}
+  compressed              GZIP or not
+  splits_file, num_folds, fold, seed   splits.json and the fold written
+  spacing                 {"median", "min", "max"} of the input spacing (mm,
+                          per canonical axis when reoriented)
+  intensity               per channel: foreground mean/std/min/max and
+                          0.5/50/99.5 percentiles before normalisation
+  preprocessing           orientation, crop_to_nonzero, resample
+                          (target_spacing + where it came from, or
+                          target_shape), interpolation, per-channel
+                          normalization (scheme, clip, mean, std, ...), plus
+                          dataset-specific steps
+  cases                   one entry per stored case (below)
+  skipped                 [{"case_id", "stage", "error"}] with on_error=skip
+  seconds                 conversion wall time
+
+Each case: case_id, split, shard, image_files, label_file, original
+{shape, affine, spacing, orientation} of the input, stored {...} of the
+record's array, nonzero_crop {start, stop} (voxels of the reoriented input),
+intensity (this case's foreground statistics), channel_mean/channel_std
+(what normalisation subtracted and divided by), class_voxel_counts,
+label_type and num_records (> 1 with augmented crops).
+`preprocessing.restore_original(array, case)` maps a stored-grid array back
+onto the original grid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from unet3d.data import cases
+from unet3d.data import preprocessing as pp
+
+SPLIT_NAMES = ('train', 'val')
+SPLITS_JSON = 'splits.json'
+
+
+def _label_names(source: cases.Source, counts: np.ndarray,
+                 multi_label: bool) -> dict[str, str]:
+  if source.labels is not None:
+    return dict(source.labels)
+  prefix = 'channel' if multi_label else 'class'
+  return {str(k): ('background' if k == 0 and not multi_label else
+                   f'{prefix}_{k}') for k in range(len(counts))}
+
+
+def _sum_counts(infos: list[dict[str, Any]]) -> np.ndarray:
+  size = max([len(i['class_voxel_counts']) for i in infos] + [0])
+  total = np.zeros(size, np.int64)
+  for info in infos:
+    total[:len(info['class_voxel_counts'])] += info['class_voxel_counts']
+  return total
+
+
+def _intensity(infos: list[dict[str, Any]],
+               samples: list[np.ndarray]) -> list[dict[str, float]]:
+  """Per-channel foreground statistics before normalisation, over all
+  stored cases (exact mean/std/min/max; percentiles from samples)."""
+  out = []
+  pooled = np.concatenate(samples) if samples else None
+  for c in range(len(infos[0]['intensity']['mean'])):
+    n = np.array([i['intensity']['count'][c] for i in infos], np.float64)
+    mean = np.array([i['intensity']['mean'][c] for i in infos])
+    std = np.array([i['intensity']['std'][c] for i in infos])
+    total_mean = float((n * mean).sum() / n.sum())
+    total_var = float((n * (std**2 + (mean - total_mean)**2)).sum() / n.sum())
+    entry = {'mean': total_mean, 'std': float(np.sqrt(total_var)),
+             'min': float(min(i['intensity']['min'][c] for i in infos)),
+             'max': float(max(i['intensity']['max'][c] for i in infos))}
+    if pooled is not None and len(pooled):
+      p = np.percentile(pooled[:, c], [0.5, 50, 99.5])
+      entry.update({'percentile_00_5': float(p[0]), 'median': float(p[1]),
+                    'percentile_99_5': float(p[2])})
+    out.append(entry)
+  return out
+
+
+def _preprocessing(source: cases.Source, plan: cases.Plan,
+                   spacing_from: str) -> dict[str, Any]:
+  norms = []
+  for norm in plan.norms:
+    entry = {'scheme': norm.scheme}
+    if norm.scheme == 'ct':
+      entry.update({'window': None if norm.window is None else
+                               list(norm.window),
+                    'percentiles': (None if norm.window is not None else
+                                    list(norm.percentiles)),
+                    'clip': [norm.clip_low, norm.clip_high],
+                    'mean': norm.mean, 'std': norm.std})
+    elif norm.scheme == 'zscore':
+      entry['within_nonzero_mask'] = norm.nonzero_mask
+    norms.append(entry)
+  resample: Optional[dict[str, Any]] = None
+  if plan.target_shape is not None:
+    resample = {'target_shape': list(plan.target_shape)}
+  elif plan.target_spacing is not None:
+    resample = {'target_spacing': list(plan.target_spacing),
+                'target_spacing_from': spacing_from}
+  return {
+      'orientation': pp.CANONICAL if plan.reorient else 'unchanged',
+      'crop_to_nonzero': plan.crop_nonzero,
+      'resample': resample,
+      'image_interpolation': f'spline order {plan.image_order}',
+      'label_interpolation': ('one-hot linear' if
+                              plan.label_interpolation == 'linear' else
+                              'nearest'),
+      'normalization': norms,
+      **(source.description or {}),
+  }
+
+
+def _spacing(survey: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  spacing = np.array([s['spacing'] for s in survey.values()])
+  return {'median': np.median(spacing, axis=0).tolist(),
+          'min': spacing.min(axis=0).tolist(),
+          'max': spacing.max(axis=0).tolist()}
+
+
+def dataset_summary(source: cases.Source, plan: cases.Plan, *,
+                    survey: dict[str, dict[str, Any]], num_folds: int,
+                    infos: list[dict[str, Any]], samples: list[np.ndarray],
+                    shards: dict[str, list[str]],
+                    skipped: list[dict[str, str]], spacing_from: str,
+                    compressed: bool, fold: int, seed: int
+                   ) -> dict[str, Any]:
+  """dataset.json's content from the converter's per-case infos."""
+  counts = _sum_counts(infos)
+  multi_label = any(i['label_type'] == 'multi_label' for i in infos)
+  labels = _label_names(source, counts, multi_label)
+  return {
+      'name': source.name,
+      'format': 'unet3d TFRecord schema 1 (unet3d/data/schema.py)',
+      'labels': labels,
+      'label_type': 'multi_label' if multi_label else 'index',
+      'modalities': dict(source.modalities),
+      'num_channels': len(source.modalities),
+      'class_voxel_counts': {k: int(counts[int(k)]) if int(k) < len(counts)
+                             else 0 for k in labels},
+      'num_cases': len(infos),
+      'num_train': sum(i['split'] == 'train' for i in infos),
+      'num_val': sum(i['split'] == 'val' for i in infos),
+      'num_records': {split: sum(i['num_records'] for i in infos
+                                 if i['split'] == split)
+                      for split in SPLIT_NAMES},
+      'shards': shards,
+      'compressed': compressed,
+      'splits_file': SPLITS_JSON,
+      'num_folds': num_folds,
+      'fold': fold,
+      'seed': seed,
+      'spacing': _spacing(survey),
+      'intensity': _intensity(infos, samples),
+      'preprocessing': _preprocessing(source, plan, spacing_from),
+      'cases': sorted(infos, key=lambda i: i['case_id']),
+      'skipped': skipped,
+  }
