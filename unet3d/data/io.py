@@ -157,24 +157,23 @@ def save_npy(path: str, array: np.ndarray, affine: np.ndarray,
         os.remove(tmp)
 
 
-def load_volume(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Loads NIfTI or `.npy` (+ sidecar) by the file's suffix."""
+def _by_suffix(path: str, nifti_fn, npy_fn):
   if path.endswith(NIFTI_SUFFIXES):
-    return load_nifti(path)
+    return nifti_fn(path)
   if path.endswith('.npy'):
-    return load_npy(path)
+    return npy_fn(path)
   raise ValueError(f'{path}: unknown volume format (expected .nii, .nii.gz '
                    'or .npy)')
+
+
+def load_volume(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Loads NIfTI or `.npy` (+ sidecar) by the file's suffix."""
+  return _by_suffix(path, load_nifti, load_npy)
 
 
 def volume_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
   """(shape, affine) of a NIfTI or `.npy` volume without reading voxels."""
-  if path.endswith(NIFTI_SUFFIXES):
-    return nifti_geometry(path)
-  if path.endswith('.npy'):
-    return npy_geometry(path)
-  raise ValueError(f'{path}: unknown volume format (expected .nii, .nii.gz '
-                   'or .npy)')
+  return _by_suffix(path, nifti_geometry, npy_geometry)
 
 
 def load_hdf5(path: str, key: str, shape_only: bool = False
