@@ -2,6 +2,8 @@
 
   python unet_main.py --mode=train_and_eval --config_file=configs/demo.yaml \
       --model_dir=/tmp/run --training_file_pattern='data/train-*.tfrecord'
+  python unet_main.py --mode=predict --model_dir=/tmp/run --params_override=\
+      "predict.input_pattern='scans/*.nii.gz',predict.output_dir=/tmp/seg"
 """
 
 import os
@@ -13,7 +15,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-MODES = ('train', 'eval', 'train_and_eval', 'export', 'summary')
+MODES = ('train', 'eval', 'train_and_eval', 'export', 'predict', 'summary')
 
 flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
 flags.DEFINE_string('config_file', None, 'A YAML config file.')
@@ -43,7 +45,8 @@ _FLAG_TO_KEY = {
 
 
 def resolve_config(argv_flags) -> 'config.Config':
-  """Builds the run's config; eval modes start from model_dir/params.yaml."""
+  """Builds the run's config; eval, export and predict start from
+  model_dir/params.yaml."""
   from unet3d import config  # pylint: disable=g-import-not-at-top
   flag_values = {key: getattr(argv_flags, name)
                  for name, key in _FLAG_TO_KEY.items()}
@@ -51,7 +54,7 @@ def resolve_config(argv_flags) -> 'config.Config':
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
   base = None
-  if argv_flags.mode in ('eval', 'export'):
+  if argv_flags.mode in ('eval', 'export', 'predict'):
     model_dir = argv_flags.model_dir
     if model_dir and os.path.isfile(config.params_path(model_dir)):
       base = config.load(config.params_path(model_dir))
@@ -73,6 +76,12 @@ def run(mode: str, cfg) -> dict:
     path = export.export_latest(cfg)
     print(f'exported SavedModel to {path}')
     return {'export_dir': path}
+  if mode == 'predict':
+    from unet3d.inference import predict  # pylint: disable=g-import-not-at-top
+    report = predict.predict_latest(cfg)
+    for item in report['files']:
+      print(f"{item['input']} -> {item['output']}")
+    return report
   if mode == 'summary':
     from unet3d import models  # pylint: disable=g-import-not-at-top
     from unet3d.models import summary  # pylint: disable=g-import-not-at-top

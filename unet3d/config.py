@@ -4,7 +4,7 @@ The top level keeps the TF Model Garden UNet3D keys flat and with their
 original meaning, so its YAML recipes (``configs/cloud``) load unchanged.
 Everything the Model Garden did not have lives in a named group
 (``model``, ``data``, ``augmentation`` inside ``data``, ``loss_options``,
-``metrics``, ``train``).
+``metrics``, ``train``, ``inference``, ``predict``).
 
 Values are resolved in this order, later winning:
 defaults -> ``--config_file`` -> ``--params_override`` -> explicit flags.
@@ -174,6 +174,28 @@ class InferenceConfig:
 
 
 @dataclass
+class PredictConfig:
+  """The predict mode: NIfTI volumes in, segmentations with their geometry out.
+
+  Each input file is one case: a 3D volume (one channel) or a 4D
+  [X, Y, Z, C] volume holding every channel. The output is
+  `<output_dir>/<input name>_seg.nii.gz` on the input's grid, with its
+  affine and header (uint8 class indices; [X, Y, Z, K] uint8 masks for
+  sigmoid models).
+  """
+  # Glob of .nii/.nii.gz files (several globs: comma-separated).
+  input_pattern: Optional[str] = None
+  output_dir: Optional[str] = None
+  # dataset_json: replay the converter's preprocessing (its dataset.json
+  # `preprocessing` section) before inference and map the prediction back.
+  # none: the inputs are already on the model's grid and normalised.
+  preprocessing: str = 'dataset_json'
+  # The converter's dataset.json. Empty: the one next to
+  # training_file_pattern's shards, when there is one.
+  dataset_json: Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
   """Training-loop settings that the Model Garden did not have."""
   steps_per_loop: int = 50
@@ -255,6 +277,7 @@ class Config:
   metrics: MetricsConfig = field(default_factory=MetricsConfig)
   train: TrainConfig = field(default_factory=TrainConfig)
   inference: InferenceConfig = field(default_factory=InferenceConfig)
+  predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 # Keys of the Model Garden config that mean nothing here; accepted and ignored
@@ -283,6 +306,7 @@ CHOICES = {
     'metrics.empty_class': ('one', 'exclude'),
     'train.lr_schedule': ('constant', 'exponential', 'cosine', 'polynomial'),
     'inference.weighting': ('gaussian', 'constant'),
+    'predict.preprocessing': ('dataset_json', 'none'),
 }
 
 # Loss names are checked against the registry in unet3d.losses when that

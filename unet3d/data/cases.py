@@ -6,8 +6,9 @@ dataset modules whose loaders it calls) must not import TensorFlow.
 A dataset module supplies a list of `Case`s, a `load` function
 (`Case -> RawCase`, remapping and checking labels) and a `geometry`
 function (`Case -> (shape, affine)` from headers). `process_case` applies
-the shared `Plan`: reorient -> crop to nonzero -> resample -> normalise,
-then an optional dataset-specific `finish` step (e.g. LiTS's liver crop).
+the shared `Plan`: reorient -> crop to nonzero -> resample (`to_stored_grid`,
+which inference shares) -> normalise, then an optional dataset-specific
+`finish` step (e.g. LiTS's liver crop).
 """
 
 from __future__ import annotations
@@ -206,22 +207,32 @@ def _geometry(shape, affine) -> dict[str, Any]:
           'orientation': pp.axcodes(affine)}
 
 
-def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
-                 finish: Optional[Finisher] = None
-                ) -> tuple[list[Processed], dict[str, Any]]:
-  """Loads and preprocesses one case.
+@dataclass
+class Regridded:
+  """A case after the plan's geometric steps, before normalisation.
 
-  Returns (records, info): records[0] is the case itself (finish may add
-  more, e.g. augmented crops); info is the case's dataset.json entry
-  (original and stored geometry, crop box, class voxel counts, statistics)
-  plus 'samples' of foreground intensities before normalisation.
+  image: float32 [X, Y, Z, C] on the stored grid; label: as loaded, on that
+  grid, or None; mask: bool [X, Y, Z], the input's nonzero voxels carried
+  onto the grid (z-score within the nonzero mask uses it); affine: the
+  grid's voxel-to-world matrix; nonzero_crop: {'start', 'stop'} in voxels
+  of the reoriented input when cropped, else None.
   """
-  raw = load(case)
-  image, label, affine = raw.image, raw.label, raw.affine
-  info: dict[str, Any] = {
-      'case_id': case.case_id, 'image_files': list(case.image_files),
-      'label_file': case.label_file,
-      'original': _geometry(image.shape, affine)}
+  image: np.ndarray
+  label: Optional[np.ndarray]
+  mask: np.ndarray
+  affine: np.ndarray
+  nonzero_crop: Optional[dict[str, list[int]]] = None
+
+
+def to_stored_grid(image: np.ndarray, label: Optional[np.ndarray],
+                   affine: np.ndarray, plan: Plan) -> Regridded:
+  """The plan's geometric steps: reorient -> crop to nonzero -> resample.
+
+  The converter (`process_case`) and inference (`unet3d.inference.predict`,
+  with label None) share it, so a volume to segment lands on the grid the
+  model was trained on.
+  """
+  nonzero_crop = None
   if plan.reorient:
     image, new_affine = pp.reorient(image, affine)
     if label is not None:
@@ -232,7 +243,7 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
     image = pp.crop(image, start, stop)
     label = None if label is None else pp.crop(label, start, stop)
     affine = pp.crop_affine(affine, start)
-    info['nonzero_crop'] = {'start': start.tolist(), 'stop': stop.tolist()}
+    nonzero_crop = {'start': start.tolist(), 'stop': stop.tolist()}
   mask = np.any(image != 0, axis=-1)
   if plan.target_spacing is not None or plan.target_shape is not None:
     grid = pp.resample_grid(image.shape, io.spacing_of(affine),
@@ -244,11 +255,33 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
       mask = pp.resample_label(mask.astype(np.uint8), grid,
                                'nearest').astype(bool)
       affine = pp.resampled_affine(affine, grid)
+  return Regridded(image, label, mask, affine, nonzero_crop)
+
+
+def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
+                 finish: Optional[Finisher] = None
+                ) -> tuple[list[Processed], dict[str, Any]]:
+  """Loads and preprocesses one case.
+
+  Returns (records, info): records[0] is the case itself (finish may add
+  more, e.g. augmented crops); info is the case's dataset.json entry
+  (original and stored geometry, crop box, class voxel counts, statistics)
+  plus 'samples' of foreground intensities before normalisation.
+  """
+  raw = load(case)
+  info: dict[str, Any] = {
+      'case_id': case.case_id, 'image_files': list(case.image_files),
+      'label_file': case.label_file,
+      'original': _geometry(raw.image.shape, raw.affine)}
+  grid = to_stored_grid(raw.image, raw.label, raw.affine, plan)
+  image, label, affine = grid.image, grid.label, grid.affine
+  if grid.nonzero_crop is not None:
+    info['nonzero_crop'] = grid.nonzero_crop
   foreground = foreground_mask(label, image)
   info['intensity'] = _channel_statistics(image, foreground)
   info['samples'] = pp.sample_voxels(image, foreground, plan.num_samples,
                                      case_rng(plan.seed, case.case_id))
-  image, mean, std = pp.normalize(image, plan.norms, mask)
+  image, mean, std = pp.normalize(image, plan.norms, grid.mask)
   records = [Processed(case.case_id, image, label, affine, mean, std)]
   if finish is not None:
     records = finish(records[0], is_train, case_rng(plan.seed + 1,

@@ -32,12 +32,14 @@ intensity (this case's foreground statistics), channel_mean/channel_std
 (what normalisation subtracted and divided by), class_voxel_counts,
 label_type and num_records (> 1 with augmented crops).
 `preprocessing.restore_original(array, case)` maps a stored-grid array back
-onto the original grid.
+onto the original grid, and `plan_from_dataset_info` reads the
+`preprocessing` section back (predict replays it on new volumes).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import re
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -46,6 +48,11 @@ from unet3d.data import preprocessing as pp
 
 SPLIT_NAMES = ('train', 'val')
 SPLITS_JSON = 'splits.json'
+# dataset.json `preprocessing` keys that `plan_from_dataset_info` reads back;
+# the rest are dataset-specific steps that need the label.
+REPLAYED_PREPROCESSING = ('orientation', 'crop_to_nonzero', 'resample',
+                          'image_interpolation', 'label_interpolation',
+                          'normalization')
 
 
 def _label_names(source: cases.Source, counts: np.ndarray,
@@ -167,3 +174,72 @@ def dataset_summary(source: cases.Source, plan: cases.Plan, *,
       'cases': sorted(infos, key=lambda i: i['case_id']),
       'skipped': skipped,
   }
+
+
+def _channel_norm(entry: Mapping[str, Any], where: str) -> pp.ChannelNorm:
+  """One `normalization` entry of dataset.json as a resolved ChannelNorm."""
+  scheme = entry.get('scheme')
+  try:
+    if scheme == 'ct':
+      low, high = entry['clip']
+      return pp.ChannelNorm('ct', clip_low=float(low), clip_high=float(high),
+                            mean=float(entry['mean']),
+                            std=float(entry['std']))
+    if scheme == 'zscore':
+      return pp.ChannelNorm('zscore',
+                            nonzero_mask=bool(entry['within_nonzero_mask']))
+  except KeyError as e:
+    raise ValueError(f'{where} has no key {e}') from None
+  if scheme == 'none':
+    return pp.ChannelNorm('none')
+  raise ValueError(f'{where}.scheme: expected ct, zscore or none, got '
+                   f'{scheme!r}')
+
+
+def plan_from_dataset_info(dataset_info: Mapping[str, Any],
+                           source: str = 'dataset.json') -> cases.Plan:
+  """The converter's `cases.Plan`, read back from its dataset.json.
+
+  Args:
+    dataset_info: the parsed dataset.json (its `preprocessing` section is
+      used).
+    source: names the file in error messages.
+
+  Raises a one-line ValueError naming `source` and the key when the
+  section is missing or not understood.
+  """
+  section = dataset_info.get('preprocessing') if isinstance(
+      dataset_info, Mapping) else None
+  if not isinstance(section, Mapping):
+    raise ValueError(f'{source}: no preprocessing section (expected the '
+                     'dataset.json a data_preprocess converter writes)')
+  where = 'preprocessing'
+  try:
+    orientation = section['orientation']
+    if orientation not in (pp.CANONICAL, 'unchanged'):
+      raise ValueError(f'{where}.orientation: expected {pp.CANONICAL} or '
+                       f'unchanged, got {orientation!r}')
+    order = re.fullmatch(r'spline order (\d)',
+                         str(section['image_interpolation']))
+    if order is None:
+      raise ValueError(f"{where}.image_interpolation: expected 'spline order "
+                       f"N', got {section['image_interpolation']!r}")
+    resample = section['resample'] or {}
+    target_spacing = resample.get('target_spacing')
+    target_shape = resample.get('target_shape')
+    norms = tuple(_channel_norm(entry, f'{where}.normalization[{c}]')
+                  for c, entry in enumerate(section['normalization']))
+    return cases.Plan(
+        reorient=orientation == pp.CANONICAL,
+        crop_nonzero=bool(section['crop_to_nonzero']),
+        target_spacing=(None if target_spacing is None else
+                        tuple(float(s) for s in target_spacing)),
+        target_shape=(None if target_shape is None else
+                      tuple(int(s) for s in target_shape)),
+        image_order=int(order.group(1)), norms=norms)
+  except KeyError as e:
+    raise ValueError(f'{source}: {where} has no key {e}') from None
+  except (TypeError, AttributeError) as e:
+    raise ValueError(f'{source}: {where} is malformed ({e})') from None
+  except ValueError as e:
+    raise ValueError(f'{source}: {e}') from None

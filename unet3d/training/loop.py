@@ -286,7 +286,7 @@ def _evaluate_crops(cfg: Config, state: TrainState
   return np.concatenate(counts), (np.concatenate(regions) if regions else None)
 
 
-def _probabilities_fn(cfg: Config, model: keras.Model) -> Callable:
+def probabilities_fn(cfg: Config, model: keras.Model) -> Callable:
   sigmoid = cfg.model.output_activation == 'sigmoid'
 
   @tf.function(reduce_retracing=True)
@@ -310,7 +310,7 @@ def _evaluate_whole_volumes(cfg: Config, state: TrainState):
   Returns per-case counts [N, C, 4], BraTS region counts [N, R, 4] or None,
   and, when metrics.surface_metrics is on, per-case surface-distance reports.
   """
-  predict = _probabilities_fn(cfg, state.model)
+  predict = probabilities_fn(cfg, state.model)
   sigmoid = cfg.model.output_activation == 'sigmoid'
   counts, regions, surface = [], [], []
   for case in pipeline.build_volume_dataset(cfg, cfg.eval_file_pattern):

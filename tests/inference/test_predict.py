@@ -1,0 +1,323 @@
+"""Tests for unet3d/inference/predict.py and `unet_main.py --mode=predict`."""
+
+import os
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests import test_unet_main
+from tests.data import test_convert_common as common
+from unet3d import config
+from unet3d.data import cases
+from unet3d.data import convert
+from unet3d.data import io
+from unet3d.data import summary
+from unet3d.inference import predict
+
+unet_main = test_unet_main.unet_main
+
+SIZE = 16
+# Class intensities of common.write_msd_task (channel 0): 100, 250, 400.
+THRESHOLDS = (175.0, 325.0)
+
+
+def _cfg(**values):
+  cfg = config.merge(config.Config(), {
+      'num_classes': 3, 'num_base_filters': 2, 'depth': 2,
+      'input_image_size': [SIZE] * 3, 'predict_batch_size': 4,
+      'distribution_strategy': 'cpu'})
+  cfg = config.merge(cfg, values)
+  config.validate(cfg)
+  return cfg
+
+
+def _zero_border(path, width=2):
+  """Zeroes the image's outer voxels, so crop_to_nonzero has work to do,
+  and one inner corner, so a nonzero mask differs from the crop box."""
+  image, affine, _ = io.load_nifti(str(path))
+  image = image.copy()
+  inner = tuple(slice(width, s - width) for s in image.shape[:3])
+  kept = image[inner].copy()
+  image[...] = 0
+  image[inner] = kept
+  image[width:width + 4, width:width + 4, width:width + 4] = 0
+  io.save_nifti(str(path), image, affine)
+
+
+def _convert(root, modalities=None, **options):
+  """A tiny LPS, anisotropic MSD task (zero border on case_000), converted
+  with median-spacing resampling. Returns (task_dir, out_dir, dataset_info)."""
+  task_dir = root / 'Task01_Fake'
+  common.write_msd_task(str(task_dir), common.SPECS, modalities=modalities)
+  _zero_border(task_dir / 'imagesTr' / 'case_000.nii.gz')
+  out = root / 'records'
+  dataset_info = convert.convert_decathlon(
+      str(task_dir), str(out), num_shards=1, validation_fraction=0.25,
+      **options)
+  return task_dir, out, dataset_info
+
+
+@pytest.fixture(scope='module')
+def converted(tmp_path_factory):
+  """One MRI channel, z-scored within the nonzero mask."""
+  return _convert(tmp_path_factory.mktemp('converted'), nonzero_mask=True)
+
+
+# ----------------------------------------------------------------------------
+# Preprocessing: the converter's steps, replayed from dataset.json
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('modalities', [None, {'0': 'CT', '1': 'MRI'}])
+def test_preprocessing_reproduces_the_stored_records(converted, tmp_path,
+                                                     modalities):
+  # MRI in the nonzero mask; CT (dataset clip, mean, std) + MRI in 4D files.
+  task_dir, out, dataset_info = (converted if modalities is None else
+                                 _convert(tmp_path, modalities))
+  assert dataset_info['preprocessing']['resample']['target_spacing']
+  records = common.read_back(out / '*.tfrecord')
+  by_id = {c['case_id']: c for c in dataset_info['cases']}
+  assert by_id['case_000']['nonzero_crop']['start'] == [2, 2, 2]
+  for case_id in ('case_000', 'case_001'):
+    image, affine = cases.read_images(
+        [str(task_dir / 'imagesTr' / f'{case_id}.nii.gz')])
+    stored, stored_affine, record = predict.preprocess_for_inference(
+        image, affine, dataset_info)
+    entry = by_id[case_id]
+    np.testing.assert_array_equal(stored, records[case_id]['image'])
+    np.testing.assert_array_equal(stored_affine, entry['stored']['affine'])
+    assert record['original']['shape'] == entry['original']['shape']
+    np.testing.assert_array_equal(record['original']['affine'],
+                                  entry['original']['affine'])
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (lambda p: p.pop('resample'), "preprocessing has no key 'resample'"),
+    (lambda p: p.update(orientation='LPS'),
+     'preprocessing.orientation: expected RAS or unchanged'),
+    (lambda p: p['normalization'][0].update(scheme='minmax'),
+     r'preprocessing.normalization\[0\].scheme: expected ct, zscore or none'),
+])
+def test_unreadable_preprocessing_names_the_key(converted, mutate, message):
+  _, _, dataset_info = converted
+  info = {'preprocessing': {k: (list(map(dict, v)) if k == 'normalization'
+                                else v)
+                            for k, v in dataset_info['preprocessing'].items()}}
+  mutate(info['preprocessing'])
+  with pytest.raises(ValueError, match=f'^ds.json: {message}'):
+    summary.plan_from_dataset_info(info, source='ds.json')
+
+
+# ----------------------------------------------------------------------------
+# Back onto the input grid
+# ----------------------------------------------------------------------------
+
+
+def _ct_info(resample):
+  """dataset.json preprocessing for one CT-like channel with fixed values."""
+  return {'preprocessing': {
+      'orientation': 'RAS', 'crop_to_nonzero': True, 'resample': resample,
+      'image_interpolation': 'spline order 3',
+      'label_interpolation': 'one-hot linear',
+      'normalization': [{'scheme': 'ct', 'clip': [0.0, 500.0], 'mean': 250.0,
+                         'std': 100.0}]}}
+
+
+def _threshold_predict_fn(batch):
+  """One-hot of the class whose intensity range holds the voxel, from the
+  normalised image ((x - 250) / 100)."""
+  raw = batch[..., 0] * 100.0 + 250.0
+  classes = np.digitize(raw, THRESHOLDS)
+  return np.eye(3, dtype=np.float32)[classes]
+
+
+@pytest.mark.parametrize('resample, min_agreement', [
+    (None, 1.0), ({'target_spacing': [1.4, 1.4, 1.4]}, 0.95)])
+def test_segmentation_lands_on_the_input_grid(tmp_path, resample,
+                                              min_agreement):
+  shape, spacing = (18, 16, 12), (1.0, 1.2, 2.0)
+  label = common.blobs(shape, seed=3)
+  rng = np.random.default_rng(0)
+  image = (np.array([100.0, 250.0, 400.0])[label] +
+           rng.normal(0, 10, shape)).astype(np.float32)
+  image[:2] = 0  # a zero slab that crop_to_nonzero removes
+  label[:2] = 0
+  affine = common.lps_affine(spacing)
+  source = tmp_path / 'scan.nii.gz'
+  io.save_nifti(str(source), image, affine)
+  out = predict.predict_file(str(source), str(tmp_path / 'out' / 'seg.nii.gz'),
+                             _threshold_predict_fn, _cfg(),
+                             _ct_info(resample))
+  written = nib.load(out)
+  assert written.shape == shape
+  assert written.get_data_dtype() == np.uint8
+  np.testing.assert_allclose(written.affine, nib.load(source).affine)
+  segmentation = np.asarray(written.dataobj)
+  agreement = np.mean(segmentation == label)
+  assert agreement >= min_agreement, agreement
+  if resample is None:
+    np.testing.assert_array_equal(segmentation, label)
+  assert sorted(os.listdir(tmp_path / 'out')) == ['seg.nii.gz']
+
+
+def test_sigmoid_models_write_one_mask_per_channel(tmp_path):
+  shape = (12, 10, 8)
+  label = common.blobs(shape, seed=1)
+  image = np.array([100.0, 250.0, 400.0], np.float32)[label]
+  source = tmp_path / 'scan.nii'
+  io.save_nifti(str(source), image, common.lps_affine((1.0, 1.0, 1.5)))
+
+  def masks(batch):  # two region masks: class >= 1 and class 2
+    classes = _threshold_predict_fn(batch).argmax(-1)
+    return np.stack([classes >= 1, classes == 2], -1).astype(np.float32)
+
+  out = predict.predict_file(
+      str(source), str(tmp_path / 'seg.nii.gz'), masks,
+      _cfg(model={'output_activation': 'sigmoid'}), _ct_info(None))
+  segmentation = np.asarray(nib.load(out).dataobj)
+  assert segmentation.shape == shape + (2,)
+  np.testing.assert_array_equal(segmentation[..., 0], label >= 1)
+  np.testing.assert_array_equal(segmentation[..., 1], label == 2)
+
+
+# ----------------------------------------------------------------------------
+# The mode, end to end
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def trained(converted, tmp_path_factory):
+  """Two training steps on the converted task; returns the model_dir."""
+  _, out, _ = converted
+  model_dir = tmp_path_factory.mktemp('model')
+  cfg = _cfg(model_dir=str(model_dir),
+             training_file_pattern=str(out / 'train-*'),
+             train_batch_size=1, train_steps=2, loss='dice_ce',
+             use_index_label_in_train=True,
+             train={'steps_per_loop': 2}, data={'shuffle_buffer': 1})
+  unet_main.run('train', cfg)
+  return str(model_dir)
+
+
+def _run_main(*argv):
+  return subprocess.run(
+      [sys.executable, os.path.join(test_unet_main.REPO, 'unet_main.py')] +
+      list(argv),
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+
+
+def test_cli_segments_nifti_files_with_their_geometry(converted, trained,
+                                                      tmp_path):
+  task_dir, _, _ = converted
+  out = tmp_path / 'seg'
+  # dataset.json is found beside the training shards of params.yaml.
+  proc = _run_main('--mode=predict', f'--model_dir={trained}',
+                   '--params_override=predict.input_pattern='
+                   f'{task_dir}/imagesTr/case_00[01].nii.gz,'
+                   f'predict.output_dir={out}')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert sorted(os.listdir(out)) == ['case_000_seg.nii.gz',
+                                     'case_001_seg.nii.gz']
+  for case_id in ('case_000', 'case_001'):
+    source = nib.load(task_dir / 'imagesTr' / f'{case_id}.nii.gz')
+    written = nib.load(out / f'{case_id}_seg.nii.gz')
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine)
+    assert written.get_data_dtype() == np.uint8
+    values = np.unique(np.asarray(written.dataobj))
+    assert values.min() >= 0 and values.max() < 3
+    assert f'{case_id}.nii.gz -> {out / case_id}_seg.nii.gz' in proc.stdout
+
+
+def _truncated(tmp_path):
+  good = tmp_path / 'good.nii.gz'
+  io.save_nifti(str(good), np.random.default_rng(0).normal(
+      size=(16, 16, 16)).astype(np.float32), np.eye(4))
+  bad = tmp_path / 'bad.nii.gz'
+  bad.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+  good.unlink()
+  return str(bad), r'cannot read NIfTI \(EOFError: .+\)$'
+
+
+def _header_cut(tmp_path):
+  path, _ = _truncated(tmp_path)
+  with open(path, 'r+b') as f:
+    f.truncate(60)
+  return path, r'cannot read NIfTI \(.+\)$'
+
+
+def _missing(tmp_path):
+  return str(tmp_path / 'nope.nii.gz'), 'file not found'
+
+
+def _no_match(tmp_path):
+  return str(tmp_path / 'scans' / '*.nii.gz'), 'no files match'
+
+
+def _two_channels(tmp_path):
+  path = tmp_path / 'two.nii.gz'
+  io.save_nifti(str(path), np.ones((8, 8, 8, 2), np.float32), np.eye(4))
+  return str(path), (r'2 channel\(s\), but the model expects num_channels=1 '
+                     r'\(a 3D volume, or 4D \[X, Y, Z, C\]\)$')
+
+
+BAD_INPUTS = {'truncated': _truncated, 'header_cut': _header_cut,
+              'missing': _missing, 'no_match': _no_match,
+              'two_channels': _two_channels}
+
+
+@pytest.mark.parametrize('kind', sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_naming_the_file(trained, tmp_path, kind):
+  path, problem = BAD_INPUTS[kind](tmp_path)
+  out = tmp_path / 'seg'
+  cfg = config.merge(config.load(config.params_path(trained)), {
+      'predict': {'input_pattern': path, 'output_dir': str(out)}})
+  with pytest.raises(ValueError) as info:
+    unet_main.run('predict', cfg)
+  message = str(info.value)
+  assert '\n' not in message
+  assert message.startswith(f'{path}: '), message
+  assert re.search(problem, message), message
+  assert not out.exists() or not os.listdir(out)
+
+
+def test_cli_error_for_a_corrupt_file_leaves_no_output(trained, tmp_path):
+  path, _ = _truncated(tmp_path)
+  out = tmp_path / 'seg'
+  proc = _run_main('--mode=predict', f'--model_dir={trained}',
+                   f'--params_override=predict.input_pattern={path},'
+                   f'predict.output_dir={out}')
+  assert proc.returncode == 1
+  errors = common.error_lines(proc)
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert errors[0].startswith(f'error: {path}: cannot read NIfTI (')
+  assert not out.exists() or not os.listdir(out)
+
+
+def test_missing_keys_and_checkpoint_name_the_key(trained, tmp_path):
+  scan = tmp_path / 'scan.nii.gz'
+  io.save_nifti(str(scan), np.ones((8, 8, 8), np.float32), np.eye(4))
+  base = {'predict': {'input_pattern': str(scan),
+                      'output_dir': str(tmp_path / 'seg')}}
+  cases = [
+      ({'predict': {'input_pattern': None}},
+       'predict.input_pattern: required for predict'),
+      ({'predict': {'output_dir': None}},
+       'predict.output_dir: required for predict'),
+      ({}, 'predict.dataset_json: required'),
+      ({'predict': {'dataset_json': str(tmp_path / 'x.json')}},
+       f'predict.dataset_json: {tmp_path}/x.json not found'),
+      ({'predict': {'preprocessing': 'none'},
+        'model_dir': str(tmp_path / 'empty')},
+       'model_dir: no checkpoint in'),
+  ]
+  for override, message in cases:
+    cfg = config.merge(config.merge(_cfg(), base), override)
+    with pytest.raises(config.ConfigError, match=f'^{message}'):
+      predict.predict_latest(cfg)
+
