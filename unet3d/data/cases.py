@@ -115,8 +115,6 @@ def read_images(files: Sequence[str], load=io.load_volume
   affine = None
   for path in files:
     data, file_affine, _ = load(path)
-    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector volumes
-      data = data[:, :, :, 0]
     if data.ndim not in (3, 4) or (len(files) > 1 and data.ndim != 3):
       raise ValueError(f'{path}: expected a 3D volume'
                        f'{" or 4D channels" if len(files) == 1 else ""}, got '
@@ -154,11 +152,16 @@ def file_geometry(case: Case) -> tuple[tuple[int, ...], np.ndarray]:
 # ----------------------------------------------------------------------------
 
 
+def labelled(label: np.ndarray) -> np.ndarray:
+  """Voxels of any foreground class ([X, Y, Z]) or any mask ([X, Y, Z, K])."""
+  return label.any(axis=-1) if label.ndim == 4 else label > 0
+
+
 def foreground_mask(label: Optional[np.ndarray], image: np.ndarray
                    ) -> np.ndarray:
   """Labelled voxels; without a label (or an empty one), nonzero voxels."""
   if label is not None:
-    mask = label.any(axis=-1) if label.ndim == 4 else label > 0
+    mask = labelled(label)
     if mask.any():
       return mask
   return np.any(image != 0, axis=-1)
@@ -182,18 +185,17 @@ def survey_case(case: Case, geometry: GeometryFn, load: Loader,
     if raw.label is None:
       mask = np.zeros(raw.image.shape[:3], bool)
     else:
-      mask = raw.label.any(axis=-1) if raw.label.ndim == 4 else raw.label > 0
-    out['samples'] = pp.sample_voxels(
-        raw.image[..., list(sample_channels)], mask, num_samples,
+      mask = labelled(raw.label)
+    out['samples'] = pp.sample_rows(
+        raw.image[..., list(sample_channels)][mask], num_samples,
         case_rng(seed, case.case_id))
   return out
 
 
-def _channel_statistics(image: np.ndarray, mask: np.ndarray
-                       ) -> dict[str, list[float]]:
-  values = image[mask] if mask.any() else image.reshape(-1, image.shape[-1])
+def _channel_statistics(values: np.ndarray) -> dict[str, list[float]]:
+  """Per-channel statistics of voxel values [N, C]."""
   values = values.astype(np.float64)
-  return {'count': [int(len(values))] * image.shape[-1],
+  return {'count': [int(len(values))] * values.shape[-1],
           'mean': values.mean(axis=0).tolist(),
           'std': values.std(axis=0).tolist(),
           'min': values.min(axis=0).tolist(),
@@ -277,10 +279,11 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   image, label, affine = grid.image, grid.label, grid.affine
   if grid.nonzero_crop is not None:
     info['nonzero_crop'] = grid.nonzero_crop
-  foreground = foreground_mask(label, image)
-  info['intensity'] = _channel_statistics(image, foreground)
-  info['samples'] = pp.sample_voxels(image, foreground, plan.num_samples,
-                                     case_rng(plan.seed, case.case_id))
+  values = image[foreground_mask(label, image)]
+  info['intensity'] = _channel_statistics(
+      values if len(values) else image.reshape(-1, image.shape[-1]))
+  info['samples'] = pp.sample_rows(values, plan.num_samples,
+                                   case_rng(plan.seed, case.case_id))
   image, mean, std = pp.normalize(image, plan.norms, grid.mask)
   records = [Processed(case.case_id, image, label, affine, mean, std)]
   if finish is not None:
@@ -291,6 +294,10 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   info['channel_mean'] = main.channel_mean.tolist()
   info['channel_std'] = main.channel_std.tolist()
   info['num_records'] = len(records)
+  info['class_voxel_counts'] = ([] if main.label is None else
+                                pp.class_voxel_counts(main.label, 0))
+  info['label_type'] = (None if main.label is None else 'multi_label'
+                        if main.label.ndim == 4 else 'index')
   return records, info
 
 

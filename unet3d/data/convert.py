@@ -42,12 +42,10 @@ from unet3d.data import hdf5
 from unet3d.data import io
 from unet3d.data import lits
 from unet3d.data import preprocessing as pp
+from unet3d.data import schema
 from unet3d.data import splits as splits_lib
 from unet3d.data import summary as summary_lib
 
-DATASET_JSON = 'dataset.json'
-SPLITS_JSON = summary_lib.SPLITS_JSON
-SPLIT_NAMES = summary_lib.SPLIT_NAMES
 ON_ERROR = ('stop', 'skip')
 LABEL_INTERPOLATIONS = ('linear', 'nearest')
 
@@ -122,20 +120,25 @@ def check_options(options: Options) -> None:
 # ----------------------------------------------------------------------------
 
 
+def _input_files(case_list: Sequence[cases.Case]) -> Iterator[str]:
+  for case in case_list:
+    yield from case.image_files
+    if case.label_file:
+      yield case.label_file
+
+
 def _check_output(output_dir: str, overwrite: bool,
-                  source: cases.Source) -> None:
+                  case_list: Sequence[cases.Case]) -> None:
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise ValueError(f'{output_dir}: exists and is not a folder')
   if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
     raise ValueError(f'{output_dir}: output folder exists and is not empty '
                      '(pass --overwrite to replace it)')
   out = os.path.realpath(output_dir) + os.sep
-  for case in source.cases:
-    for path in case.image_files + ((case.label_file,) if case.label_file
-                                    else ()):
-      if os.path.realpath(path).startswith(out):
-        raise ValueError(f'{output_dir}: output folder holds input file '
-                         f'{path}; choose another output folder')
+  for path in _input_files(case_list):
+    if os.path.realpath(path).startswith(out):
+      raise ValueError(f'{output_dir}: output folder holds input file '
+                       f'{path}; choose another output folder')
 
 
 def _publish(tmp_dir: str, output_dir: str) -> None:
@@ -150,10 +153,11 @@ def _publish(tmp_dir: str, output_dir: str) -> None:
 
 
 @contextlib.contextmanager
-def _staged_output(output_dir: str, overwrite: bool, source: cases.Source):
+def _staged_output(output_dir: str, overwrite: bool,
+                   case_list: Sequence[cases.Case]):
   """Yields `<output_dir>.tmp-<pid>`, renamed to output_dir when the block
   completes and removed when it fails."""
-  _check_output(output_dir, overwrite, source)
+  _check_output(output_dir, overwrite, case_list)
   tmp_dir = f'{output_dir}.tmp-{os.getpid()}'
   shutil.rmtree(tmp_dir, ignore_errors=True)
   os.makedirs(tmp_dir)
@@ -305,7 +309,7 @@ def _shard_plan(split_ids: dict[str, list[str]], num_shards: int, seed: int
   """[(split, shard file name, case ids)]: each split's cases in a seeded
   order, cut into contiguous shards so they can be written one by one."""
   plan = []
-  for split in SPLIT_NAMES:
+  for split in summary_lib.SPLIT_NAMES:
     ids = split_ids[split]
     if not ids:
       continue
@@ -348,7 +352,8 @@ def convert(source: cases.Source, output_dir: str,
   start_time = time.perf_counter()
   errors = _Errors(options.on_error)
   output_dir = os.path.normpath(output_dir)
-  with _staged_output(output_dir, options.overwrite, source) as tmp_dir:
+  with _staged_output(output_dir, options.overwrite,
+                      source.cases) as tmp_dir:
     with _worker_pool(options.num_processes) as pool:
       window = 2 * options.num_processes
       ct_channels = [c for c, n in enumerate(source.norms)
@@ -381,16 +386,16 @@ def convert(source: cases.Source, output_dir: str,
         samples=samples, shards=shards, skipped=errors.skipped,
         spacing_from=('dataset median' if isinstance(options.target_spacing,
                                                      str) else 'given'),
-        compressed=options.compressed, fold=options.fold, seed=options.seed)
+        compressed=options.compressed, fold=options.fold, seed=options.seed,
+        schema_version=schema.SCHEMA_VERSION)
     summary['seconds'] = round(time.perf_counter() - start_time, 2)
-    splits_lib.write_splits(os.path.join(tmp_dir, SPLITS_JSON), splits)
-    with open(os.path.join(tmp_dir, DATASET_JSON), 'w') as f:
+    splits_lib.write_splits(os.path.join(tmp_dir, summary_lib.SPLITS_JSON), splits)
+    with open(os.path.join(tmp_dir, summary_lib.DATASET_JSON), 'w') as f:
       json.dump(summary, f, indent=1)
   return summary
 
 
 def _to_volume(record: cases.Processed):
-  from unet3d.data import schema  # pylint: disable=g-import-not-at-top
   return schema.Volume(image=record.image, label=record.label,
                        spacing=io.spacing_of(record.affine),
                        affine=record.affine, case_id=record.case_id,
@@ -401,10 +406,9 @@ def _to_volume(record: cases.Processed):
 def _write_shards(pool, jobs, shard_plan, tmp_dir: str, options: Options,
                   errors: _Errors, window: int, bar):
   """Runs the jobs and streams their records into the shards, in order."""
-  from unet3d.data import schema  # pylint: disable=g-import-not-at-top
   outcomes = _ordered_outcomes(pool, jobs, window)
   infos, samples = [], []
-  shards = {split: [] for split in SPLIT_NAMES}
+  shards = {split: [] for split in summary_lib.SPLIT_NAMES}
 
   def records(split, name, chunk):
     for _ in chunk:
@@ -414,11 +418,6 @@ def _write_shards(pool, jobs, shard_plan, tmp_dir: str, options: Options,
         continue
       volumes, info = outcome.value
       samples.append(info.pop('samples'))
-      label = volumes[0].label
-      info['class_voxel_counts'] = ([] if label is None else
-                                    pp.class_voxel_counts(label, 0))
-      info['label_type'] = (None if label is None else 'multi_label'
-                            if label.ndim == 4 else 'index')
       info.update(split=split, shard=name)
       infos.append(info)
       for volume in volumes:
@@ -488,18 +487,15 @@ def convert_lits_to_npy(input_path: str, output_dir: str, *,
   a temporary folder and renamed when complete, like `convert`.
   """
   check_options(Options(num_processes=num_processes, on_error=on_error))
-  source = cases.Source(
-      name=input_path, cases=tuple(lits.find_nifti_cases(input_path)),
-      load=lits.load_case, geometry=cases.file_geometry, modalities={},
-      labels=None, norms=())
+  case_list = lits.find_nifti_cases(input_path)
   errors = _Errors(on_error)
   start_time = time.perf_counter()
   converted = []
   output_dir = os.path.normpath(output_dir)
-  with _staged_output(output_dir, overwrite, source) as tmp_dir:
+  with _staged_output(output_dir, overwrite, case_list) as tmp_dir:
     with _worker_pool(num_processes) as pool:
       jobs = [(lits.nifti_to_npy, c.case_id, (c, tmp_dir), {})
-              for c in source.cases]
+              for c in case_list]
       with contextlib.closing(_progress_bar(progress, len(jobs),
                                             'nii -> npy')) as bar:
         for outcome in _ordered_outcomes(pool, jobs, 2 * num_processes):

@@ -48,10 +48,17 @@ def strip_suffix(path: str) -> str:
   return name
 
 
+def _voxel_shape(shape) -> tuple[int, ...]:
+  """NIfTI vector volumes are [X, Y, Z, 1, C] (time axis of 1): [X, Y, Z, C]."""
+  shape = tuple(int(s) for s in shape)
+  return shape[:3] + shape[4:] if len(shape) == 5 and shape[3] == 1 else shape
+
+
 def load_nifti(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Returns (array in voxel order, affine 4x4, spacing in mm per axis).
 
-  The array has the file's dtype, or float when the header scales values.
+  The array has the file's dtype, or float when the header scales values;
+  vector volumes come as [X, Y, Z, C].
   """
   _require_file(path)
   try:
@@ -60,16 +67,17 @@ def load_nifti(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   except Exception as e:  # nibabel raises many types for corrupt files
     raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
   spacing = np.asarray(img.header.get_zooms()[:3], np.float64)
-  return data, np.asarray(img.affine, np.float64), spacing
+  return (data.reshape(_voxel_shape(data.shape)),
+          np.asarray(img.affine, np.float64), spacing)
 
 
 def nifti_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
-  """(shape, affine) from the header alone, without reading the voxels."""
+  """(shape, affine) from the header alone, without reading the voxels;
+  the shape as `load_nifti` returns the array."""
   _require_file(path)
   try:
     img = nib.load(path)
-    return tuple(int(s) for s in img.shape), np.asarray(img.affine,
-                                                        np.float64)
+    return _voxel_shape(img.shape), np.asarray(img.affine, np.float64)
   except Exception as e:  # nibabel raises many types for corrupt files
     raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
 

@@ -20,6 +20,8 @@ from unet3d.data import io
 from unet3d.data import preprocessing as pp
 
 LABELS = {'0': 'background', '1': 'liver', '2': 'tumor'}
+# Checked and stored as uint8; the values stay.
+LABEL_MAP = {int(k): int(k) for k in LABELS}
 # The window UNet 3+ uses for the liver (Hounsfield units).
 HU_WINDOW = (-200.0, 250.0)
 
@@ -90,7 +92,7 @@ def nifti_to_npy(case: cases.Case, output_dir: str) -> dict[str, Any]:
   image, affine, _ = io.load_nifti(case.image_files[0])
   label = cases.read_label(case.label_file, image, affine,
                            case.image_files[0], load=io.load_nifti)
-  label = pp.remap_labels(label, {0: 0, 1: 1, 2: 2}, case.label_file)
+  label = pp.remap_labels(label, LABEL_MAP, case.label_file)
   number = case.case_id[len('volume-'):]
   for name, array, path in (('volume', image, case.image_files[0]),
                             ('segmentation', label, case.label_file)):
@@ -108,7 +110,7 @@ def load_case(case: cases.Case) -> cases.RawCase:
                      f'shape {image.shape[:3] + (image.shape[-1],)}')
   label = cases.read_label(case.label_file, image, affine,
                            case.image_files[0])
-  label = pp.remap_labels(label, {0: 0, 1: 1, 2: 2}, case.label_file)
+  label = pp.remap_labels(label, LABEL_MAP, case.label_file)
   return cases.RawCase(image, label, affine)
 
 

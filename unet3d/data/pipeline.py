@@ -18,6 +18,7 @@ import tensorflow as tf
 from unet3d.config import Config, ConfigError
 from unet3d.data import augment
 from unet3d.data import schema
+from unet3d.data import splits
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -142,16 +143,16 @@ def _split_case_ids(cfg: Config, training: bool) -> Optional[list[str]]:
   path = cfg.data.split_file
   try:
     with tf.io.gfile.GFile(path) as f:
-      folds = json.load(f)['folds']
-    fold = folds[cfg.data.fold]
-    return list(fold['train' if training else 'val'])
+      content = json.load(f)
   except (OSError, tf.errors.OpError) as e:
     raise ConfigError(f'data.split_file: cannot read {path} ({e})') from None
-  except (ValueError, KeyError, IndexError, TypeError):
-    raise ConfigError(
-        f'data.split_file: {path} has no fold {cfg.data.fold} with train/val '
-        'case lists (expected {"folds": [{"train": [...], "val": [...]}]})'
-    ) from None
+  except ValueError:
+    content = None  # not JSON: reported as a missing fold below
+  try:
+    return splits.fold_case_ids(content, cfg.data.fold,
+                                'train' if training else 'val')
+  except ValueError as e:
+    raise ConfigError(f'data.split_file: {path} {e}') from None
 
 
 def _records(cfg: Config, pattern: str, training: bool,

@@ -303,10 +303,10 @@ class ChannelNorm:
   std: Optional[float] = None
 
 
-def sample_voxels(image: np.ndarray, mask: np.ndarray, max_samples: int,
-                  rng: np.random.Generator) -> np.ndarray:
-  """Up to `max_samples` voxels [N, C] of image [X, Y, Z, C] where mask."""
-  values = image[mask]
+def sample_rows(values: np.ndarray, max_samples: int,
+                rng: np.random.Generator) -> np.ndarray:
+  """Up to `max_samples` rows of voxel values [N, C], drawn without
+  replacement."""
   if len(values) > max_samples:
     values = values[rng.choice(len(values), max_samples, replace=False)]
   return values

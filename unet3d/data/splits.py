@@ -78,6 +78,12 @@ def write_splits(path: str, splits: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def read_splits(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
+def fold_case_ids(splits: Any, fold: int, side: str) -> list[str]:
+  """The case ids of one side ('train' or 'val') of a fold of a split file's
+  content; a one-line ValueError when it has no such fold."""
+  try:
+    return list(splits['folds'][fold][side])
+  except (KeyError, IndexError, TypeError):
+    raise ValueError(f'has no fold {fold} with train/val case lists '
+                     '(expected {"folds": [{"train": [...], "val": [...]}]})'
+                    ) from None

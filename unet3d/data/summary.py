@@ -38,6 +38,7 @@ onto the original grid, and `plan_from_dataset_info` reads the
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Mapping, Optional
 
@@ -46,6 +47,7 @@ import numpy as np
 from unet3d.data import cases
 from unet3d.data import preprocessing as pp
 
+DATASET_JSON = 'dataset.json'
 SPLIT_NAMES = ('train', 'val')
 SPLITS_JSON = 'splits.json'
 # dataset.json `preprocessing` keys that `plan_from_dataset_info` reads back;
@@ -53,6 +55,16 @@ SPLITS_JSON = 'splits.json'
 REPLAYED_PREPROCESSING = ('orientation', 'crop_to_nonzero', 'resample',
                           'image_interpolation', 'label_interpolation',
                           'normalization')
+
+
+def dataset_json_beside(file_pattern: Optional[str]) -> Optional[str]:
+  """The converter's dataset.json in the folder of the (first, when
+  comma-separated) shard pattern, when it exists there."""
+  if not file_pattern:
+    return None
+  path = os.path.join(os.path.dirname(file_pattern.split(',')[0]),
+                      DATASET_JSON)
+  return path if os.path.isfile(path) else None
 
 
 def _label_names(source: cases.Source, counts: np.ndarray,
@@ -141,7 +153,8 @@ def dataset_summary(source: cases.Source, plan: cases.Plan, *,
                     infos: list[dict[str, Any]], samples: list[np.ndarray],
                     shards: dict[str, list[str]],
                     skipped: list[dict[str, str]], spacing_from: str,
-                    compressed: bool, fold: int, seed: int
+                    compressed: bool, fold: int, seed: int,
+                    schema_version: int
                    ) -> dict[str, Any]:
   """dataset.json's content from the converter's per-case infos."""
   counts = _sum_counts(infos)
@@ -149,7 +162,8 @@ def dataset_summary(source: cases.Source, plan: cases.Plan, *,
   labels = _label_names(source, counts, multi_label)
   return {
       'name': source.name,
-      'format': 'unet3d TFRecord schema 1 (unet3d/data/schema.py)',
+      'format': (f'unet3d TFRecord schema {schema_version} '
+                 '(unet3d/data/schema.py)'),
       'labels': labels,
       'label_type': 'multi_label' if multi_label else 'index',
       'modalities': dict(source.modalities),

@@ -162,8 +162,6 @@ def output_path(output_dir: str, input_path: str) -> str:
 def check_input(path: str, num_channels: int) -> None:
   """Header-only check: a 3D volume or 4D [X, Y, Z, C] with num_channels."""
   shape, _ = io.nifti_geometry(path)
-  if len(shape) == 5 and shape[3] == 1:  # NIfTI vector volumes
-    shape = shape[:3] + shape[4:]
   channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None
   if channels is None:
     raise ValueError(f'{path}: expected a 3D volume or a 4D [X, Y, Z, C] '
@@ -174,23 +172,13 @@ def check_input(path: str, num_channels: int) -> None:
                      '[X, Y, Z, C])')
 
 
-def default_dataset_json(cfg: Config) -> Optional[str]:
-  """dataset.json beside the training shards (the converter writes it
-  there), when it exists."""
-  if not cfg.training_file_pattern:
-    return None
-  path = os.path.join(
-      os.path.dirname(cfg.training_file_pattern.split(',')[0]),
-      'dataset.json')
-  return path if os.path.isfile(path) else None
-
-
 def load_dataset_info(cfg: Config) -> Optional[dict[str, Any]]:
   """The converter's dataset.json for `predict.preprocessing: dataset_json`
   (None for `none`), checked against the model's num_channels."""
   if cfg.predict.preprocessing == 'none':
     return None
-  path = cfg.predict.dataset_json or default_dataset_json(cfg)
+  path = (cfg.predict.dataset_json or
+          summary.dataset_json_beside(cfg.training_file_pattern))
   if not path:
     raise ConfigError(
         'predict.dataset_json: required to replay the converter\'s '

@@ -28,6 +28,7 @@ from unet3d import metrics
 from unet3d import models
 from unet3d.config import Config, ConfigError
 from unet3d.data import pipeline
+from unet3d.data import summary as data_summary
 from unet3d.inference import sliding_window
 from unet3d.training import optim
 
@@ -254,12 +255,9 @@ def make_eval_step(cfg: Config, state: TrainState) -> Callable:
 def class_names_for(cfg: Config) -> Optional[list[str]]:
   """Class names from the training data's dataset.json, when there is one."""
   for pattern in (cfg.eval_file_pattern, cfg.training_file_pattern):
-    if not pattern:
-      continue
-    summary = os.path.join(os.path.dirname(pattern.split(',')[0]),
-                           'dataset.json')
-    if os.path.isfile(summary):
-      with open(summary) as f:
+    path = data_summary.dataset_json_beside(pattern)
+    if path:
+      with open(path) as f:
         labels = json.load(f).get('labels')
       if isinstance(labels, dict) and len(labels) == cfg.num_classes:
         return [labels[k] for k in sorted(labels, key=int)]
