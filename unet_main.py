@@ -48,56 +48,60 @@ def resolve_config(argv_flags) -> 'config.Config':
   """Builds the run's config; eval, export and predict start from
   model_dir/params.yaml."""
   from unet3d import config  # pylint: disable=g-import-not-at-top
+  from unet3d import run_dir  # pylint: disable=g-import-not-at-top
   flag_values = {key: getattr(argv_flags, name)
                  for name, key in _FLAG_TO_KEY.items()}
   overrides = {k: v for k, v in flag_values.items() if v is not None}
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
   base = None
-  if argv_flags.mode in ('eval', 'export', 'predict'):
-    model_dir = argv_flags.model_dir
-    if model_dir and os.path.isfile(config.params_path(model_dir)):
-      base = config.load(config.params_path(model_dir))
+  if argv_flags.mode in ('eval', 'export', 'predict') and argv_flags.model_dir:
+    base = run_dir.load_params(argv_flags.model_dir)
   return config.build_config(argv_flags.config_file,
                              argv_flags.params_override,
                              overrides, base=base)
 
 
 def run(mode: str, cfg) -> dict:
-  from unet3d.training import loop  # pylint: disable=g-import-not-at-top
+  """Runs one mode; returns its report."""
+  # pylint: disable=g-import-not-at-top
   if mode == 'train':
-    return loop.train(cfg)
+    from unet3d.training import trainer
+    return trainer.train(cfg)
   if mode == 'eval':
-    return loop.evaluate(cfg)
+    from unet3d.evaluation import evaluator
+    return evaluator.evaluate(cfg)
   if mode == 'train_and_eval':
-    return loop.train_and_evaluate(cfg)
+    from unet3d.training import trainer
+    return trainer.train_and_evaluate(cfg)
   if mode == 'export':
-    from unet3d.inference import export  # pylint: disable=g-import-not-at-top
-    path = export.export_latest(cfg)
+    from unet3d.inference import export
+    path = export.export_model(cfg)
     print(f'exported SavedModel to {path}')
     return {'export_dir': path}
   if mode == 'predict':
-    from unet3d.inference import predict  # pylint: disable=g-import-not-at-top
-    report = predict.predict_latest(cfg)
+    from unet3d.inference import predict
+    report = predict.predict_files(cfg)
     for item in report['files']:
       print(f"{item['input']} -> {item['output']}")
     return report
   if mode == 'summary':
-    from unet3d import models  # pylint: disable=g-import-not-at-top
-    from unet3d.models import summary  # pylint: disable=g-import-not-at-top
-    loop.set_precision_policy(cfg)
+    from unet3d import distribute
+    from unet3d import models
+    from unet3d.models import complexity
+    distribute.set_precision_policy(cfg)
     model = models.build_model(cfg)
-    info = summary.model_summary(
+    info = complexity.model_summary(
         model, list(cfg.input_image_size) + [cfg.num_channels])
-    print(summary.format_summary(info))
+    print(complexity.format_summary(info))
     return info
   raise ValueError(f'--mode: unknown mode {mode!r}')
 
 
 def print_report(report: dict) -> None:
-  from unet3d import metrics  # pylint: disable=g-import-not-at-top
+  from unet3d.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
   print(f"evaluation at step {report.get('step')}:")
-  print(metrics.format_report(report))
+  print(report_lib.format_report(report))
 
 
 def main(argv):
@@ -114,7 +118,7 @@ def main(argv):
     sys.exit(1)
   except tf.errors.OpError as e:  # a corrupt or mismatched input shard
     logging.debug('failed', exc_info=True)
-    from unet3d.data import pipeline  # pylint: disable=g-import-not-at-top
+    from unet3d.input import pipeline  # pylint: disable=g-import-not-at-top
     message = (pipeline.describe_read_error(cfg, e) if cfg else
                e.message.strip().splitlines()[0])
     print(f'error: {message}', file=sys.stderr)

@@ -68,7 +68,7 @@ def parse_floats(text, flag: str, count=None):
 
 
 def convert_options() -> dict:
-  """Keyword arguments for unet3d.data.convert.Options from the flags."""
+  """Keyword arguments for unet3d.preprocess.convert.Options from the flags."""
   spacing = FLAGS.target_spacing
   if spacing == 'original':
     spacing = None

@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.data import convert  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
   return convert.convert_brats(
       FLAGS.input_path, FLAGS.output_path, modalities=FLAGS.modalities,
       regions=FLAGS.regions, progress=common_flags.progress_bar(),

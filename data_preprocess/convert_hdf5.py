@@ -28,7 +28,7 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.data import convert  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
   return convert.convert_hdf5(
       FLAGS.input_path, FLAGS.output_path, raw_key=FLAGS.raw_key,
       label_key=FLAGS.label_key,

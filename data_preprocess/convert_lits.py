@@ -52,7 +52,7 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.data import convert  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
   options = common_flags.convert_options()
   if FLAGS.resize_size < 0:
     raise ValueError(f'--resize_size: must be >= 0, got {FLAGS.resize_size}')

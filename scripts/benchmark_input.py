@@ -41,8 +41,8 @@ EVERY_AUGMENTATION = {
 
 
 def _write_records(directory: str, num_cases: int, cfg) -> str:
-  from unet3d.data import schema  # pylint: disable=g-import-not-at-top
-  from unet3d.data import synthetic  # pylint: disable=g-import-not-at-top
+  from unet3d.input import schema  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import synthetic  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   volumes = []
   for i in range(num_cases):
@@ -73,7 +73,7 @@ def _time(dataset, batches: int) -> float:
 def main(argv):
   del argv
   from unet3d import config  # pylint: disable=g-import-not-at-top
-  from unet3d.data import pipeline  # pylint: disable=g-import-not-at-top
+  from unet3d.input import pipeline  # pylint: disable=g-import-not-at-top
 
   base = config.build_config(FLAGS.config_file, FLAGS.params_override,
                              {'model_dir': ''})

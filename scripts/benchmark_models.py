@@ -37,6 +37,7 @@ def run_variant(args, recompute: bool) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from unet3d import models  # pylint: disable=g-import-not-at-top
+  from unet3d.models import heads  # pylint: disable=g-import-not-at-top
   from unet3d.config import Config, ModelConfig  # pylint: disable=g-import-not-at-top
 
   cfg = Config(num_base_filters=args.base_filters, depth=args.depth,
@@ -53,7 +54,7 @@ def run_variant(args, recompute: bool) -> dict:
   @tf.function
   def step():
     with tf.GradientTape() as tape:
-      logits = models.inference_logits(model(x, training=True))
+      logits = heads.main_logits(model(x, training=True))
       loss = tf.reduce_mean(
           tf.nn.softmax_cross_entropy_with_logits(y, logits))
     grads = tape.gradient(loss, model.trainable_variables)

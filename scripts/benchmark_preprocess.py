@@ -52,7 +52,7 @@ def _synthetic_ct(shape, rng):
 
 
 def write_cases(folder, num_volumes, shape):
-  from unet3d.data import io  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import io  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   for i in range(num_volumes):
     image, label = _synthetic_ct(shape, rng)
@@ -66,7 +66,7 @@ def write_cases(folder, num_volumes, shape):
 def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
-  from unet3d.data import convert  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
   shape = tuple(int(s) for s in FLAGS.shape)
   root = FLAGS.work_dir or tempfile.mkdtemp(prefix='benchmark_preprocess_')
   data = os.path.join(root, 'lits')

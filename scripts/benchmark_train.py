@@ -31,14 +31,16 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from unet3d import config  # pylint: disable=g-import-not-at-top
-  from unet3d import distribute  # pylint: disable=g-import-not-at-top
-  from unet3d.training import loop  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from unet3d import config
+  from unet3d import distribute
+  from unet3d.training import trainer
+  # pylint: enable=g-import-not-at-top
 
   cfg = config.build_config(FLAGS.config_file, FLAGS.params_override,
                             {'model_dir': ''})
   strategy = distribute.build_strategy(cfg)
-  state = loop.build_state(cfg, strategy)
+  state = trainer.build_train_state(cfg, strategy)
   rng = np.random.default_rng(0)
   size = list(cfg.input_image_size)
   batch = cfg.train_batch_size
@@ -50,7 +52,7 @@ def main(argv):
     labels = np.eye(cfg.num_classes, dtype=cfg.label_dtype)[labels]
   dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  run = loop.make_train_loop(cfg, state)
+  run = trainer.make_train_loop(cfg, state)
   run(iterator, tf.constant(2)).numpy()  # trace and warm up
   start = time.perf_counter()
   run(iterator, tf.constant(FLAGS.steps)).numpy()

@@ -40,11 +40,13 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from unet3d import config  # pylint: disable=g-import-not-at-top
-  from unet3d import metrics  # pylint: disable=g-import-not-at-top
-  from unet3d.data import convert  # pylint: disable=g-import-not-at-top
-  from unet3d.data import synthetic  # pylint: disable=g-import-not-at-top
-  from unet3d.training import loop  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from unet3d import config
+  from unet3d.evaluation import report as report_lib
+  from unet3d.preprocess import convert
+  from unet3d.preprocess import synthetic
+  from unet3d.training import trainer
+  # pylint: enable=g-import-not-at-top
 
   start = time.perf_counter()
   task_dir = os.path.join(FLAGS.work_dir, 'Task00_SyntheticDemo')
@@ -72,15 +74,16 @@ def main(argv):
        'eval_file_pattern': os.path.join(records_dir, 'val-*')})
   print(f'[3/3] training {cfg.model.name} for {cfg.train_steps} steps on the '
         f'CPU, then evaluating held-out cases')
-  report = loop.train_and_evaluate(cfg)
+  report = trainer.train_and_evaluate(cfg)
   elapsed = time.perf_counter() - start
 
   print('\nheld-out synthetic volumes:')
-  print(metrics.format_report(report))
+  print(report_lib.format_report(report))
   print(json.dumps({'mean_foreground_dice': report['mean_foreground_dice'],
                     'num_eval_cases': report['num_cases'],
                     'seconds': round(elapsed, 1),
-                    'report': os.path.join(model_dir, 'eval_results.json')}))
+                    'report': os.path.join(model_dir,
+                                          report_lib.EVAL_RESULTS_FILE)}))
 
 
 if __name__ == '__main__':

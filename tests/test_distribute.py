@@ -13,8 +13,8 @@ import tensorflow as tf
 from unet3d import config
 from unet3d import distribute
 from unet3d.config import ConfigError
-from unet3d.data import schema
-from unet3d.data import synthetic
+from unet3d.input import schema
+from unet3d.preprocess import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,8 +36,8 @@ def test_mirrored_over_logical_cpus_has_two_replicas():
 
 
 def test_empty_strategy_resolves_by_hardware():
-  assert config.strategy_name(_cfg()) == 'cpu'
-  assert config.strategy_name(_cfg(tpu='grpc://10.0.0.2:8470')) == 'tpu'
+  assert distribute.strategy_name(_cfg()) == 'cpu'
+  assert distribute.strategy_name(_cfg(tpu='grpc://10.0.0.2:8470')) == 'tpu'
 
 
 def test_spatial_partitioning_requires_tpu():

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from unet3d import config
+from unet3d import run_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -29,7 +30,7 @@ def test_eval_starts_from_the_saved_params(tmp_path):
   saved = config.build_config(params_override=(
       'num_base_filters=4,depth=2,num_classes=5,input_image_size=[16,16,16],'
       f'model_dir={tmp_path},eval_file_pattern=/data/val-*'))
-  config.save(saved, config.params_path(str(tmp_path)))
+  run_dir.save_params(saved)
   cfg = unet_main.resolve_config(_flags(['--mode=eval',
                                          f'--model_dir={tmp_path}']))
   assert cfg == saved
@@ -75,7 +76,7 @@ def test_bad_input_exits_nonzero_with_one_line(argv, message):
 
 def test_corrupt_tfrecord_names_the_shard(tmp_path):
   good = tmp_path / 'train-0.tfrecord'
-  from unet3d.data import schema  # pylint: disable=g-import-not-at-top
+  from unet3d.input import schema  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   noise = np.random.default_rng(0).normal(size=[16, 16, 16, 1])
   schema.write_records(str(good), [schema.encode_volume(schema.Volume(

@@ -1,4 +1,10 @@
-"""The one config schema of unet3d: defaults, YAML + overrides, validation, save/load.
+"""The one config schema of unet3d: defaults, YAML + overrides, validation.
+
+Plain Python: importing this module does not import TensorFlow. Reading and
+writing params.yaml in a run folder (which may be on gs://) is
+`unet3d.run_dir`'s job; this module turns configs into YAML text and back.
+The file is long because the schema is one fact: every key, its type, its
+default and its checks stay together.
 
 The top level keeps the TF Model Garden UNet3D keys flat and with their
 original meaning, so its YAML recipes (``configs/cloud``) load unchanged.
@@ -15,7 +21,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import json
 import os
 import re
 import types
@@ -25,9 +30,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-  """A config value or key is wrong. The message is one line naming the key."""
+from unet3d.errors import ConfigError  # pylint: disable=unused-import (re-exported)
 
 
 # ----------------------------------------------------------------------------
@@ -112,7 +115,7 @@ class AugmentationConfig:
 @dataclass
 class DataConfig:
   """Input pipeline settings."""
-  # unet3d: this project's schema (whole volumes, see unet3d/data/schema.py).
+  # unet3d: this project's schema (whole volumes, see unet3d/input/schema.py).
   # model_garden: `image/ct_image` + one-hot `image/label` at input_image_size.
   record_format: str = 'unet3d'
   # Share of training patches centred on a foreground voxel (nnU-Net: 0.33).
@@ -201,6 +204,8 @@ class TrainConfig:
   steps_per_loop: int = 50
   checkpoint_every_n_steps: int = 200
   keep_checkpoint_max: int = 3
+  # TensorBoard scalars (loss, learning rate) every this many steps, whatever
+  # steps_per_loop is.
   summary_every_n_steps: int = 50
   # train_and_eval: evaluate every this many steps (and at the end).
   eval_every_n_steps: int = 0
@@ -236,7 +241,8 @@ class Config:
   eval_batch_size: int = 8
   predict_batch_size: int = 8
   train_steps: int = 100000
-  # Informational (epochs in logs); 0: unknown.
+  # Training cases per epoch; when set, logs and TensorBoard show epochs.
+  # 0: unknown.
   train_item_count: int = 0
   # Evaluate at most this many cases; 0: all records of eval_file_pattern.
   eval_item_count: int = 0
@@ -287,33 +293,20 @@ LEGACY_IGNORED_KEYS = frozenset({
     'num_steps_per_eval', 'min_eval_interval', 'eval_timeout', 'strategy_type',
 })
 
+# Values of keys that no registry owns. Models, losses, optimizers and
+# learning-rate schedules own their names (see `validate`).
 CHOICES = {
     'dtype': (None, 'float32', 'bfloat16', 'float16'),
     'label_dtype': ('float32', 'bfloat16', 'float16', 'int32', 'int64',
                     'uint8'),
-    'optimizer': ('adam', 'adamw', 'sgd', 'momentum', 'rmsprop'),
     'data_format': ('channels_last',),
     'distribution_strategy': (None, 'tpu', 'mirrored', 'multi_worker', 'cpu'),
-    'model.name': ('unet3d', 'unet3plus', 'unet3plus_deepsup',
-                   'unet3plus_deepsup_cgm'),
-    'model.spatial_dims': (2, 3),
-    'model.normalization': (None, 'batch', 'instance', 'group', 'none'),
-    'model.activation': ('relu', 'leaky_relu', 'elu', 'prelu'),
-    'model.downsampling': ('maxpool', 'strided_conv'),
-    'model.output_activation': ('softmax', 'sigmoid'),
     'data.record_format': ('unet3d', 'model_garden'),
     'data.eval_mode': ('center_crop', 'whole_volume'),
     'metrics.empty_class': ('one', 'exclude'),
-    'train.lr_schedule': ('constant', 'exponential', 'cosine', 'polynomial'),
     'inference.weighting': ('gaussian', 'constant'),
     'predict.preprocessing': ('dataset_json', 'none'),
 }
-
-# Loss names are checked against the registry in unet3d.losses when that
-# module is importable; this tuple is the fallback for config-only use.
-KNOWN_LOSSES = ('adaptive_dice32', 'cross_entropy', 'weighted_cross_entropy',
-                'dice', 'generalized_dice', 'jaccard', 'iou', 'tversky',
-                'focal', 'dice_ce', 'bce', 'bce_dice', 'hybrid')
 
 
 # ----------------------------------------------------------------------------
@@ -500,21 +493,26 @@ def parse_override(text: Union[str, dict, None]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 
 
-def load_yaml_file(path: str) -> dict[str, Any]:
-  """Reads a YAML mapping; errors name the file."""
-  if not os.path.isfile(path):
-    raise ConfigError(f'config file {path}: not found')
-  with open(path) as f:
-    try:
-      loaded = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-      raise ConfigError(f'config file {path}: not valid YAML: '
-                        f'{str(e).splitlines()[0]}') from None
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+  """A YAML mapping of keys from text; errors name `source`."""
+  try:
+    loaded = yaml.safe_load(text)
+  except yaml.YAMLError as e:
+    raise ConfigError(f'{source}: not valid YAML: '
+                      f'{str(e).splitlines()[0]}') from None
   if loaded is None:
     return {}
   if not isinstance(loaded, dict):
-    raise ConfigError(f'config file {path}: expected a mapping of keys')
+    raise ConfigError(f'{source}: expected a mapping of keys')
   return loaded
+
+
+def load_yaml_file(path: str) -> dict[str, Any]:
+  """Reads a local YAML config file; errors name the file."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'config file {path}: not found')
+  with open(path) as f:
+    return parse_yaml(f.read(), f'config file {path}')
 
 
 def merge(cfg: Config, values: dict[str, Any]) -> Config:
@@ -551,113 +549,78 @@ def _choice_value(cfg: Config, dotted: str) -> Any:
   return obj
 
 
-def total_stride(cfg: Config) -> int:
-  """The factor every spatial input size must divide by."""
-  if cfg.model.name.startswith('unet3plus'):
-    levels = len(cfg.model.filters) if cfg.model.filters else 5
-  else:
-    levels = len(cfg.model.filters) if cfg.model.filters else cfg.depth
-  return 2 ** (levels - 1)
-
-
 def validate(cfg: Config) -> None:
-  """Checks cross-field constraints; raises ConfigError naming the key."""
+  """Checks every key and cross-field constraint; raises ConfigError (one
+  line naming the key).
+
+  The model zoo, losses and optimizers own their names and their own checks;
+  validation asks them. They are imported here, not at the top, so that
+  importing this module does not import TensorFlow.
+  """
+  # pylint: disable=g-import-not-at-top
+  from unet3d import losses
+  from unet3d import models
+  from unet3d import optimizers
+  # pylint: enable=g-import-not-at-top
   for dotted, choices in CHOICES.items():
     value = _choice_value(cfg, dotted)
     if value not in choices:
       shown = ', '.join(str(c) for c in choices if c is not None)
       raise ConfigError(f'{dotted}: expected one of {shown}, got {value!r}')
-  known_losses = KNOWN_LOSSES
-  try:
-    from unet3d import losses as _losses  # pylint: disable=g-import-not-at-top
-    known_losses = tuple(getattr(_losses, 'LOSS_NAMES', KNOWN_LOSSES))
-  except ImportError:
-    pass
-  if cfg.loss not in known_losses:
-    guess = difflib.get_close_matches(cfg.loss, known_losses, n=1)
-    hint = f"; did you mean '{guess[0]}'?" if guess else ''
-    raise ConfigError(f"loss: unknown loss '{cfg.loss}'{hint} (expected one of "
-                      f"{', '.join(known_losses)})")
-
   for key in ('train_batch_size', 'eval_batch_size', 'predict_batch_size'):
     if getattr(cfg, key) <= 0:
       raise ConfigError(f'{key}: must be a positive integer, '
                         f'got {getattr(cfg, key)}')
-  for key in ('train_steps', 'num_channels', 'num_base_filters', 'depth',
-              'num_segmentation_levels'):
-    if getattr(cfg, key) < 1:
-      raise ConfigError(f'{key}: must be >= 1, got {getattr(cfg, key)}')
-  if cfg.num_classes < 1:
-    raise ConfigError(f'num_classes: must be >= 1, got {cfg.num_classes}')
-  if not 0.0 <= cfg.dropout_rate < 1.0:
-    raise ConfigError(f'dropout_rate: must be in [0, 1), got '
-                      f'{cfg.dropout_rate}')
-  if cfg.init_learning_rate <= 0:
-    raise ConfigError('init_learning_rate: must be positive, got '
-                      f'{cfg.init_learning_rate}')
+  if cfg.train_steps < 1:
+    raise ConfigError(f'train_steps: must be >= 1, got {cfg.train_steps}')
   if not 0.0 <= cfg.inference.overlap < 1.0:
     raise ConfigError('inference.overlap: must be in [0, 1), got '
                       f'{cfg.inference.overlap}')
   if cfg.train.steps_per_loop < 1:
     raise ConfigError('train.steps_per_loop: must be >= 1, got '
                       f'{cfg.train.steps_per_loop}')
+  if cfg.train.summary_every_n_steps < 1:
+    raise ConfigError('train.summary_every_n_steps: must be >= 1, got '
+                      f'{cfg.train.summary_every_n_steps}')
   if not 0.0 <= cfg.data.foreground_oversample <= 1.0:
     raise ConfigError('data.foreground_oversample: must be in [0, 1], got '
                       f'{cfg.data.foreground_oversample}')
+  models.check_model_config(cfg)
+  _validate_partition_dims(cfg.input_partition_dims, cfg.input_image_size,
+                           models.total_stride(cfg))
+  losses.check_loss_config(cfg)
+  optimizers.check_optimizer_config(cfg)
+  _validate_augmentation(cfg.data.augmentation, cfg.input_image_size)
 
-  spatial_dims = cfg.model.spatial_dims
-  size = cfg.input_image_size
-  if len(size) != spatial_dims:
-    raise ConfigError(f'input_image_size: expected {spatial_dims} sizes for '
-                      f'model.spatial_dims={spatial_dims}, got {size}')
-  if any(s < 1 for s in size):
-    raise ConfigError(f'input_image_size: sizes must be positive, got {size}')
-  stride = total_stride(cfg)
-  for key, sizes in (('input_image_size', size),
-                     ('data.eval_image_size', cfg.data.eval_image_size)):
-    if sizes is None:
-      continue
-    if len(sizes) != spatial_dims or any(s < 1 for s in sizes):
-      raise ConfigError(f'{key}: expected {spatial_dims} positive sizes, got '
-                        f'{sizes}')
-    if any(s % stride for s in sizes):
+
+def _validate_partition_dims(dims: Optional[list[int]], size: list[int],
+                             stride: int) -> None:
+  """TPU spatial partitioning: [1, *spatial splits, 1], each split dividing
+  its axis at the input and at the bottleneck."""
+  if dims is None:
+    return
+  spatial_dims = len(size)
+  expected_rank = spatial_dims + 2
+  if len(dims) != expected_rank:
+    raise ConfigError(
+        f'input_partition_dims: expected {expected_rank} values '
+        f'[batch, {", ".join("spatial" for _ in range(spatial_dims))}, '
+        f'channels], got {dims}')
+  if any(d < 1 for d in dims):
+    raise ConfigError(f'input_partition_dims: values must be >= 1, got '
+                      f'{dims}')
+  if dims[0] != 1 or dims[-1] != 1:
+    raise ConfigError(f'input_partition_dims: the batch and channel entries '
+                      f'must be 1 (only spatial axes are partitioned), got '
+                      f'{dims}')
+  for axis, (d, s) in enumerate(zip(dims[1:-1], size)):
+    if s % d:
+      raise ConfigError(f'input_partition_dims: spatial axis {axis} of size '
+                        f'{s} is not divisible by {d}')
+    if (s // stride) % d:
       raise ConfigError(
-          f'{key}: {sizes} is not divisible by {stride} '
-          f'(2^(levels-1) for the {cfg.model.name} encoder); use multiples of '
-          f'{stride} or a smaller depth')
-  if cfg.model.filters is not None and any(f < 1 for f in cfg.model.filters):
-    raise ConfigError(f'model.filters: must be positive, got '
-                      f'{cfg.model.filters}')
-
-  dims = cfg.input_partition_dims
-  if dims is not None:
-    expected_rank = spatial_dims + 2
-    if len(dims) != expected_rank:
-      raise ConfigError(
-          f'input_partition_dims: expected {expected_rank} values '
-          f'[batch, {", ".join("spatial" for _ in range(spatial_dims))}, '
-          f'channels], got {dims}')
-    if any(d < 1 for d in dims):
-      raise ConfigError(f'input_partition_dims: values must be >= 1, got '
-                        f'{dims}')
-    if dims[0] != 1 or dims[-1] != 1:
-      raise ConfigError(f'input_partition_dims: the batch and channel entries '
-                        f'must be 1 (only spatial axes are partitioned), got '
-                        f'{dims}')
-    for axis, (d, s) in enumerate(zip(dims[1:-1], size)):
-      if s % d:
-        raise ConfigError(f'input_partition_dims: spatial axis {axis} of size '
-                          f'{s} is not divisible by {d}')
-      if (s // stride) % d:
-        raise ConfigError(
-            f'input_partition_dims: spatial axis {axis} at the bottleneck '
-            f'({s}/{stride}={s // stride}) is not divisible by {d}')
-
-  lt = cfg.loss_options
-  if lt.class_weights is not None and len(lt.class_weights) != cfg.num_classes:
-    raise ConfigError(f'loss_options.class_weights: expected {cfg.num_classes} '
-                      f'weights (num_classes), got {len(lt.class_weights)}')
-  _validate_augmentation(cfg.data.augmentation, size)
+          f'input_partition_dims: spatial axis {axis} at the bottleneck '
+          f'({s}/{stride}={s // stride}) is not divisible by {d}')
 
 
 def _validate_augmentation(aug: AugmentationConfig, size: list[int]) -> None:
@@ -699,46 +662,22 @@ def _validate_augmentation(aug: AugmentationConfig, size: list[int]) -> None:
                       'elastic_magnitude >= 0)')
 
 
-def strategy_name(cfg: Config) -> str:
-  """The distribution strategy to use, resolving an empty value."""
-  if cfg.distribution_strategy:
-    return cfg.distribution_strategy
-  if cfg.tpu:
-    return 'tpu'
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return 'mirrored' if tf.config.list_physical_devices('GPU') else 'cpu'
-
-
-def compute_dtype(cfg: Config) -> str:
-  """float32 | bfloat16 | float16, resolving an empty `dtype`."""
-  if cfg.dtype:
-    return cfg.dtype
-  return 'bfloat16' if strategy_name(cfg) == 'tpu' else 'float32'
-
-
 def to_dict(cfg: Config) -> dict[str, Any]:
   return dataclasses.asdict(cfg)
 
 
-def save(cfg: Config, path: str) -> None:
-  """Writes the resolved config as YAML, atomically."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    yaml.safe_dump(to_dict(cfg), f, sort_keys=False, default_flow_style=None)
-  os.replace(tmp, path)
+def to_yaml(cfg: Config) -> str:
+  """The resolved config as YAML text (what params.yaml holds)."""
+  return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
 
 
-def load(path: str) -> Config:
-  """Reads a config saved by `save` (or any YAML config) and validates it."""
-  cfg = merge(Config(), load_yaml_file(path))
+def from_yaml(text: str, source: str) -> Config:
+  """A validated config from YAML text; errors name `source`."""
+  return build_config_from_mapping(parse_yaml(text, source))
+
+
+def build_config_from_mapping(values: dict[str, Any]) -> Config:
+  """Defaults with `values` merged in, validated."""
+  cfg = merge(Config(), values)
   validate(cfg)
   return cfg
-
-
-def params_path(model_dir: str) -> str:
-  return os.path.join(model_dir, 'params.yaml')
-
-
-def to_json(cfg: Config) -> str:
-  return json.dumps(to_dict(cfg), indent=2)

@@ -1,4 +1,6 @@
-"""The strategy factory: `build_strategy(cfg)` for tpu, mirrored, multi_worker, cpu.
+"""Every device fact in one place: the strategy factory `build_strategy(cfg)`
+(tpu, mirrored, multi_worker, cpu), the precision policy, XLA, determinism,
+and which worker is the chief.
 
 TPU and GPU paths follow TensorFlow's documented tf.distribute API; on this
 project's CI only the CPU, MirroredStrategy over logical CPU devices and
@@ -9,9 +11,46 @@ from __future__ import annotations
 
 from typing import Optional
 
+import keras
 import tensorflow as tf
 
-from unet3d.config import Config, ConfigError, strategy_name
+from unet3d.config import Config, ConfigError
+
+_PRECISION_POLICIES = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16',
+                       'float16': 'mixed_float16'}
+
+
+def strategy_name(cfg: Config) -> str:
+  """The distribution strategy to use, resolving an empty value: tpu when
+  `tpu` is set, mirrored when GPUs are visible, else cpu."""
+  if cfg.distribution_strategy:
+    return cfg.distribution_strategy
+  if cfg.tpu:
+    return 'tpu'
+  return 'mirrored' if tf.config.list_physical_devices('GPU') else 'cpu'
+
+
+def compute_dtype(cfg: Config) -> str:
+  """float32 | bfloat16 | float16, resolving an empty `dtype` (bfloat16 on
+  TPU, the Model Garden default; float32 elsewhere)."""
+  if cfg.dtype:
+    return cfg.dtype
+  return 'bfloat16' if strategy_name(cfg) == 'tpu' else 'float32'
+
+
+def set_precision_policy(cfg: Config) -> None:
+  """Sets Keras' global policy before any model is built."""
+  keras.mixed_precision.set_global_policy(
+      _PRECISION_POLICIES[compute_dtype(cfg)])
+
+
+def set_determinism(cfg: Config) -> None:
+  """Seeds Python, numpy and TF from `seed`; `deterministic` makes TF ops
+  deterministic."""
+  if cfg.seed is not None:
+    keras.utils.set_random_seed(cfg.seed)
+  if cfg.deterministic:
+    tf.config.experimental.enable_op_determinism()
 
 
 def _tpu_strategy(cfg: Config) -> tf.distribute.Strategy:

@@ -15,15 +15,19 @@ Voxels whose index label equals `ignore_label` are left out of every loss.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
-from unet3d.config import Config, ConfigError
+from unet3d import labels as labels_lib
+from unet3d import ms_ssim as ms_ssim_lib
+from unet3d.errors import ConfigError, unknown_name
+from unet3d.models import heads
+
+if TYPE_CHECKING:
+  from unet3d.config import Config
 
 EPSILON = 1e-7
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 # ----------------------------------------------------------------------------
@@ -35,24 +39,6 @@ def spatial_axes(logits) -> list[int]:
   return list(range(1, logits.shape.rank - 1))
 
 
-def targets_and_mask(labels, logits_rank: int, num_classes: int,
-                     ignore_label: Optional[int] = None):
-  """float32 one-hot (or multi-label) targets and a voxel mask [..., 1].
-
-  Labels of the logits' rank are taken as one-hot/binary masks already;
-  index labels are one-hot encoded, with `ignore_label` voxels masked out.
-  """
-  if labels.shape.rank == logits_rank:
-    targets = tf.cast(labels, tf.float32)
-    return targets, tf.ones_like(targets[..., :1])
-  labels = tf.cast(labels, tf.int32)
-  mask = tf.ones_like(labels, tf.float32)
-  if ignore_label is not None:
-    mask = tf.cast(tf.not_equal(labels, ignore_label), tf.float32)
-    labels = tf.where(labels == ignore_label, tf.zeros_like(labels), labels)
-  return tf.one_hot(labels, num_classes, dtype=tf.float32), mask[..., None]
-
-
 def prepare(labels, logits, output_activation: str = 'softmax',
             ignore_label: Optional[int] = None):
   """Returns (probabilities, one-hot targets, voxel mask [B, *spatial, 1]).
@@ -60,7 +46,7 @@ def prepare(labels, logits, output_activation: str = 'softmax',
   All float32. The mask is 0 where the label is `ignore_label`.
   """
   logits = tf.cast(logits, tf.float32)
-  targets, mask = targets_and_mask(labels, logits.shape.rank,
+  targets, mask = labels_lib.targets_and_mask(labels, logits.shape.rank,
                                    logits.shape[-1], ignore_label)
   if output_activation == 'sigmoid':
     probs = tf.sigmoid(logits)
@@ -277,87 +263,8 @@ def focal(labels, logits, output_activation='softmax', ignore_label=None,
 
 
 # ----------------------------------------------------------------------------
-# Multi-scale SSIM (UNet 3+'s hybrid loss)
+# UNet 3+'s hybrid loss
 # ----------------------------------------------------------------------------
-
-
-def _gaussian_kernel(size: int, sigma: float, rank: int) -> np.ndarray:
-  coords = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-  g = np.exp(-0.5 * (coords / sigma)**2)
-  g /= g.sum()
-  kernel = g
-  for _ in range(rank - 1):
-    kernel = np.multiply.outer(kernel, g)
-  return kernel.astype(np.float32)
-
-
-def _filter(x, kernel):
-  """Valid Gaussian filtering of [B, *spatial, C], channel by channel."""
-  rank = x.shape.rank - 2
-  channels = x.shape[-1]
-  # Move channels into the batch axis so one single-channel conv serves all.
-  perm = [0, rank + 1] + list(range(1, rank + 1))
-  moved = tf.transpose(x, perm)
-  shape = tf.shape(moved)
-  flat = tf.reshape(moved, tf.concat([[-1], shape[2:], [1]], 0))
-  k = tf.constant(kernel[..., None, None])
-  conv = tf.nn.conv3d if rank == 3 else tf.nn.conv2d
-  strides = [1] * (rank + 2)
-  out = conv(flat, k, strides, 'VALID')
-  out_shape = tf.shape(out)
-  out = tf.reshape(out, tf.concat([[shape[0], channels], out_shape[1:-1]], 0))
-  inverse = [0] + list(range(2, rank + 2)) + [1]
-  return tf.transpose(out, inverse)
-
-
-def _ssim_terms(x, y, kernel, data_range=1.0):
-  """Mean luminance term and contrast-structure term per [B, C]."""
-  c1, c2 = (0.01 * data_range)**2, (0.03 * data_range)**2
-  mu_x, mu_y = _filter(x, kernel), _filter(y, kernel)
-  sigma_x = _filter(x * x, kernel) - mu_x**2
-  sigma_y = _filter(y * y, kernel) - mu_y**2
-  sigma_xy = _filter(x * y, kernel) - mu_x * mu_y
-  luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
-  cs = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
-  axes = list(range(1, x.shape.rank - 1))
-  return (tf.reduce_mean(luminance * cs, axis=axes),
-          tf.reduce_mean(cs, axis=axes))
-
-
-def ms_ssim(x, y, window_size: int = 11, sigma: float = 1.5,
-            weights: Sequence[float] = MS_SSIM_WEIGHTS):
-  """Multi-scale SSIM (Wang et al. 2003) of [B, *spatial, C] images in [0, 1].
-
-  A Gaussian window (shrunk to the smallest side when that is smaller), the
-  five scale weights of the paper, 2x average pooling between scales; when
-  the input is too small for five scales, the coarsest scales are dropped
-  and the remaining weights renormalised. Returns [B, C].
-  """
-  x = tf.cast(x, tf.float32)
-  y = tf.cast(y, tf.float32)
-  rank = x.shape.rank - 2
-  smallest = min(int(s) for s in x.shape[1:-1])
-  size = min(window_size, smallest)
-  scales = 1
-  while (scales < len(weights) and
-         smallest // 2**scales >= min(window_size, smallest)):
-    scales += 1
-  used = np.asarray(weights[:scales], np.float64)
-  used = used / used.sum()
-  kernel = _gaussian_kernel(size, sigma * size / window_size, rank)
-  pool = tf.nn.avg_pool3d if rank == 3 else tf.nn.avg_pool2d
-  result = None
-  for scale in range(scales):
-    ssim, cs = _ssim_terms(x, y, kernel)
-    # Negative contrast-structure values have no real power; clamp as the
-    # usual implementations do.
-    term = tf.maximum(ssim if scale == scales - 1 else cs, 1e-6)**float(
-        used[scale])
-    result = term if result is None else result * term
-    if scale < scales - 1:
-      x = pool(x, 2, 2, 'VALID')
-      y = pool(y, 2, 2, 'VALID')
-  return result
 
 
 def hybrid(labels, logits, output_activation='softmax', ignore_label=None,
@@ -367,7 +274,8 @@ def hybrid(labels, logits, output_activation='softmax', ignore_label=None,
                                  ignore_label)
   focal_term = focal(labels, logits, output_activation, ignore_label,
                      focal_alpha, focal_gamma)
-  ssim = tf.reduce_mean(ms_ssim(probs * mask, targets * mask), axis=-1)
+  ssim = tf.reduce_mean(ms_ssim_lib.ms_ssim(probs * mask, targets * mask),
+                        axis=-1)
   iou_term = jaccard(labels, logits, output_activation, ignore_label, smooth)
   return focal_term + (1.0 - ssim) + iou_term
 
@@ -410,9 +318,21 @@ LOSS_NAMES = tuple(_LOSSES)
 
 def get_loss(name: str) -> Callable:
   if name not in _LOSSES:
-    raise ConfigError(f"loss: unknown loss '{name}' (expected one of "
-                      f"{', '.join(LOSS_NAMES)})")
+    raise unknown_name('loss', name, LOSS_NAMES, 'loss')
   return _LOSSES[name]
+
+
+def check_loss_config(cfg: Config) -> None:
+  """Raises ConfigError (one line naming the key) for loss keys no loss can
+  honour; config validation calls it."""
+  get_loss(cfg.loss)
+  lo = cfg.loss_options
+  if lo.class_weights is not None and len(lo.class_weights) != cfg.num_classes:
+    raise ConfigError(f'loss_options.class_weights: expected {cfg.num_classes} '
+                      f'weights (num_classes), got {len(lo.class_weights)}')
+  spec = cfg.model.deep_supervision_weights
+  if isinstance(spec, str) and spec != 'nnunet':
+    deep_supervision_weights(spec, 1)  # raises, naming the key
 
 
 def deep_supervision_weights(spec, num_heads: int) -> list[float]:
@@ -467,9 +387,9 @@ def presence_targets(labels, num_classes: int, ignore_label=None):
 def build_loss_fn(cfg: Config):
   """Returns fn(labels, outputs) -> [B] for the configured loss.
 
-  `outputs` is a logits tensor or the dict of a multi-head model:
-  'logits' (main head), 'deep_supervision' (other heads, finest first) and
-  'classification' ([B, 2] CGM logits).
+  `outputs` is a logits tensor or the dict of a multi-head model
+  (`unet3d.models.heads`): every segmentation head is weighted by
+  `model.deep_supervision_weights`, and a CGM head adds its BCE.
   """
   base = get_loss(cfg.loss)
   lo = cfg.loss_options
@@ -495,17 +415,17 @@ def build_loss_fn(cfg: Config):
   def loss_fn(labels, outputs):
     if not isinstance(outputs, dict):
       return base(labels, outputs, **options)
-    heads = [outputs['logits']] + list(outputs.get('deep_supervision', []))
-    weights = deep_supervision_weights(spec, len(heads))
+    head_logits = heads.all_logits(outputs)
+    weights = deep_supervision_weights(spec, len(head_logits))
     total = 0.0
-    for weight, head in zip(weights, heads):
+    for weight, head in zip(weights, head_logits):
       total += weight * base(_resize_labels(labels, head), head, **options)
-    if 'classification' in outputs:
+    classification = heads.classification_logits(outputs)
+    if classification is not None:
       targets = presence_targets(labels, cfg.num_classes, lo.ignore_label)
-      cls_logits = tf.cast(outputs['classification'], tf.float32)
       total += cgm_weight * tf.reduce_mean(
-          tf.nn.sigmoid_cross_entropy_with_logits(targets, cls_logits),
-          axis=-1)
+          tf.nn.sigmoid_cross_entropy_with_logits(
+              targets, tf.cast(classification, tf.float32)), axis=-1)
     return total
 
   return loss_fn

@@ -50,4 +50,4 @@ def test_export_refuses_an_existing_folder_and_needs_a_checkpoint(tmp_path):
   with pytest.raises(ValueError, match='export folder exists'):
     export.export_saved_model(model, cfg, str(tmp_path / 'export'))
   with pytest.raises(config.ConfigError, match='no checkpoint'):
-    export.export_latest(cfg)
+    export.export_model(cfg)

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from tests import test_unet_main
-from tests.data import test_convert_common as common
+from tests.preprocess import test_convert_common as common
 from unet3d import config
-from unet3d.data import cases
-from unet3d.data import convert
-from unet3d.data import io
-from unet3d.data import summary
+from unet3d import run_dir
+from unet3d.preprocess import cases
+from unet3d.preprocess import convert
+from unet3d.preprocess import io
+from unet3d.preprocess import dataset_json
 from unet3d.inference import predict
 
 unet_main = test_unet_main.unet_main
@@ -109,7 +110,7 @@ def test_unreadable_preprocessing_names_the_key(converted, mutate, message):
                             for k, v in dataset_info['preprocessing'].items()}}
   mutate(info['preprocessing'])
   with pytest.raises(ValueError, match=f'^ds.json: {message}'):
-    summary.plan_from_dataset_info(info, source='ds.json')
+    dataset_json.plan_from_dataset_info(info, source='ds.json')
 
 
 # ----------------------------------------------------------------------------
@@ -275,7 +276,7 @@ BAD_INPUTS = {'truncated': _truncated, 'header_cut': _header_cut,
 def test_bad_input_is_one_line_naming_the_file(trained, tmp_path, kind):
   path, problem = BAD_INPUTS[kind](tmp_path)
   out = tmp_path / 'seg'
-  cfg = config.merge(config.load(config.params_path(trained)), {
+  cfg = config.merge(run_dir.load_params(trained), {
       'predict': {'input_pattern': path, 'output_dir': str(out)}})
   with pytest.raises(ValueError) as info:
     unet_main.run('predict', cfg)
@@ -319,5 +320,5 @@ def test_missing_keys_and_checkpoint_name_the_key(trained, tmp_path):
   for override, message in cases:
     cfg = config.merge(config.merge(_cfg(), base), override)
     with pytest.raises(config.ConfigError, match=f'^{message}'):
-      predict.predict_latest(cfg)
+      predict.predict_files(cfg)
 

@@ -10,8 +10,10 @@ import pytest
 import tensorflow as tf
 
 from tests.models.helpers import tiny_config
-from unet3d.config import ConfigError
+from unet3d import config
+from unet3d.config import Config, ConfigError
 from unet3d import models
+from unet3d.models import heads
 
 MULTI_HEAD = {
     # name: (number of deep supervision heads with filters [2, 4, 4], cgm)
@@ -168,7 +170,7 @@ def test_mixed_precision_logits_are_float32(restore_policy, policy, name):
     assert head.dtype == tf.float32
   if isinstance(out, dict) and 'classification' in out:
     assert out['classification'].dtype == tf.float32
-  assert models.inference_logits(out).dtype == tf.float32
+  assert heads.inference_logits(out).dtype == tf.float32
 
 
 def test_inference_logits_gates_absent_samples_to_background():
@@ -178,18 +180,18 @@ def test_inference_logits_gates_absent_samples_to_background():
                             np.float32)
   outputs = {'logits': logits, 'deep_supervision': [],
              'classification': classification}
-  got = np.asarray(models.inference_logits(outputs))
+  got = np.asarray(heads.inference_logits(outputs))
   np.testing.assert_array_equal(got[1:], logits[1:])
   assert np.all(np.argmax(got[0], axis=-1) == 0)
   assert np.all(got[0, ..., 0] > 1e3) and np.all(got[0, ..., 1:] < -1e3)
-  sig = np.asarray(models.inference_logits(outputs, 'sigmoid'))
+  sig = np.asarray(heads.inference_logits(outputs, 'sigmoid'))
   assert np.all(sig[0] < -1e3)
   np.testing.assert_array_equal(sig[1:], logits[1:])
   # Without a CGM head: the main logits, untouched.
   np.testing.assert_array_equal(
-      models.inference_logits({'logits': logits, 'deep_supervision': []}),
+      heads.inference_logits({'logits': logits, 'deep_supervision': []}),
       logits)
-  assert models.inference_logits(logits) is logits
+  assert heads.inference_logits(logits) is logits
 
 
 @pytest.mark.parametrize('overrides,pattern', [
@@ -211,3 +213,11 @@ def test_bad_configs_raise_one_line_errors(overrides, pattern):
   with pytest.raises(ConfigError, match=pattern) as info:
     models.build_model(cfg)
   assert '\n' not in str(info.value)
+
+
+def test_total_stride():
+  assert models.total_stride(Config()) == 8
+  cfg = config.merge(Config(), {'model': {'name': 'unet3plus'}})
+  assert models.total_stride(cfg) == 16
+  cfg = config.merge(Config(), {'model': {'filters': [8, 16]}})
+  assert models.total_stride(cfg) == 2

@@ -11,15 +11,14 @@ CGM-gated when the model has that head) and `classes` int32 [B, *spatial]
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import keras
 import tensorflow as tf
 
 from unet3d import config as config_lib
-from unet3d import models
+from unet3d import fileio
+from unet3d import run_dir
 from unet3d.config import Config
+from unet3d.models import heads
 
 
 class _Serving(tf.Module):
@@ -35,8 +34,8 @@ class _Serving(tf.Module):
     self.serve = tf.function(self._serve, input_signature=[spec])
 
   def _serve(self, image):
-    logits = tf.cast(models.inference_logits(self.model(image, training=False),
-                                            self._activation), tf.float32)
+    logits = tf.cast(heads.inference_logits(self.model(image, training=False),
+                                           self._activation), tf.float32)
     if self._sigmoid:
       probabilities = tf.sigmoid(logits)
       return {'probabilities': probabilities,
@@ -51,36 +50,33 @@ def export_saved_model(model: keras.Model, cfg: Config, export_dir: str,
 
   Written under a temporary name and renamed when complete.
   """
-  if os.path.exists(export_dir):
+  if fileio.exists(export_dir):
     if not overwrite:
       raise ValueError(f'{export_dir}: export folder exists; remove it or '
                        'export to another folder')
-    shutil.rmtree(export_dir)
+    fileio.remove(export_dir)
   tmp = export_dir.rstrip('/') + '.tmp-incomplete'
-  shutil.rmtree(tmp, ignore_errors=True)
+  fileio.remove(tmp)
   module = _Serving(model, cfg)
   try:
     tf.saved_model.save(module, tmp,
                         signatures={'serving_default': module.serve})
-    config_lib.save(cfg, os.path.join(tmp, 'params.yaml'))
-    os.replace(tmp, export_dir)
+    fileio.write_text(fileio.join(tmp, run_dir.PARAMS_FILE),
+                      config_lib.to_yaml(cfg))
+    fileio.publish_dir(tmp, export_dir)
   finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    fileio.remove(tmp)
   return export_dir
 
 
-def export_latest(cfg: Config, export_dir: str | None = None) -> str:
-  """Exports the latest checkpoint of cfg.model_dir (the export mode).
+def export_model(cfg: Config, checkpoint: str = 'latest',
+                 export_dir: str | None = None) -> str:
+  """Exports a checkpoint of cfg.model_dir (the export mode).
 
   export_dir defaults to `model_dir/saved_model/<step>`.
   """
-  from unet3d import distribute  # pylint: disable=g-import-not-at-top
-  from unet3d.training import loop  # pylint: disable=g-import-not-at-top
-  if not cfg.model_dir or not tf.train.latest_checkpoint(cfg.model_dir):
-    raise config_lib.ConfigError(
-        f'model_dir: no checkpoint in {cfg.model_dir!r} to export')
-  state = loop.build_state(cfg, distribute.build_strategy(cfg),
-                           with_optimizer=False)
-  export_dir = export_dir or os.path.join(cfg.model_dir, 'saved_model',
-                                          str(state.step))
-  return export_saved_model(state.model, cfg, export_dir, overwrite=True)
+  run_dir.find_checkpoint(cfg.model_dir, checkpoint)
+  model, step = run_dir.restore_model(cfg, checkpoint)
+  export_dir = export_dir or fileio.join(cfg.model_dir, 'saved_model',
+                                         str(step))
+  return export_saved_model(model, cfg, export_dir, overwrite=True)

@@ -27,15 +27,18 @@ from absl import logging
 import nibabel as nib
 import numpy as np
 
+from unet3d import fileio
+from unet3d import run_dir
 from unet3d.config import Config, ConfigError
-from unet3d.data import cases
-from unet3d.data import io
-from unet3d.data import preprocessing as pp
-from unet3d.data import summary
-from unet3d.inference import sliding_window
+from unet3d.inference import whole_volume
+from unet3d.inference.whole_volume import PredictFn
+from unet3d.input import dataset_info
+from unet3d.preprocess import cases
+from unet3d.preprocess import dataset_json
+from unet3d.preprocess import io
+from unet3d.preprocess import preprocessing as pp
 
 SEG_SUFFIX = '_seg.nii.gz'
-PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
 # ----------------------------------------------------------------------------
@@ -63,7 +66,7 @@ def preprocess_for_inference(image: np.ndarray, affine: np.ndarray,
     case_record is {'original': {'shape', 'affine'}, 'stored': {'affine'}},
     what `preprocessing.restore_original` needs to map a prediction back.
   """
-  plan = summary.plan_from_dataset_info(dataset_info)
+  plan = dataset_json.plan_from_dataset_info(dataset_info)
   if len(plan.norms) != image.shape[-1]:
     raise ValueError(f'dataset.json normalises {len(plan.norms)} channels, '
                      f'the image has {image.shape[-1]}')
@@ -74,29 +77,6 @@ def preprocess_for_inference(image: np.ndarray, affine: np.ndarray,
                          'affine': affine.tolist()},
             'stored': {'affine': grid.affine.tolist()}}
   return normalized, grid.affine, record
-
-
-def predict_volume(predict_fn: PredictFn, image: np.ndarray,
-                   cfg: Config) -> np.ndarray:
-  """Probabilities float32 [X, Y, Z, K] of image [X, Y, Z, C].
-
-  Sliding windows of `input_image_size`, with `inference.overlap`,
-  `inference.weighting` and `predict_batch_size` windows per call, as the
-  whole-volume eval runs them.
-  """
-  return sliding_window.sliding_window_inference(
-      predict_fn, image, cfg.input_image_size,
-      overlap=cfg.inference.overlap, batch_size=cfg.predict_batch_size,
-      weighting=cfg.inference.weighting)
-
-
-def segmentation(probabilities: np.ndarray, output_activation: str
-                ) -> np.ndarray:
-  """uint8 class indices [X, Y, Z] (softmax: argmax) or masks [X, Y, Z, K]
-  (sigmoid: probability > 0.5)."""
-  if output_activation == 'sigmoid':
-    return (probabilities > 0.5).astype(np.uint8)
-  return np.argmax(probabilities, axis=-1).astype(np.uint8)
 
 
 def segment(image: np.ndarray, affine: np.ndarray, predict_fn: PredictFn,
@@ -113,14 +93,16 @@ def segment(image: np.ndarray, affine: np.ndarray, predict_fn: PredictFn,
     dataset_info: the converter's dataset.json, or None when the input is
       already preprocessed (`predict.preprocessing: none`).
 
-  Returns uint8 [X, Y, Z] (or [X, Y, Z, K] masks), see `segmentation`.
+  Returns uint8 [X, Y, Z] (or [X, Y, Z, K] masks), see
+  `whole_volume.segmentation`.
   """
+  activation = cfg.model.output_activation
   if dataset_info is None:
-    return segmentation(predict_volume(predict_fn, image, cfg),
-                        cfg.model.output_activation)
+    return whole_volume.segmentation(
+        whole_volume.predict_volume(predict_fn, image, cfg), activation)
   stored, _, record = preprocess_for_inference(image, affine, dataset_info)
-  labels = segmentation(predict_volume(predict_fn, stored, cfg),
-                        cfg.model.output_activation)
+  labels = whole_volume.segmentation(
+      whole_volume.predict_volume(predict_fn, stored, cfg), activation)
   return pp.restore_original(labels, record, order=0)
 
 
@@ -178,26 +160,22 @@ def load_dataset_info(cfg: Config) -> Optional[dict[str, Any]]:
   if cfg.predict.preprocessing == 'none':
     return None
   path = (cfg.predict.dataset_json or
-          summary.dataset_json_beside(cfg.training_file_pattern))
+          dataset_info.path_beside(cfg.training_file_pattern))
   if not path:
     raise ConfigError(
         'predict.dataset_json: required to replay the converter\'s '
         'preprocessing (no dataset.json beside training_file_pattern); set '
         'predict.preprocessing=none for inputs that are already preprocessed')
-  if not os.path.isfile(path):
+  if not fileio.exists(path):
     raise ConfigError(f'predict.dataset_json: {path} not found')
-  try:
-    with open(path) as f:
-      info = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'{path}: cannot read dataset.json ({e})') from None
-  plan = summary.plan_from_dataset_info(info, source=path)
+  info = dataset_info.read(path)
+  plan = dataset_json.plan_from_dataset_info(info, source=path)
   if len(plan.norms) != cfg.num_channels:
     raise ValueError(f'{path}: preprocessing.normalization lists '
                      f'{len(plan.norms)} channel(s), but the model has '
                      f'num_channels={cfg.num_channels}')
   skipped = sorted(k for k, v in info['preprocessing'].items()
-                   if k not in summary.REPLAYED_PREPROCESSING and v)
+                   if k not in dataset_json.REPLAYED_PREPROCESSING and v)
   if skipped:
     logging.warning('%s: dataset-specific preprocessing %s is not replayed; '
                     'predicting on the whole volume', path, skipped)
@@ -262,9 +240,9 @@ def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
   return pairs
 
 
-def predict_latest(cfg: Config) -> dict[str, Any]:
-  """Segments every `predict.input_pattern` file with the latest checkpoint
-  of model_dir (the predict mode).
+def predict_files(cfg: Config, checkpoint: str = 'latest') -> dict[str, Any]:
+  """Segments every `predict.input_pattern` file with a checkpoint of
+  model_dir ('latest' or a path; the predict mode).
 
   Inputs, dataset.json and the checkpoint are checked before the model is
   built. Each output is written atomically, so a bad file stops the run
@@ -272,22 +250,15 @@ def predict_latest(cfg: Config) -> dict[str, Any]:
 
   Returns {'step', 'output_dir', 'files': [{'input', 'output'}]}.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from unet3d import distribute  # pylint: disable=g-import-not-at-top
-  from unet3d.training import loop  # pylint: disable=g-import-not-at-top
   pairs = _plan_outputs(cfg)
-  dataset_info = load_dataset_info(cfg)
-  if not cfg.model_dir or not tf.train.latest_checkpoint(cfg.model_dir):
-    raise ConfigError(f'model_dir: no checkpoint in {cfg.model_dir!r} to '
-                      'predict with; train first or point model_dir at a run')
-  state = loop.build_state(cfg, distribute.build_strategy(cfg),
-                           with_optimizer=False)
-  # The whole-volume eval's probabilities, so predict and eval agree.
-  predict_fn = loop.probabilities_fn(cfg, state.model)
+  info = load_dataset_info(cfg)
+  run_dir.find_checkpoint(cfg.model_dir, checkpoint)  # fail before building
+  model, step = run_dir.restore_model(cfg, checkpoint)
+  predict_fn = whole_volume.probabilities_fn(cfg, model)
   written = []
   for input_path, out in pairs:
     logging.info('predicting %s', input_path)
-    predict_file(input_path, out, predict_fn, cfg, dataset_info)
+    predict_file(input_path, out, predict_fn, cfg, info)
     written.append({'input': input_path, 'output': out})
-  return {'step': state.step, 'output_dir': cfg.predict.output_dir,
+  return {'step': step, 'output_dir': cfg.predict.output_dir,
           'files': written}

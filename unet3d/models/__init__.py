@@ -1,51 +1,96 @@
-"""The model zoo: one registry from `model.name` to a builder.
+"""The model zoo: `model.name` -> a builder, and every check of the model keys.
 
-Every builder maps a config to a keras.Model on [B, *spatial, num_channels]
-inputs of any spatial size divisible by the total stride. Outputs are float32
-logits [B, *spatial, num_classes], or for multi-head models a dict:
-  'logits':           the main full-resolution head
-  'deep_supervision': the other heads, up-sampled to full resolution,
-                      finest first
-  'classification':   [B, 2] CGM logits (index 1: organ present), cgm only
+Every builder maps a validated config to a keras.Model on
+[B, *spatial, num_channels] inputs of any spatial size divisible by the
+total stride; its outputs follow `unet3d.models.heads`.
+
+`check_model_config` is the one place where model keys are checked; config
+validation calls it, so a bad model config fails before anything runs.
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import keras
-import tensorflow as tf
 
-from unet3d.config import Config, ConfigError, total_stride
+from unet3d.errors import ConfigError, unknown_name
+from unet3d.models import blocks
+from unet3d.models import heads
 from unet3d.models import unet
 from unet3d.models import unet3plus
 
-_REGISTRY = {
-    'unet3d': unet.build_unet,
-    'unet3plus': unet3plus.build_unet3plus,
-    'unet3plus_deepsup': functools.partial(unet3plus.build_unet3plus,
-                                           deep_supervision=True),
-    'unet3plus_deepsup_cgm': functools.partial(unet3plus.build_unet3plus,
-                                               deep_supervision=True,
-                                               cgm=True),
-}
-MODEL_NAMES = tuple(_REGISTRY)
+if TYPE_CHECKING:
+  from unet3d.config import Config
 
-# A logit margin that decides softmax and sigmoid outright, yet is finite in
-# float16 (max 65504).
-_GATE_LOGIT = 1e4
+
+class ModelEntry(NamedTuple):
+  """A registered model: its family module (build, num_levels, check) and
+  the builder's options."""
+  family: Any
+  options: dict
+  description: str
+
+
+MODELS = {
+    'unet3d': ModelEntry(
+        unet, {}, 'TF Model Garden 3D U-Net (also 2D); '
+        'num_segmentation_levels > 1 adds deep supervision'),
+    'unet3plus': ModelEntry(
+        unet3plus, {}, 'UNet 3+ with full-scale skip connections'),
+    'unet3plus_deepsup': ModelEntry(
+        unet3plus, {'deep_supervision': True},
+        'UNet 3+ with deep supervision on every decoder stage'),
+    'unet3plus_deepsup_cgm': ModelEntry(
+        unet3plus, {'deep_supervision': True, 'cgm': True},
+        'UNet 3+ with deep supervision and the classification-guided module'),
+}
+MODEL_NAMES = tuple(MODELS)
+SPATIAL_DIMS = (2, 3)
+
+
+def total_stride(cfg: Config) -> int:
+  """The factor every spatial input size must divide by: 2^(levels - 1)."""
+  return 2 ** (MODELS[cfg.model.name].family.num_levels(cfg) - 1)
+
+
+def _check_sizes(cfg: Config) -> None:
+  dims = cfg.model.spatial_dims
+  stride = total_stride(cfg)
+  levels = stride.bit_length()
+  for key, sizes in (('input_image_size', cfg.input_image_size),
+                     ('data.eval_image_size', cfg.data.eval_image_size)):
+    if sizes is None:
+      continue
+    if len(sizes) != dims:
+      raise ConfigError(f'{key}: expected {dims} sizes for '
+                        f'model.spatial_dims={dims}, got {sizes}')
+    if any(s < 1 for s in sizes):
+      raise ConfigError(f'{key}: sizes must be positive, got {sizes}')
+    if any(s % stride for s in sizes):
+      raise ConfigError(
+          f'{key}: {sizes} is not divisible by {stride} (the total stride '
+          f'{stride} of the {levels} levels of {cfg.model.name}); use '
+          f'multiples of {stride} or fewer levels (depth / model.filters)')
 
 
 def check_model_config(cfg: Config) -> None:
-  """Raises ConfigError (one line naming the key) for configs no builder
-  can honour."""
-  name = cfg.model.name
-  if name not in _REGISTRY:
-    guess = difflib.get_close_matches(name, MODEL_NAMES, n=1)
-    hint = f"; did you mean '{guess[0]}'?" if guess else ''
-    raise ConfigError(f"model.name: unknown model '{name}'{hint} (expected "
-                      f"one of {', '.join(MODEL_NAMES)})")
+  """Raises ConfigError (one line naming the key) for any model key no
+  builder can honour."""
+  m = cfg.model
+  if m.name not in MODELS:
+    raise unknown_name('model.name', m.name, MODEL_NAMES, 'model')
+  choices = {'model.spatial_dims': (m.spatial_dims, SPATIAL_DIMS),
+             'model.normalization': (m.normalization,
+                                     (None,) + blocks.NORMALIZATIONS),
+             'model.activation': (m.activation, blocks.ACTIVATIONS),
+             'model.downsampling': (m.downsampling, blocks.DOWNSAMPLINGS),
+             'model.output_activation': (m.output_activation,
+                                         heads.OUTPUT_ACTIVATIONS)}
+  for key, (value, allowed) in choices.items():
+    if value not in allowed:
+      shown = ', '.join(str(a) for a in allowed if a is not None)
+      raise ConfigError(f'{key}: expected one of {shown}, got {value!r}')
   if cfg.data_format != 'channels_last':
     raise ConfigError(f"data_format: only 'channels_last' is supported, got "
                       f'{cfg.data_format!r}')
@@ -56,55 +101,18 @@ def check_model_config(cfg: Config) -> None:
   if not 0.0 <= cfg.dropout_rate < 1.0:
     raise ConfigError(f'dropout_rate: must be in [0, 1), got '
                       f'{cfg.dropout_rate}')
-  if cfg.model.downsampling not in ('maxpool', 'strided_conv'):
-    raise ConfigError(f'model.downsampling: expected maxpool or strided_conv, '
-                      f'got {cfg.model.downsampling!r}')
-  if cfg.model.filters is not None and any(f < 1 for f in cfg.model.filters):
-    raise ConfigError(f'model.filters: must be positive, got '
-                      f'{cfg.model.filters}')
-  stride = total_stride(cfg)
-  levels = stride.bit_length()
-  for key, sizes in (('input_image_size', cfg.input_image_size),
-                     ('data.eval_image_size', cfg.data.eval_image_size)):
-    if sizes is None:
-      continue
-    if len(sizes) != cfg.model.spatial_dims:
-      raise ConfigError(f'{key}: expected {cfg.model.spatial_dims} sizes for '
-                        f'model.spatial_dims={cfg.model.spatial_dims}, got '
-                        f'{sizes}')
-    if any(s < stride or s % stride for s in sizes):
-      raise ConfigError(
-          f'{key}: {sizes} is too small or not divisible for {levels} '
-          f'levels of {name} (total stride {stride}); use multiples of '
-          f'{stride} or fewer levels (depth / model.filters)')
+  if m.filters is not None and any(f < 1 for f in m.filters):
+    raise ConfigError(f'model.filters: must be positive, got {m.filters}')
+  if m.max_filters is not None and m.max_filters < 1:
+    raise ConfigError(f'model.max_filters: must be >= 1, got {m.max_filters}')
+  if m.num_groups < 1:
+    raise ConfigError(f'model.num_groups: must be >= 1, got {m.num_groups}')
+  MODELS[m.name].family.check_config(cfg)
+  _check_sizes(cfg)
 
 
 def build_model(cfg: Config) -> keras.Model:
   """Builds the model named by `cfg.model.name`; outputs float32 logits."""
   check_model_config(cfg)
-  return _REGISTRY[cfg.model.name](cfg)
-
-
-def inference_logits(outputs, output_activation: str = 'softmax'):
-  """The main head's logits [B, *spatial, C]; a CGM head gates them.
-
-  Where the CGM argmax says "absent" (index 0), every voxel becomes
-  background: with softmax, class 0 gets +1e4 and the others -1e4; with
-  sigmoid (multi-label, no background channel) every channel gets -1e4.
-  """
-  if not isinstance(outputs, dict):
-    return outputs
-  logits = outputs['logits']
-  if 'classification' not in outputs:
-    return logits
-  logits = tf.convert_to_tensor(logits)
-  present = tf.argmax(outputs['classification'], axis=-1) > 0
-  rank = logits.shape.rank
-  present = tf.reshape(present, [-1] + [1] * (rank - 1))
-  if output_activation == 'sigmoid':
-    absent = tf.fill(tf.shape(logits), tf.cast(-_GATE_LOGIT, logits.dtype))
-  else:
-    absent = tf.one_hot(tf.zeros(tf.shape(logits)[:-1], tf.int32),
-                        logits.shape[-1], on_value=_GATE_LOGIT,
-                        off_value=-_GATE_LOGIT, dtype=logits.dtype)
-  return tf.where(present, logits, absent)
+  entry = MODELS[cfg.model.name]
+  return entry.family.build(cfg, **entry.options)

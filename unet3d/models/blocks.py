@@ -18,15 +18,19 @@ functional graph. With `recompute` the same layers live inside a
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import keras
 import tensorflow as tf
 
-from unet3d.config import Config, ConfigError
+from unet3d.errors import ConfigError
+
+if TYPE_CHECKING:
+  from unet3d.config import Config
 
 NORMALIZATIONS = ('batch', 'instance', 'group', 'none')
 ACTIVATIONS = ('relu', 'leaky_relu', 'elu', 'prelu')
+DOWNSAMPLINGS = ('maxpool', 'strided_conv')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,24 +46,13 @@ class BlockSpec:
 
 
 def block_spec(cfg: Config) -> BlockSpec:
-  """The BlockSpec a config asks for; `model.normalization` None follows
+  """The BlockSpec of a validated config; `model.normalization` None follows
   the flat `use_batch_norm` ('batch' or 'none')."""
   m = cfg.model
-  norm = m.normalization
-  if norm is None:
-    norm = 'batch' if cfg.use_batch_norm else 'none'
-  if norm not in NORMALIZATIONS:
-    raise ConfigError(f'model.normalization: expected one of '
-                      f'{", ".join(NORMALIZATIONS)}, got {norm!r}')
-  if m.activation not in ACTIVATIONS:
-    raise ConfigError(f'model.activation: expected one of '
-                      f'{", ".join(ACTIVATIONS)}, got {m.activation!r}')
-  if m.spatial_dims not in (2, 3):
-    raise ConfigError(f'model.spatial_dims: expected 2 or 3, got '
-                      f'{m.spatial_dims}')
-  if norm == 'group' and m.num_groups < 1:
-    raise ConfigError(f'model.num_groups: must be >= 1, got {m.num_groups}')
-  return BlockSpec(rank=m.spatial_dims, normalization=norm,
+  norm_name = m.normalization
+  if norm_name is None:
+    norm_name = 'batch' if cfg.use_batch_norm else 'none'
+  return BlockSpec(rank=m.spatial_dims, normalization=norm_name,
                    num_groups=m.num_groups, activation=m.activation,
                    leaky_relu_alpha=m.leaky_relu_alpha, residual=m.residual,
                    recompute=m.recompute_grad)

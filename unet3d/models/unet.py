@@ -21,8 +21,14 @@ from __future__ import annotations
 
 import keras
 
-from unet3d.config import Config, ConfigError
+from typing import TYPE_CHECKING
+
+from unet3d.errors import ConfigError
 from unet3d.models import blocks
+from unet3d.models import heads
+
+if TYPE_CHECKING:
+  from unet3d.config import Config
 
 
 def level_filters(cfg: Config) -> list[tuple[int, int]]:
@@ -40,13 +46,23 @@ def level_filters(cfg: Config) -> list[tuple[int, int]]:
     pairs = [(f * 2**d, f * 2**(d + 1)) for d in range(depth)]
   cap = cfg.model.max_filters
   if cap is not None:
-    if cap < 1:
-      raise ConfigError(f'model.max_filters: must be >= 1, got {cap}')
     pairs = [(min(a, cap), min(b, cap)) for a, b in pairs]
   return pairs
 
 
-def build_unet(cfg: Config) -> keras.Model:
+def num_levels(cfg: Config) -> int:
+  return len(cfg.model.filters) if cfg.model.filters else cfg.depth
+
+
+def check_config(cfg: Config) -> None:
+  """The checks of this family's keys (called by check_model_config)."""
+  level_filters(cfg)
+  if cfg.num_segmentation_levels > cfg.depth:
+    raise ConfigError(f'num_segmentation_levels: at most depth={cfg.depth} '
+                      f'levels have outputs, got {cfg.num_segmentation_levels}')
+
+
+def build(cfg: Config) -> keras.Model:
   """[B, *spatial, num_channels] -> logits [B, *spatial, num_classes].
 
   With num_segmentation_levels > 1 the output is a dict: 'logits' (the
@@ -58,9 +74,6 @@ def build_unet(cfg: Config) -> keras.Model:
   depth = cfg.depth
   pairs = level_filters(cfg)
   num_heads = cfg.num_segmentation_levels
-  if num_heads > depth:
-    raise ConfigError(f'num_segmentation_levels: at most depth={depth} '
-                      f'levels have outputs, got {num_heads}')
   strided = cfg.model.downsampling == 'strided_conv'
 
   inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
@@ -99,5 +112,5 @@ def build_unet(cfg: Config) -> keras.Model:
     side.append(blocks.upsample_linear(head, 2**level,
                                        name=f'logits_level{level}_up',
                                        dtype='float32'))
-  return keras.Model(inputs, {'logits': logits, 'deep_supervision': side},
-                     name='unet3d')
+  return keras.Model(inputs, {heads.LOGITS: logits,
+                              heads.DEEP_SUPERVISION: side}, name='unet3d')

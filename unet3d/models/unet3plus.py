@@ -27,8 +27,14 @@ from __future__ import annotations
 
 import keras
 
-from unet3d.config import Config, ConfigError
+from typing import TYPE_CHECKING
+
+from unet3d.errors import ConfigError
 from unet3d.models import blocks
+from unet3d.models import heads
+
+if TYPE_CHECKING:
+  from unet3d.config import Config
 
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
 # The paper's CGM dropout; CGM is a small head on a deep feature map.
@@ -48,10 +54,20 @@ def encoder_filters(cfg: Config) -> list[int]:
                for f in PAPER_FILTERS]
   cap = cfg.model.max_filters
   if cap is not None:
-    if cap < 1:
-      raise ConfigError(f'model.max_filters: must be >= 1, got {cap}')
     filters = [min(f, cap) for f in filters]
   return filters
+
+
+def num_levels(cfg: Config) -> int:
+  return len(cfg.model.filters) if cfg.model.filters else len(PAPER_FILTERS)
+
+
+def check_config(cfg: Config) -> None:
+  """The checks of this family's keys (called by check_model_config)."""
+  encoder_filters(cfg)
+  if cfg.model.cat_channels < 1:
+    raise ConfigError(f'model.cat_channels: must be >= 1, got '
+                      f'{cfg.model.cat_channels}')
 
 
 def _head(x, cfg: Config, rank: int, factor: int, name: str):
@@ -61,8 +77,8 @@ def _head(x, cfg: Config, rank: int, factor: int, name: str):
                                 dtype='float32')
 
 
-def build_unet3plus(cfg: Config, deep_supervision: bool = False,
-                    cgm: bool = False) -> keras.Model:
+def build(cfg: Config, deep_supervision: bool = False,
+          cgm: bool = False) -> keras.Model:
   """[B, *spatial, num_channels] -> logits [B, *spatial, num_classes], or the
   dict {'logits', 'deep_supervision' (finest first) [, 'classification']}."""
   spec = blocks.block_spec(cfg)
@@ -70,8 +86,6 @@ def build_unet3plus(cfg: Config, deep_supervision: bool = False,
   filters = encoder_filters(cfg)
   n = len(filters)
   cat = cfg.model.cat_channels
-  if cat < 1:
-    raise ConfigError(f'model.cat_channels: must be >= 1, got {cat}')
   strided = cfg.model.downsampling == 'strided_conv'
 
   inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
@@ -112,10 +126,10 @@ def build_unet3plus(cfg: Config, deep_supervision: bool = False,
     return keras.Model(inputs, logits, name=name)
   side = [_head(dec[i], cfg, rank, 2**i, f'logits_level{i}')
           for i in range(1, n)]
-  outputs = {'logits': logits, 'deep_supervision': side}
+  outputs = {heads.LOGITS: logits, heads.DEEP_SUPERVISION: side}
   if cgm:
     c = keras.layers.Dropout(CGM_DROPOUT, name='cgm_dropout')(enc[n - 1])
     c = blocks.conv(rank, 2, 1, name='cgm_conv', dtype='float32')(c)
-    outputs['classification'] = blocks.global_max_pool(
+    outputs[heads.CLASSIFICATION] = blocks.global_max_pool(
         rank, name='classification', dtype='float32')(c)
   return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,375 @@
+"""unet3d/preprocess/convert.py: output folder, splits, dataset.json, bad input.
+
+Also holds the helpers the per-dataset converter tests share: running a
+data_preprocess CLI, reading records back through the training pipeline,
+and a tiny fake Decathlon task.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unet3d import config
+from unet3d.preprocess import cases
+from unet3d.preprocess import convert
+from unet3d.preprocess import io
+from unet3d.input import pipeline
+from unet3d.preprocess import preprocessing as pp
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = {'0': 'background', '1': 'organ', '2': 'lesion'}
+
+
+# ----------------------------------------------------------------------------
+# Shared helpers
+# ----------------------------------------------------------------------------
+
+
+def run_cli(script: str, **flags) -> subprocess.CompletedProcess:
+  """Runs data_preprocess/<script> with --key=value flags."""
+  args = [sys.executable, str(REPO / 'data_preprocess' / script)]
+  for key, value in flags.items():
+    if isinstance(value, bool):
+      value = 'true' if value else 'false'
+    args.append(f'--{key}={value}')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.run(args, capture_output=True, text=True, env=env,
+                        timeout=300, check=False)
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+  return [l for l in result.stderr.splitlines() if l.startswith('error:')]
+
+
+def read_back(pattern, num_classes: int = 3, multi_label: bool = False
+             ) -> dict[str, dict[str, np.ndarray]]:
+  """Every record matching pattern, parsed by the training pipeline."""
+  override = {'num_classes': num_classes, 'compressed_input': True}
+  if multi_label:
+    override['model'] = {'output_activation': 'sigmoid'}
+  cfg = config.build_config(None, override)
+  out = {}
+  for example in pipeline.build_volume_dataset(cfg, str(pattern)):
+    record = {k: v.numpy() for k, v in example.items()}
+    out[record['case_id'].decode()] = record
+  return out
+
+
+def lps_affine(spacing, origin=(30.0, -20.0, 12.0)) -> np.ndarray:
+  """DICOM-like axes: array axes 0, 1 point left and posterior."""
+  affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+  affine[:3, 3] = origin
+  return affine
+
+
+def blobs(shape, seed: int) -> np.ndarray:
+  """Labels {0, 1, 2}: an ellipsoid (1) holding a smaller one (2)."""
+  rng = np.random.default_rng(seed)
+  grid = np.meshgrid(*[np.arange(s) for s in shape], indexing='ij')
+  centre = [s / 2 + rng.uniform(-1, 1) for s in shape]
+  radius = [s / 3.5 for s in shape]
+  dist = sum(((g - c) / r)**2 for g, c, r in zip(grid, centre, radius))
+  return ((dist <= 1).astype(np.uint8) + (dist <= 0.3)).astype(np.uint8)
+
+
+def write_msd_task(task_dir, specs, modalities=None, labels=None,
+                   suffix='.nii.gz'):
+  """A tiny Decathlon task: specs = [(shape, spacing)], one case each.
+
+  Images are 3D (one modality) or 4D (several), intensity depends on the
+  class plus noise. Returns {case_id: (image [X,Y,Z,C], label, affine)}.
+  """
+  modalities = modalities or {'0': 'MRI'}
+  labels = labels or LABELS
+  os.makedirs(os.path.join(task_dir, 'imagesTr'), exist_ok=True)
+  os.makedirs(os.path.join(task_dir, 'labelsTr'), exist_ok=True)
+  out, training = {}, []
+  for i, (shape, spacing) in enumerate(specs):
+    rng = np.random.default_rng(i)
+    label = blobs(shape, i)
+    channels = []
+    for c in range(len(modalities)):
+      base = np.array([100.0, 250.0, 400.0])[label] * (c + 1)
+      channels.append((base + rng.normal(0, 20, shape)).astype(np.float32))
+    image = np.stack(channels, axis=-1)
+    affine = lps_affine(spacing)
+    name = f'case_{i:03d}'
+    io.save_nifti(os.path.join(task_dir, 'imagesTr', name + suffix),
+                  image[..., 0] if image.shape[-1] == 1 else image, affine)
+    io.save_nifti(os.path.join(task_dir, 'labelsTr', name + suffix), label,
+                  affine)
+    training.append({'image': f'./imagesTr/{name}{suffix}',
+                     'label': f'./labelsTr/{name}{suffix}'})
+    out[name] = (image, label, affine)
+  with open(os.path.join(task_dir, 'dataset.json'), 'w') as f:
+    json.dump({'name': 'fake', 'modality': modalities, 'labels': labels,
+               'training': training}, f)
+  return out
+
+
+def world_of(affine, index):
+  return np.asarray(affine)[:3, :3] @ np.asarray(index, float) + np.asarray(
+      affine)[:3, 3]
+
+
+SPECS = [((16, 18, 14), (1.0, 1.0, 1.5)), ((18, 16, 16), (1.2, 1.0, 1.5)),
+         ((16, 16, 12), (1.0, 1.1, 2.0)), ((16, 17, 15), (1.0, 1.0, 1.5))]
+
+
+@pytest.fixture
+def task(tmp_path):
+  task_dir = tmp_path / 'Task01_Fake'
+  return task_dir, write_msd_task(str(task_dir), SPECS)
+
+
+def _leftovers(tmp_path, name='out'):
+  return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(name))
+
+
+# ----------------------------------------------------------------------------
+# Output folder
+# ----------------------------------------------------------------------------
+
+
+def test_existing_output_is_refused_without_overwrite(task, tmp_path):
+  task_dir, _ = task
+  out = tmp_path / 'out'
+  convert.convert_decathlon(str(task_dir), str(out))
+  (out / 'stale.txt').write_text('from an earlier run')
+  with pytest.raises(ValueError, match=f'^{out}: output folder exists and is '
+                     r'not empty \(pass --overwrite to replace it\)$'):
+    convert.convert_decathlon(str(task_dir), str(out))
+  assert (out / 'stale.txt').exists()
+  convert.convert_decathlon(str(task_dir), str(out), overwrite=True)
+  assert not (out / 'stale.txt').exists()
+  assert (out / 'dataset.json').exists()
+  assert _leftovers(tmp_path) == ['out']
+
+
+def test_output_inside_the_input_is_refused(task):
+  task_dir, _ = task
+  with pytest.raises(ValueError, match='output folder holds input file'):
+    convert.convert_decathlon(str(task_dir), str(task_dir / 'imagesTr'),
+                              overwrite=True)
+  assert (task_dir / 'imagesTr' / 'case_000.nii.gz').exists()
+
+
+def _explode(case):
+  if case.case_id == 'case_002':
+    raise RuntimeError('worker crashed')
+  return cases.RawCase(np.ones((8, 8, 8, 1), np.float32),
+                       np.zeros((8, 8, 8), np.uint8), np.eye(4))
+
+
+def test_a_crash_mid_run_leaves_no_output(task, tmp_path):
+  task_dir, _ = task
+  source = cases.Source(
+      name='crash', cases=tuple(cases.Case(f'case_{i:03d}', ('x',))
+                                for i in range(4)),
+      load=_explode, geometry=lambda c: ((8, 8, 8), np.eye(4)),
+      modalities={'0': 'MRI'}, labels=LABELS, norms=(pp.ChannelNorm(),))
+  with pytest.raises(RuntimeError, match='worker crashed'):
+    convert.convert(source, str(tmp_path / 'out'),
+                    convert.Options(num_shards=1, validation_fraction=0.0))
+  assert _leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------
+# Bad input: one line naming the file, nothing written; or skip and report
+# ----------------------------------------------------------------------------
+
+
+def _bad_shape(task_dir):
+  path = task_dir / 'labelsTr' / 'case_001.nii.gz'
+  io.save_nifti(str(path), np.zeros((18, 16, 15), np.uint8),
+                lps_affine((1.2, 1.0, 1.5)))
+  return path, (r'label shape \(18, 16, 15\) does not match image shape '
+                r'\(18, 16, 16\) of .*case_001.nii.gz$')
+
+
+def _bad_affine(task_dir):
+  path = task_dir / 'labelsTr' / 'case_001.nii.gz'
+  label, affine, _ = io.load_nifti(str(path))
+  affine[0, 3] += 5.0
+  io.save_nifti(str(path), label, affine)
+  return path, (r'label affine differs from the image affine of '
+                r'.*imagesTr/case_001.nii.gz \(voxels up to 5 mm apart\)$')
+
+
+def _missing_label(task_dir):
+  path = task_dir / 'labelsTr' / 'case_001.nii.gz'
+  path.unlink()
+  return path, (r'label file not found \(for image .*imagesTr/'
+                r'case_001.nii.gz\)$')
+
+
+def _truncated(task_dir):
+  path = task_dir / 'imagesTr' / 'case_001.nii.gz'
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+  return path, r'cannot read NIfTI \(EOFError: .+\)$'
+
+
+def _unknown_label(task_dir):
+  path = task_dir / 'labelsTr' / 'case_001.nii.gz'
+  label, affine, _ = io.load_nifti(str(path))
+  label[0, 0, 0] = 7
+  io.save_nifti(str(path), label, affine)
+  return path, r'unknown label values \[7\] \(expected \[0, 1, 2\]\)$'
+
+
+BAD_INPUTS = {'shape': _bad_shape, 'affine': _bad_affine,
+              'missing_label': _missing_label, 'truncated': _truncated,
+              'unknown_label': _unknown_label}
+
+
+@pytest.mark.parametrize('kind', sorted(BAD_INPUTS))
+def test_bad_input_stops_with_one_line_naming_the_file(task, tmp_path, kind):
+  task_dir, _ = task
+  path, problem = BAD_INPUTS[kind](task_dir)
+  with pytest.raises(ValueError) as info:
+    convert.convert_decathlon(str(task_dir), str(tmp_path / 'out'))
+  message = str(info.value)
+  assert '\n' not in message
+  assert message.startswith(f'{path}: '), message
+  assert re.search(problem, message), message
+  assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'unknown_label'])
+def test_on_error_skip_records_the_case_and_converts_the_rest(task, tmp_path,
+                                                              kind):
+  task_dir, _ = task
+  path, problem = BAD_INPUTS[kind](task_dir)
+  out = tmp_path / 'out'
+  summary = convert.convert_decathlon(str(task_dir), str(out),
+                                      on_error='skip', num_shards=1)
+  assert [s['case_id'] for s in summary['skipped']] == ['case_001']
+  assert summary['skipped'][0]['error'].startswith(f'{path}: ')
+  assert re.search(problem, summary['skipped'][0]['error'])
+  assert json.loads((out / 'dataset.json').read_text()) == summary
+  records = read_back(out / '*.tfrecord')
+  assert sorted(records) == ['case_000', 'case_002', 'case_003']
+  assert summary['num_cases'] == 3
+  split_file = json.loads((out / 'splits.json').read_text())
+  fold = split_file['folds'][0]
+  assert sorted(fold['train'] + fold['val']) == sorted(records)
+
+
+def test_empty_folders_are_clear_errors(tmp_path):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(ValueError, match=f'^{empty}: no dataset.json'):
+    convert.convert_decathlon(str(empty), str(tmp_path / 'out'))
+  with pytest.raises(ValueError, match=f'^{empty}: no BraTS case folders'):
+    convert.convert_brats(str(empty), str(tmp_path / 'out'))
+  with pytest.raises(ValueError, match=f'^{empty}: no HDF5 files found'):
+    convert.convert_hdf5(str(empty), str(tmp_path / 'out'))
+  pattern = str(empty / 'volume-{}.nii')
+  with pytest.raises(ValueError, match='no LiTS volumes match'):
+    convert.convert_lits(pattern, str(empty / 'segmentation-{}.nii'),
+                         str(tmp_path / 'out'))
+  with pytest.raises(ValueError, match=f'^{empty}: no LiTS volume-N.nii'):
+    convert.convert_lits_to_npy(str(empty), str(tmp_path / 'out'))
+  assert _leftovers(tmp_path) == []
+
+
+def test_cli_prints_one_error_line_and_exits_1(task, tmp_path):
+  task_dir, _ = task
+  # Cut inside the header, so the run stops in the survey, before the
+  # (slow) TensorFlow import; the library tests cover a cut in the data.
+  path = task_dir / 'imagesTr' / 'case_001.nii.gz'
+  path.write_bytes(path.read_bytes()[:60])
+  result = run_cli('convert_decathlon.py', input_path=task_dir,
+                   output_path=tmp_path / 'out')
+  assert result.returncode == 1, result.stderr
+  assert error_lines(result) == [
+      line for line in result.stderr.splitlines()
+      if line.startswith(f'error: {path}: cannot read NIfTI (')]
+  assert len(error_lines(result)) == 1
+  assert _leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------
+# Splits and dataset.json
+# ----------------------------------------------------------------------------
+
+
+def test_k_fold_shards_hold_the_chosen_fold(task, tmp_path):
+  task_dir, _ = task
+  out = tmp_path / 'out'
+  summary = convert.convert_decathlon(str(task_dir), str(out), num_folds=2,
+                                      fold=1, seed=5,
+                                      target_spacing=None)
+  split_file = json.loads((out / 'splits.json').read_text())
+  assert split_file['num_folds'] == 2 and split_file['seed'] == 5
+  fold = split_file['folds'][1]
+  assert sorted(read_back(out / 'train-*.tfrecord')) == fold['train']
+  assert sorted(read_back(out / 'val-*.tfrecord')) == fold['val']
+  assert (summary['num_train'], summary['num_val']) == (2, 2)
+  # The same seed gives the same folds.
+  again = convert.convert_decathlon(str(task_dir), str(tmp_path / 'again'),
+                                    num_folds=2, fold=0, seed=5,
+                                    target_spacing=None)
+  assert json.loads((tmp_path / 'again' / 'splits.json').read_text()) == (
+      split_file)
+  assert again['num_val'] == len(split_file['folds'][0]['val'])
+  # The training pipeline's split-file filter picks the same cases.
+  cfg = config.build_config(None, {
+      'num_classes': 3, 'data': {'split_file': str(out / 'splits.json'),
+                                 'fold': 0}})
+  ids = sorted(e['case_id'].numpy().decode() for e in
+               pipeline.build_volume_dataset(cfg, str(out / '*.tfrecord')))
+  assert ids == split_file['folds'][0]['val']
+
+
+def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
+  task_dir, raw = task
+  out = tmp_path / 'out'
+  summary = convert.convert_decathlon(str(task_dir), str(out), num_shards=2,
+                                      validation_fraction=0.25)
+  records = read_back(out / '*.tfrecord')
+  assert summary['labels'] == LABELS
+  assert summary['modalities'] == {'0': 'MRI'}
+  assert (summary['num_train'], summary['num_val']) == (3, 1)
+  assert summary['shards'] == {
+      'train': ['train-00000-of-00002.tfrecord',
+                'train-00001-of-00002.tfrecord'],
+      'val': ['val-00000-of-00001.tfrecord']}
+  counts = sum(np.bincount(r['label'].reshape(-1), minlength=3)
+               for r in records.values())
+  assert summary['class_voxel_counts'] == {str(k): int(counts[k])
+                                           for k in range(3)}
+  oriented = np.array([pp.oriented_spacing(raw[c][2]) for c in sorted(raw)])
+  np.testing.assert_allclose(summary['spacing']['median'],
+                             np.median(oriented, axis=0))
+  np.testing.assert_allclose(
+      summary['preprocessing']['resample']['target_spacing'],
+      np.median(oriented, axis=0))
+  assert summary['preprocessing']['orientation'] == 'RAS'
+  by_id = {c['case_id']: c for c in summary['cases']}
+  for case_id, record in records.items():
+    entry = by_id[case_id]
+    image, label, affine = raw[case_id]
+    assert entry['original']['shape'] == list(label.shape)
+    assert entry['original']['orientation'] == 'LPS'
+    assert entry['stored']['orientation'] == 'RAS'
+    assert entry['stored']['shape'] == list(record['label'].shape)
+    np.testing.assert_allclose(entry['stored']['affine'], record['affine'],
+                               rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(record['spacing'], np.median(oriented, axis=0),
+                               rtol=1e-6)
+    # Foreground intensity statistics before normalisation (class means
+    # are 100 / 250 / 400 plus noise).
+    assert 150 < entry['intensity']['mean'][0] < 400
+    # Predictions map back onto the original grid.
+    restored = pp.restore_original(record['label'].astype(np.uint8), entry)
+    dice = 2 * np.sum((restored > 0) & (label > 0)) / (
+        np.sum(restored > 0) + np.sum(label > 0))
+    assert dice > 0.9, (case_id, dice)

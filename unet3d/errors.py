@@ -1,0 +1,25 @@
+"""The errors unet3d reports as one line naming the file, key or thing that failed.
+
+`unet_main.py` prints each as `error: <message>` and exits non-zero; anything
+else escaping a mode is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Sequence
+
+
+class ConfigError(ValueError):
+  """A config value or key is wrong. The message is one line naming the key."""
+
+
+def unknown_name(key: str, value: str, known: Sequence[str],
+                 kind: str) -> ConfigError:
+  """The error for a name that no registry holds, with the closest match."""
+  guess = difflib.get_close_matches(str(value), list(known), n=1)
+  if guess:
+    return ConfigError(f"{key}: unknown {kind} '{value}'; did you mean "
+                       f"'{guess[0]}'? (expected one of {', '.join(known)})")
+  return ConfigError(f"{key}: expected one of {', '.join(known)}, got "
+                     f'{value!r}')

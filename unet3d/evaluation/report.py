@@ -1,0 +1,87 @@
+"""Evaluation reports: the JSON report, its TensorBoard scalars, and the
+table printed to the terminal.
+
+Files in model_dir:
+  eval_results.json   the latest evaluation (`build_report`'s dict)
+  eval/               TensorBoard scalars of every evaluation
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from unet3d import fileio
+from unet3d.config import Config
+from unet3d.input import dataset_info
+from unet3d.metrics import overlap
+from unet3d.metrics import surface
+
+EVAL_RESULTS_FILE = 'eval_results.json'
+EVAL_SUMMARY_DIR = 'eval'
+
+
+def build_report(cfg: Config, counts: np.ndarray,
+                 region_counts: Optional[np.ndarray],
+                 surface_reports: list[dict], step: Optional[int]
+                ) -> dict[str, Any]:
+  """The report of one evaluation: `overlap.summarize` of the counts with
+  the dataset's class names, plus step, mode and surface metrics."""
+  names = dataset_info.class_names(
+      [cfg.eval_file_pattern, cfg.training_file_pattern], cfg.num_classes)
+  report = overlap.summarize(counts, class_names=names,
+                             empty_class=cfg.metrics.empty_class,
+                             include_background=False,
+                             region_counts_array=region_counts)
+  report['step'] = step
+  report['num_cases'] = int(len(counts))
+  report['eval_mode'] = cfg.data.eval_mode
+  if surface_reports:
+    report['surface_metrics'] = {
+        'mean': surface.summarize_surface(surface_reports),
+        'empty_convention': surface.EMPTY_CONVENTION,
+        'per_case': surface_reports}
+  return report
+
+
+def _flat_scalars(report: dict[str, Any], prefix: str = '') -> dict[str, float]:
+  out = {}
+  for key, value in report.items():
+    if isinstance(value, dict):
+      out.update(_flat_scalars(value, f'{prefix}{key}/'))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      if np.isfinite(value):
+        out[prefix + key] = float(value)
+  return out
+
+
+def write_report(model_dir: str, report: dict[str, Any]) -> None:
+  """Writes `eval_results.json` and the report's scalars to TensorBoard."""
+  fileio.write_json(fileio.join(model_dir, EVAL_RESULTS_FILE), report)
+  writer = tf.summary.create_file_writer(
+      fileio.join(model_dir, EVAL_SUMMARY_DIR))
+  with writer.as_default(step=report.get('step') or 0):
+    for key, value in _flat_scalars(report).items():
+      tf.summary.scalar(key, value)
+  writer.flush()
+
+
+def format_report(report: dict) -> str:
+  """Human-readable per-class lines of a `overlap.summarize` report."""
+  def fmt(value):
+    return 'n/a' if value is None else f'{value:.4f}'
+
+  lines = [f"{'class':>16s}  {'dice':>7s}  {'iou':>7s}  {'prec':>7s}  "
+           f"{'recall':>7s}"]
+  rows = list(report['per_class'].items()) + list(
+      (report.get('regions') or {}).items())
+  for name, s in rows:
+    lines.append(f"{name:>16s}  {fmt(s['dice']):>7s}  {fmt(s['iou']):>7s}  "
+                 f"{fmt(s['precision']):>7s}  {fmt(s['recall']):>7s}")
+  lines.append(f"{'mean foreground':>16s}  "
+               f"{fmt(report['mean_foreground_dice']):>7s}")
+  lines.append(f"({report['num_cases']} cases; a class empty in both label "
+               f"and prediction counts as: {report['empty_class']})")
+  return '\n'.join(lines)

@@ -1,0 +1,142 @@
+"""File I/O for run folders, records and exports, on any TensorFlow filesystem.
+
+Every read and write that can touch `model_dir`, TFRecords or an export goes
+through here, so `gs://bucket/run` (Cloud TPU), `ram://` (tests) and local
+paths behave alike. Writes are atomic where the filesystem allows: the
+content goes to `<path>.tmp-<pid>` and is renamed over `path`, so a reader
+never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+gfile = tf.io.gfile
+
+
+def is_remote(path: str) -> bool:
+  """True for paths with a URL scheme (gs://, ram://, s3://, ...)."""
+  return '://' in str(path)
+
+
+def join(*parts: str) -> str:
+  """os.path.join for local paths, '/'-joined for URL paths."""
+  if parts and is_remote(parts[0]):
+    return posixpath.join(*parts)
+  return os.path.join(*parts)
+
+
+def dirname(path: str) -> str:
+  return posixpath.dirname(path) if is_remote(path) else os.path.dirname(path)
+
+
+def exists(path: str) -> bool:
+  return gfile.exists(path)
+
+
+def isdir(path: str) -> bool:
+  return gfile.isdir(path)
+
+
+def makedirs(path: str) -> None:
+  gfile.makedirs(path)
+
+
+def listdir(path: str) -> list[str]:
+  return sorted(gfile.listdir(path)) if gfile.isdir(path) else []
+
+
+def glob(pattern: str) -> list[str]:
+  return sorted(gfile.glob(pattern))
+
+
+def remove(path: str) -> None:
+  """Removes a file or a folder tree; nothing when it is not there."""
+  if gfile.isdir(path):
+    gfile.rmtree(path)
+  elif gfile.exists(path):
+    gfile.remove(path)
+
+
+def read_text(path: str) -> str:
+  with gfile.GFile(path, 'r') as f:
+    return f.read()
+
+
+def read_json(path: str) -> Any:
+  return json.loads(read_text(path))
+
+
+def _tmp_name(path: str) -> str:
+  return f'{path}.tmp-{os.getpid()}'
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes text atomically (temporary name, then rename over `path`)."""
+  parent = dirname(path)
+  if parent:
+    gfile.makedirs(parent)
+  tmp = _tmp_name(path)
+  with gfile.GFile(tmp, 'w') as f:
+    f.write(text)
+  gfile.rename(tmp, path, overwrite=True)
+
+
+def _json_default(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f'not JSON serialisable: {type(value)}')
+
+
+def write_json(path: str, data: Any) -> None:
+  """Writes JSON (numpy values allowed) atomically."""
+  write_text(path, json.dumps(data, indent=2, default=_json_default) + '\n')
+
+
+@contextlib.contextmanager
+def published(path: str, suffix: str = '') -> Iterator[str]:
+  """Yields a local temporary file path; when the block completes, the file
+  becomes `path` (renamed locally, copied for remote filesystems). When the
+  block fails nothing appears at `path`.
+
+  For writers that need a real local file (nibabel, matplotlib, h5py).
+  """
+  parent = dirname(path)
+  if is_remote(path):
+    with tempfile.TemporaryDirectory() as local_dir:
+      local = os.path.join(local_dir, 'out' + suffix)
+      yield local
+      if parent:
+        gfile.makedirs(parent)
+      tmp = _tmp_name(path)
+      gfile.copy(local, tmp, overwrite=True)
+      gfile.rename(tmp, path, overwrite=True)
+    return
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  tmp = _tmp_name(path) + suffix
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def publish_dir(tmp_dir: str, final_dir: str) -> None:
+  """Moves a completed folder to `final_dir` (which must not exist)."""
+  if is_remote(final_dir) or is_remote(tmp_dir):
+    gfile.rename(tmp_dir, final_dir)
+  else:
+    shutil.move(tmp_dir, final_dir)

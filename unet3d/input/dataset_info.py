@@ -1,0 +1,49 @@
+"""The converter's dataset.json beside the TFRecord shards, as the online
+side reads it: where it is, its content, and the class names it gives.
+
+The converter (`unet3d.preprocess.dataset_json`) writes it; this module and
+that one share the file name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from unet3d import fileio
+
+DATASET_JSON = 'dataset.json'
+
+
+def path_beside(file_pattern: Optional[str]) -> Optional[str]:
+  """The dataset.json in the folder of the (first, when comma-separated)
+  shard pattern, when it exists there."""
+  if not file_pattern:
+    return None
+  path = fileio.join(fileio.dirname(file_pattern.split(',')[0]), DATASET_JSON)
+  return path if fileio.exists(path) else None
+
+
+def read(path: str) -> dict[str, Any]:
+  """The parsed dataset.json; a one-line ValueError naming the file."""
+  try:
+    info = fileio.read_json(path)
+  except ValueError as e:
+    raise ValueError(f'{path}: cannot read dataset.json ({e})') from None
+  if not isinstance(info, dict):
+    raise ValueError(f'{path}: expected a JSON object (the converter\'s '
+                     'dataset.json)')
+  return info
+
+
+def class_names(patterns: list[Optional[str]],
+                num_classes: int) -> Optional[list[str]]:
+  """Class names from the first dataset.json beside one of the patterns
+  whose `labels` has num_classes entries; None when there is none."""
+  for pattern in patterns:
+    path = path_beside(pattern)
+    if not path:
+      continue
+    labels = read(path).get('labels')
+    if isinstance(labels, dict) and len(labels) == num_classes:
+      return [labels[k] for k in sorted(labels, key=int)]
+  return None

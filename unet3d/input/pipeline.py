@@ -1,0 +1,314 @@
+"""tf.data input pipelines: parse -> sample patch -> augment -> batch.
+
+Training samples random patches of `input_image_size` from whole volumes, a
+share of them centred on a foreground voxel (nnU-Net's oversampling), and
+augments them (unet3d/input/augment.py). Evaluation takes one centre crop/pad
+per case, or whole volumes; it never augments.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import Optional
+
+import tensorflow as tf
+
+from unet3d.config import Config, ConfigError
+from unet3d.input import augment
+from unet3d.input import schema
+from unet3d.input import splits
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def list_files(pattern: str, shuffle: bool, seed: Optional[int]) -> list[str]:
+  """Files matching a (comma-separated) glob; errors name the pattern."""
+  files = []
+  for part in pattern.split(','):
+    part = part.strip()
+    if part:
+      files.extend(sorted(tf.io.gfile.glob(part)))
+  if not files:
+    raise ValueError(f'file pattern {pattern!r}: no files match')
+  return files
+
+
+def is_multi_label(cfg: Config) -> bool:
+  """Sigmoid models train on [*spatial, K] binary masks, not indices."""
+  return cfg.model.output_activation == 'sigmoid'
+
+
+def _parse_fn(cfg: Config):
+  if cfg.data.record_format == 'model_garden':
+    return functools.partial(
+        schema.parse_model_garden_example, image_size=cfg.input_image_size,
+        num_channels=cfg.num_channels, num_classes=cfg.num_classes,
+        label_dtype=cfg.label_dtype)
+  return functools.partial(schema.parse_example,
+                           spatial_dims=cfg.model.spatial_dims,
+                           multi_label=is_multi_label(cfg))
+
+
+def _pad_to(image, label, size):
+  """Pads image and label symmetrically to at least `size` (label pads
+  with 0, background)."""
+  rank = len(size)
+  shape = tf.shape(image)
+  pads = [tf.maximum(0, s - shape[i]) for i, s in enumerate(size)]
+  paddings = [[p // 2, p - p // 2] for p in pads]
+  image = tf.pad(image, paddings + [[0, 0]])
+  label = tf.pad(label, paddings + [[0, 0]] * (label.shape.rank - rank))
+  return image, label
+
+
+def _foreground_voxels(label, chosen, multi_label: bool):
+  if multi_label:
+    return tf.where(label[..., chosen] > 0)
+  return tf.where(tf.equal(label, chosen))
+
+
+def _present_foreground(label, multi_label: bool):
+  """Foreground classes (index labels) or mask channels present in label."""
+  if multi_label:
+    rank = label.shape.rank - 1
+    present = tf.reduce_any(label > 0, axis=list(range(rank)))
+    return tf.cast(tf.where(present)[:, 0], tf.int32)
+  classes, _ = tf.unique(tf.reshape(label, [-1]))
+  return tf.boolean_mask(classes, classes > 0)
+
+
+def sample_patch_centre(label, size, oversample: float, seed,
+                        multi_label: bool = False):
+  """The centre voxel [R] of a training patch inside a volume padded to at
+  least `size`.
+
+  With probability `oversample` the patch is centred on a random voxel of a
+  randomly chosen foreground class present in the volume (nnU-Net's
+  oversampling); otherwise it is a uniformly random crop. Centres are
+  clipped so that the patch lies inside the volume.
+  """
+  rank = len(size)
+  seeds = tf.random.experimental.stateless_split(seed, 3)
+  size_t = tf.constant(size, tf.int32)
+  max_start = tf.shape(label)[:rank] - size_t
+  random_start = tf.cast(
+      tf.random.stateless_uniform([rank], seeds[0]) *
+      tf.cast(max_start + 1, tf.float32), tf.int32)
+  random_start = tf.minimum(random_start, max_start)
+  foreground = _present_foreground(label, multi_label)
+  want_foreground = tf.random.stateless_uniform([], seeds[1]) < oversample
+
+  def foreground_start():
+    pick = tf.random.stateless_uniform([2], seeds[2])
+    chosen = foreground[tf.minimum(
+        tf.cast(pick[0] * tf.cast(tf.size(foreground), tf.float32), tf.int32),
+        tf.size(foreground) - 1)]
+    voxels = _foreground_voxels(label, chosen, multi_label)
+    index = tf.minimum(
+        tf.cast(pick[1] * tf.cast(tf.shape(voxels)[0], tf.float32), tf.int32),
+        tf.shape(voxels)[0] - 1)
+    centre = tf.cast(voxels[index], tf.int32)
+    return tf.clip_by_value(centre - size_t // 2, 0, max_start)
+
+  start = tf.cond(want_foreground & (tf.size(foreground) > 0),
+                  foreground_start, lambda: random_start)
+  return start + size_t // 2
+
+
+def _finish_label(cfg: Config, label, training: bool):
+  if (training and not cfg.use_index_label_in_train and
+      not is_multi_label(cfg)):
+    return tf.one_hot(label, cfg.num_classes, dtype=tf.as_dtype(
+        cfg.label_dtype))
+  return label
+
+
+def _label_shape(cfg: Config, size: list[int]) -> list[int]:
+  return size + ([cfg.num_classes] if is_multi_label(cfg) else [])
+
+
+def _centre_crop_or_pad(image, label, size):
+  image, label = _pad_to(image, label, size)
+  start = (tf.shape(image)[:len(size)] - tf.constant(size, tf.int32)) // 2
+  return augment.sample_patch(image, label,
+                              start + tf.constant(size, tf.int32) // 2, size)
+
+
+def _split_case_ids(cfg: Config, training: bool) -> Optional[list[str]]:
+  """Case ids of `data.fold` in `data.split_file` (train or val side)."""
+  if not cfg.data.split_file:
+    return None
+  path = cfg.data.split_file
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      content = json.load(f)
+  except (OSError, tf.errors.OpError) as e:
+    raise ConfigError(f'data.split_file: cannot read {path} ({e})') from None
+  except ValueError:
+    content = None  # not JSON: reported as a missing fold below
+  try:
+    return splits.fold_case_ids(content, cfg.data.fold,
+                                'train' if training else 'val')
+  except ValueError as e:
+    raise ConfigError(f'data.split_file: {path} {e}') from None
+
+
+def _records(cfg: Config, pattern: str, training: bool,
+             input_context: Optional[tf.distribute.InputContext]):
+  """Parsed examples of this input pipeline's share of the files.
+
+  Files are sharded across input pipelines; with fewer files than
+  pipelines, records are sharded instead so every pipeline still gets a
+  disjoint share.
+  """
+  files = list_files(pattern, training, cfg.seed)
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  shards = input_context.num_input_pipelines if input_context else 1
+  shard_files = shards > 1 and len(files) >= shards
+  if shard_files:
+    dataset = dataset.shard(shards, input_context.input_pipeline_id)
+  compression = 'GZIP' if cfg.compressed_input else ''
+  dataset = dataset.interleave(
+      lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+      cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
+      deterministic=True if cfg.deterministic else None)
+  if shards > 1 and not shard_files:
+    dataset = dataset.shard(shards, input_context.input_pipeline_id)
+  dataset = dataset.map(_parse_fn(cfg), num_parallel_calls=AUTOTUNE)
+  case_ids = _split_case_ids(cfg, training)
+  if case_ids is not None:
+    wanted = tf.constant(case_ids or [''], tf.string)
+    dataset = dataset.filter(
+        lambda ex: tf.reduce_any(tf.equal(ex['case_id'], wanted)))
+  return dataset
+
+
+def _options(cfg: Config) -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = bool(cfg.deterministic)
+  return options
+
+
+def _cache(cfg: Config, dataset: tf.data.Dataset, mode: str):
+  if cfg.data.cache == 'memory':
+    return dataset.cache()
+  if cfg.data.cache != 'none':
+    return dataset.cache(f'{cfg.data.cache}-{mode}')
+  return dataset
+
+
+def train_example_fn(cfg: Config):
+  """(parsed example, seed [2]) -> (image patch, label patch), augmented."""
+  size = list(cfg.input_image_size)
+  aug = cfg.data.augmentation
+  multi_label = is_multi_label(cfg)
+  transform = augment.uses_spatial_transform(aug)
+
+  def fn(example, seed):
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    image, label = _pad_to(example['image'], example['label'], size)
+    centre = sample_patch_centre(label, size, cfg.data.foreground_oversample,
+                                 seeds[0], multi_label)
+    if transform:
+      image, label = augment.cut_patch(image, label, centre, size, aug,
+                                       seeds[1])
+    else:
+      image, label = augment.sample_patch(image, label, centre, size)
+    if aug.enabled:
+      image, label = augment.augment_patch(image, label, aug, seeds[2],
+                                           multi_label)
+    image = tf.ensure_shape(image, size + [cfg.num_channels])
+    label = tf.ensure_shape(label, _label_shape(cfg, size))
+    return image, _finish_label(cfg, label, True)
+
+  return fn
+
+
+def build_dataset(cfg: Config, mode: str,
+                  input_context: Optional[tf.distribute.InputContext] = None,
+                  file_pattern: Optional[str] = None) -> tf.data.Dataset:
+  """Batches of (image [b, *size, C] float32, label) for 'train' or 'eval'."""
+  if mode not in ('train', 'eval'):
+    raise ValueError(f"mode: expected 'train' or 'eval', got {mode!r}")
+  training = mode == 'train'
+  pattern = file_pattern or (cfg.training_file_pattern if training
+                             else cfg.eval_file_pattern)
+  key = 'training_file_pattern' if training else 'eval_file_pattern'
+  if not pattern:
+    raise ConfigError(f'{key}: required for {mode}')
+  global_batch = cfg.train_batch_size if training else cfg.eval_batch_size
+  batch_key = 'train_batch_size' if training else 'eval_batch_size'
+  replicas = input_context.num_replicas_in_sync if input_context else 1
+  if global_batch % replicas:
+    raise ConfigError(f'{batch_key}: {global_batch} is not divisible by the '
+                      f'{replicas} replicas in sync')
+  batch = (input_context.get_per_replica_batch_size(global_batch)
+           if input_context else global_batch)
+  dataset = _cache(cfg, _records(cfg, pattern, training, input_context), mode)
+
+  if training:
+    dataset = dataset.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed).repeat()
+    # One stateless seed per example: with `seed` set, every patch and every
+    # augmentation draw repeats exactly from run to run.
+    seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
+    dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+        train_example_fn(cfg),
+        num_parallel_calls=cfg.data.num_parallel_calls or AUTOTUNE)
+    dataset = dataset.batch(batch, drop_remainder=True)
+  else:
+    size = list(cfg.data.eval_image_size or cfg.input_image_size)
+
+    def eval_map(example):
+      image, label = _centre_crop_or_pad(example['image'], example['label'],
+                                         size)
+      image = tf.ensure_shape(image, size + [cfg.num_channels])
+      label = tf.ensure_shape(label, _label_shape(cfg, size))
+      return image, label
+
+    dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(batch, drop_remainder=False)
+  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg))
+
+
+def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:
+  """One line naming the first shard that cannot be read or parsed.
+
+  tf.data errors rarely name the file, so on failure each configured shard
+  is read on its own until one fails the same way.
+  """
+  compression = 'GZIP' if cfg.compressed_input else ''
+  parse = _parse_fn(cfg)
+  for key in ('training_file_pattern', 'eval_file_pattern'):
+    pattern = getattr(cfg, key)
+    if not pattern:
+      continue
+    try:
+      files = list_files(pattern, False, None)
+    except ValueError:
+      continue
+    for path in files:
+      try:
+        for _ in tf.data.TFRecordDataset(path, compression).map(parse):
+          pass
+      except tf.errors.OpError as e:
+        return (f'{path}: cannot read this TFRecord shard '
+                f'({_first_line(e.message)}); expected {cfg.data.record_format}'
+                f' records, compressed_input={cfg.compressed_input}')
+  return f'input data: {_first_line(error.message)}'
+
+
+def _first_line(message: str) -> str:
+  """The readable part of a TensorFlow error message."""
+  message = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', message or '')
+  message = re.sub(r'\s*\[Op:\w+\].*$', '', message.strip().split('\n')[0])
+  return message or 'unknown error'
+
+
+def build_volume_dataset(cfg: Config, file_pattern: str,
+                         input_context: Optional[tf.distribute.InputContext]
+                         = None) -> tf.data.Dataset:
+  """Whole parsed cases (dicts of image, label, spacing, affine, case_id)."""
+  return _records(cfg, file_pattern, False, input_context).with_options(
+      _options(cfg))

@@ -1,0 +1,140 @@
+"""Optimizers and learning-rate schedules: the registries of their names and
+their builders from the config."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable
+
+import keras
+import tensorflow as tf
+
+from unet3d.errors import ConfigError, unknown_name
+
+if TYPE_CHECKING:
+  from unet3d.config import Config
+
+
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warm-up from 0 to the wrapped schedule's value at `warmup_steps`."""
+
+  def __init__(self, schedule, warmup_steps: int):
+    super().__init__()
+    self.schedule = schedule
+    self.warmup_steps = warmup_steps
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    after = self.schedule(step)
+    ramp = after * (step + 1.0) / float(self.warmup_steps)
+    return tf.where(step < self.warmup_steps, ramp, after)
+
+  def get_config(self):
+    return {'schedule': keras.saving.serialize_keras_object(self.schedule),
+            'warmup_steps': self.warmup_steps}
+
+
+class ConstantSchedule(keras.optimizers.schedules.LearningRateSchedule):
+
+  def __init__(self, value: float):
+    super().__init__()
+    self.value = value
+
+  def __call__(self, step):
+    del step
+    return tf.constant(self.value, tf.float32)
+
+  def get_config(self):
+    return {'value': self.value}
+
+
+def _exponential(cfg: Config):
+  return keras.optimizers.schedules.ExponentialDecay(
+      cfg.init_learning_rate, decay_steps=cfg.lr_decay_steps,
+      decay_rate=cfg.lr_decay_rate)
+
+
+def _cosine(cfg: Config):
+  return keras.optimizers.schedules.CosineDecay(
+      cfg.init_learning_rate, decay_steps=cfg.train_steps)
+
+
+def _polynomial(cfg: Config):
+  return keras.optimizers.schedules.PolynomialDecay(
+      cfg.init_learning_rate, decay_steps=cfg.train_steps,
+      end_learning_rate=0.0, power=0.9)
+
+
+# train.lr_schedule -> the schedule's builder.
+LR_SCHEDULES: dict[str, Callable] = {
+    'constant': lambda cfg: ConstantSchedule(cfg.init_learning_rate),
+    'exponential': _exponential,  # the Model Garden's
+    'cosine': _cosine,  # decays to 0 at train_steps
+    'polynomial': _polynomial,  # nnU-Net's (1 - step/train_steps) ** 0.9
+}
+
+
+def build_schedule(cfg: Config):
+  """The learning rate as a function of the step.
+
+  exponential: the Model Garden's init_learning_rate * lr_decay_rate **
+    (step / lr_decay_steps); cosine: decays to 0 at train_steps;
+  polynomial: nnU-Net's (1 - step/train_steps) ** 0.9.
+  """
+  schedule = LR_SCHEDULES[cfg.train.lr_schedule](cfg)
+  if cfg.train.warmup_steps > 0:
+    schedule = WarmupSchedule(schedule, cfg.train.warmup_steps)
+  return schedule
+
+
+def _momentum(cfg: Config, **common):
+  return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
+
+
+def _rmsprop(cfg: Config, **common):
+  return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
+
+
+def _adamw(cfg: Config, weight_decay=None, **common):
+  del cfg
+  return keras.optimizers.AdamW(weight_decay=weight_decay or 0.004, **common)
+
+
+# optimizer -> builder(cfg, learning_rate=, weight_decay=, [global_clipnorm=]).
+OPTIMIZERS: dict[str, Callable] = {
+    'adam': lambda cfg, **common: keras.optimizers.Adam(**common),
+    'adamw': _adamw,
+    'sgd': lambda cfg, **common: keras.optimizers.SGD(**common),
+    'momentum': _momentum,  # Nesterov, `momentum`
+    'rmsprop': _rmsprop,
+}
+
+
+def check_optimizer_config(cfg: Config) -> None:
+  """Raises ConfigError (one line naming the key) for optimizer and
+  schedule keys; config validation calls it."""
+  if cfg.optimizer not in OPTIMIZERS:
+    raise unknown_name('optimizer', cfg.optimizer, tuple(OPTIMIZERS),
+                       'optimizer')
+  if cfg.train.lr_schedule not in LR_SCHEDULES:
+    raise unknown_name('train.lr_schedule', cfg.train.lr_schedule,
+                       tuple(LR_SCHEDULES), 'schedule')
+  if cfg.init_learning_rate <= 0:
+    raise ConfigError('init_learning_rate: must be positive, got '
+                      f'{cfg.init_learning_rate}')
+  clip = cfg.train.gradient_clip_norm
+  if clip is not None and (not clip > 0 or math.isinf(clip)):
+    raise ConfigError(f'train.gradient_clip_norm: must be positive, got {clip}')
+
+
+def build_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
+  """Builds the optimizer named by `cfg.optimizer`, wrapped in loss scaling
+  when the global precision policy computes in float16."""
+  common = {'learning_rate': build_schedule(cfg),
+            'weight_decay': cfg.train.weight_decay or None}
+  if cfg.train.gradient_clip_norm is not None:
+    common['global_clipnorm'] = cfg.train.gradient_clip_norm
+  optimizer = OPTIMIZERS[cfg.optimizer](cfg, **common)
+  if keras.mixed_precision.global_policy().compute_dtype == 'float16':
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer

@@ -1,0 +1,344 @@
+"""One case, from its files to preprocessed arrays. Numpy only.
+
+These functions run in spawned worker processes, so this module (and the
+dataset modules whose loaders it calls) must not import TensorFlow.
+
+A dataset module supplies a list of `Case`s, a `load` function
+(`Case -> RawCase`, remapping and checking labels) and a `geometry`
+function (`Case -> (shape, affine)` from headers). `process_case` applies
+the shared `Plan`: reorient -> crop to nonzero -> resample (`to_stored_grid`,
+which inference shares) -> normalise, then an optional dataset-specific
+`finish` step (e.g. LiTS's liver crop).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from unet3d.preprocess import io
+from unet3d.preprocess import preprocessing as pp
+
+
+@dataclass(frozen=True)
+class Case:
+  """Where one case's files are. `image_files`: one file per channel, or
+  one 3D/4D file."""
+  case_id: str
+  image_files: tuple[str, ...]
+  label_file: Optional[str] = None
+
+
+@dataclass
+class RawCase:
+  """A loaded case. image: float32 [X, Y, Z, C]; label: uint8 [X, Y, Z]
+  class indices, uint8 [X, Y, Z, K] binary masks, or None."""
+  image: np.ndarray
+  label: Optional[np.ndarray]
+  affine: np.ndarray
+
+
+@dataclass
+class Processed:
+  """One output record: arrays on the stored grid and its geometry."""
+  case_id: str
+  image: np.ndarray
+  label: Optional[np.ndarray]
+  affine: np.ndarray
+  channel_mean: np.ndarray
+  channel_std: np.ndarray
+
+
+@dataclass(frozen=True)
+class Plan:
+  """The shared preprocessing of every case, fully resolved."""
+  reorient: bool = True
+  crop_nonzero: bool = True
+  # Exactly one of these, or neither (keep the grid).
+  target_spacing: Optional[tuple[float, float, float]] = None
+  target_shape: Optional[tuple[int, int, int]] = None
+  image_order: int = 3
+  label_interpolation: str = 'linear'
+  norms: tuple[pp.ChannelNorm, ...] = ()
+  # Foreground voxels sampled per case for the dataset statistics.
+  num_samples: int = 10000
+  seed: int = 0
+
+
+Loader = Callable[[Case], RawCase]
+GeometryFn = Callable[[Case], tuple[tuple[int, ...], np.ndarray]]
+# (main record, is_train, rng) -> records; the first is the case's record.
+Finisher = Callable[[Processed, bool, np.random.Generator], list[Processed]]
+
+
+def case_rng(seed: int, case_id: str) -> np.random.Generator:
+  """A generator that depends only on the seed and the case (not on the
+  process or the order of work)."""
+  return np.random.default_rng([seed, zlib.crc32(case_id.encode())])
+
+
+# ----------------------------------------------------------------------------
+# Reading files with checks
+# ----------------------------------------------------------------------------
+
+
+def _check_same_grid(path: str, shape, affine, ref_path: str, ref_shape,
+                     ref_affine, what: str) -> None:
+  """The file must cover the image's voxels: same shape, and its affine may
+  move no corner voxel by more than a tenth of a voxel (headers written by
+  different tools differ in the last float digits)."""
+  if tuple(shape[:3]) != tuple(ref_shape[:3]):
+    raise ValueError(f'{path}: {what} shape {tuple(shape[:3])} does not match '
+                     f'image shape {tuple(ref_shape[:3])} of {ref_path}')
+  corners = np.array(np.meshgrid(*[[0, n - 1] for n in ref_shape[:3]],
+                                 indexing='ij')).reshape(3, -1)
+  corners = np.vstack([corners, np.ones(corners.shape[1])])
+  moved = np.linalg.norm((np.asarray(affine, np.float64) -
+                          np.asarray(ref_affine, np.float64))[:3] @ corners,
+                         axis=0).max()
+  if moved > 0.1 * io.spacing_of(ref_affine).min():
+    raise ValueError(f'{path}: {what} affine differs from the image affine '
+                     f'of {ref_path} (voxels up to {moved:.3g} mm apart)')
+
+
+def read_images(files: Sequence[str], load=io.load_volume
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """Loads one 3D/4D file, or one 3D file per channel, as [X, Y, Z, C].
+
+  Returns (float32 image, affine). Files of one case must share their grid.
+  """
+  arrays = []
+  affine = None
+  for path in files:
+    data, file_affine, _ = load(path)
+    if data.ndim not in (3, 4) or (len(files) > 1 and data.ndim != 3):
+      raise ValueError(f'{path}: expected a 3D volume'
+                       f'{" or 4D channels" if len(files) == 1 else ""}, got '
+                       f'shape {data.shape}')
+    if affine is None:
+      affine = file_affine
+    else:
+      _check_same_grid(path, data.shape, file_affine, files[0],
+                       arrays[0].shape, affine, 'channel')
+    arrays.append(data.astype(np.float32).reshape(data.shape[:3] + (-1,)))
+  return np.concatenate(arrays, axis=-1), affine
+
+
+def read_label(path: str, image: np.ndarray, affine: np.ndarray,
+               image_path: str, load=io.load_volume) -> np.ndarray:
+  """The label file's array (values unchecked), on the image's grid."""
+  if not os.path.isfile(path):
+    raise ValueError(f'{path}: label file not found (for image {image_path})')
+  data, label_affine, _ = load(path)
+  _check_same_grid(path, data.shape, label_affine, image_path, image.shape,
+                   affine, 'label')
+  if data.ndim != 3:
+    raise ValueError(f'{path}: expected a 3D label volume, got shape '
+                     f'{data.shape}')
+  return data
+
+
+def file_geometry(case: Case) -> tuple[tuple[int, ...], np.ndarray]:
+  """(shape, affine) of the case's first image file, from its header."""
+  return io.volume_geometry(case.image_files[0])
+
+
+# ----------------------------------------------------------------------------
+# Work done per case (in a worker)
+# ----------------------------------------------------------------------------
+
+
+def labelled(label: np.ndarray) -> np.ndarray:
+  """Voxels of any foreground class ([X, Y, Z]) or any mask ([X, Y, Z, K])."""
+  return label.any(axis=-1) if label.ndim == 4 else label > 0
+
+
+def foreground_mask(label: Optional[np.ndarray], image: np.ndarray
+                   ) -> np.ndarray:
+  """Labelled voxels; without a label (or an empty one), nonzero voxels."""
+  if label is not None:
+    mask = labelled(label)
+    if mask.any():
+      return mask
+  return np.any(image != 0, axis=-1)
+
+
+def survey_case(case: Case, geometry: GeometryFn, load: Loader,
+                reorient: bool, sample_channels: Sequence[int],
+                num_samples: int, seed: int) -> dict[str, Any]:
+  """What the dataset statistics need from one case.
+
+  Returns {'spacing': per-axis mm (in canonical axis order when reorienting),
+  'shape', and 'samples': [N, len(sample_channels)] foreground intensities
+  when sample_channels is not empty (this reads the whole case)}.
+  """
+  shape, affine = geometry(case)
+  spacing = pp.oriented_spacing(affine) if reorient else io.spacing_of(affine)
+  out = {'spacing': spacing.tolist(), 'shape': list(shape[:3])}
+  if sample_channels:
+    raw = load(case)
+    # Only labelled voxels: a case without foreground contributes nothing.
+    if raw.label is None:
+      mask = np.zeros(raw.image.shape[:3], bool)
+    else:
+      mask = labelled(raw.label)
+    out['samples'] = pp.sample_rows(
+        raw.image[..., list(sample_channels)][mask], num_samples,
+        case_rng(seed, case.case_id))
+  return out
+
+
+def _channel_statistics(values: np.ndarray) -> dict[str, list[float]]:
+  """Per-channel statistics of voxel values [N, C]."""
+  values = values.astype(np.float64)
+  return {'count': [int(len(values))] * values.shape[-1],
+          'mean': values.mean(axis=0).tolist(),
+          'std': values.std(axis=0).tolist(),
+          'min': values.min(axis=0).tolist(),
+          'max': values.max(axis=0).tolist()}
+
+
+def _geometry(shape, affine) -> dict[str, Any]:
+  return {'shape': [int(s) for s in shape[:3]],
+          'affine': np.asarray(affine, np.float64).tolist(),
+          'spacing': io.spacing_of(affine).tolist(),
+          'orientation': pp.axcodes(affine)}
+
+
+@dataclass
+class Regridded:
+  """A case after the plan's geometric steps, before normalisation.
+
+  image: float32 [X, Y, Z, C] on the stored grid; label: as loaded, on that
+  grid, or None; mask: bool [X, Y, Z], the input's nonzero voxels carried
+  onto the grid (z-score within the nonzero mask uses it); affine: the
+  grid's voxel-to-world matrix; nonzero_crop: {'start', 'stop'} in voxels
+  of the reoriented input when cropped, else None.
+  """
+  image: np.ndarray
+  label: Optional[np.ndarray]
+  mask: np.ndarray
+  affine: np.ndarray
+  nonzero_crop: Optional[dict[str, list[int]]] = None
+
+
+def to_stored_grid(image: np.ndarray, label: Optional[np.ndarray],
+                   affine: np.ndarray, plan: Plan) -> Regridded:
+  """The plan's geometric steps: reorient -> crop to nonzero -> resample.
+
+  The converter (`process_case`) and inference (`unet3d.inference.predict`,
+  with label None) share it, so a volume to segment lands on the grid the
+  model was trained on.
+  """
+  nonzero_crop = None
+  if plan.reorient:
+    image, new_affine = pp.reorient(image, affine)
+    if label is not None:
+      label, _ = pp.reorient(label, affine)
+    affine = new_affine
+  if plan.crop_nonzero:
+    start, stop = pp.nonzero_bbox(image)
+    image = pp.crop(image, start, stop)
+    label = None if label is None else pp.crop(label, start, stop)
+    affine = pp.crop_affine(affine, start)
+    nonzero_crop = {'start': start.tolist(), 'stop': stop.tolist()}
+  mask = np.any(image != 0, axis=-1)
+  if plan.target_spacing is not None or plan.target_shape is not None:
+    grid = pp.resample_grid(image.shape, io.spacing_of(affine),
+                            plan.target_spacing, plan.target_shape)
+    if not grid.is_identity() or grid.shape != image.shape[:3]:
+      image = pp.resample_image(image, grid, plan.image_order)
+      if label is not None:
+        label = pp.resample_label(label, grid, plan.label_interpolation)
+      mask = pp.resample_label(mask.astype(np.uint8), grid,
+                               'nearest').astype(bool)
+      affine = pp.resampled_affine(affine, grid)
+  return Regridded(image, label, mask, affine, nonzero_crop)
+
+
+def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
+                 finish: Optional[Finisher] = None
+                ) -> tuple[list[Processed], dict[str, Any]]:
+  """Loads and preprocesses one case.
+
+  Returns (records, info): records[0] is the case itself (finish may add
+  more, e.g. augmented crops); info is the case's dataset.json entry
+  (original and stored geometry, crop box, class voxel counts, statistics)
+  plus 'samples' of foreground intensities before normalisation.
+  """
+  raw = load(case)
+  info: dict[str, Any] = {
+      'case_id': case.case_id, 'image_files': list(case.image_files),
+      'label_file': case.label_file,
+      'original': _geometry(raw.image.shape, raw.affine)}
+  grid = to_stored_grid(raw.image, raw.label, raw.affine, plan)
+  image, label, affine = grid.image, grid.label, grid.affine
+  if grid.nonzero_crop is not None:
+    info['nonzero_crop'] = grid.nonzero_crop
+  values = image[foreground_mask(label, image)]
+  info['intensity'] = _channel_statistics(
+      values if len(values) else image.reshape(-1, image.shape[-1]))
+  info['samples'] = pp.sample_rows(values, plan.num_samples,
+                                   case_rng(plan.seed, case.case_id))
+  image, mean, std = pp.normalize(image, plan.norms, grid.mask)
+  records = [Processed(case.case_id, image, label, affine, mean, std)]
+  if finish is not None:
+    records = finish(records[0], is_train, case_rng(plan.seed + 1,
+                                                    case.case_id))
+  main = records[0]
+  info['stored'] = _geometry(main.image.shape, main.affine)
+  info['channel_mean'] = main.channel_mean.tolist()
+  info['channel_std'] = main.channel_std.tolist()
+  info['num_records'] = len(records)
+  info['class_voxel_counts'] = ([] if main.label is None else
+                                pp.class_voxel_counts(main.label, 0))
+  info['label_type'] = (None if main.label is None else 'multi_label'
+                        if main.label.ndim == 4 else 'index')
+  return records, info
+
+
+@dataclass
+class Outcome:
+  """A job's result, or the one-line error that stopped it."""
+  case_id: str
+  value: Any = None
+  error: Optional[str] = None
+
+
+def run_job(job: tuple[Callable[..., Any], str, tuple, dict]) -> Outcome:
+  """Calls fn(*args, **kwargs); bad input (ValueError/OSError) becomes an
+  Outcome error rather than an exception, so one case can be skipped."""
+  fn, case_id, args, kwargs = job
+  try:
+    return Outcome(case_id, value=fn(*args, **kwargs))
+  except (ValueError, OSError) as e:
+    return Outcome(case_id, error=str(e).strip().splitlines()[0] or
+                   type(e).__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+  """What a dataset module tells the converter about its dataset.
+
+  load / geometry / finish must be module-level functions (or partials of
+  them) so that worker processes can unpickle them.
+  """
+  name: str
+  cases: tuple[Case, ...]
+  load: Loader
+  geometry: GeometryFn
+  # Channel names {"0": "CT"}; label names {"0": "background", ...}, or
+  # None to name classes by the values found.
+  modalities: dict[str, str]
+  labels: Optional[dict[str, str]]
+  # How each channel is normalised (CT parameters resolved later).
+  norms: tuple[pp.ChannelNorm, ...]
+  finish: Optional[Finisher] = None
+  # False when the files carry no orientation (e.g. HDF5).
+  has_orientation: bool = True
+  # Dataset-specific steps for dataset.json's `preprocessing`.
+  description: Optional[dict[str, Any]] = None

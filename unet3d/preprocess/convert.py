@@ -1,0 +1,536 @@
+"""Datasets -> sharded TFRecords of the unet3d schema + dataset.json + splits.
+
+One converter serves every dataset. A dataset module (lits, brats,
+decathlon, hdf5) describes its cases as a `cases.Source`; `convert` then
+
+1. surveys the cases (header spacing; foreground intensities for CT),
+2. resolves the shared plan (median target spacing, CT clip and z-score),
+3. splits case ids into folds (`splits.json`),
+4. preprocesses cases in worker processes (numpy only; 'spawn', since
+   TensorFlow is not fork-safe) while this process writes the shards
+   `train-XXXXX-of-YYYYY.tfrecord` and `val-...` in case order,
+5. writes `dataset.json`: labels, cases with their original and stored
+   geometry, class voxel counts, spacing and intensity statistics, the
+   preprocessing applied and any skipped cases.
+
+Everything goes to `<output>.tmp-<pid>` first and is renamed to `<output>`
+when complete, so an interrupted run never leaves a half-written output.
+Bad input stops the run with a one-line ValueError naming the file, or with
+`on_error='skip'` is recorded in dataset.json `skipped` and left out.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+from absl import logging
+import numpy as np
+
+from unet3d.preprocess import brats
+from unet3d.preprocess import cases
+from unet3d.preprocess import decathlon
+from unet3d.preprocess import hdf5
+from unet3d.preprocess import io
+from unet3d.preprocess import lits
+from unet3d.preprocess import preprocessing as pp
+from unet3d.input import dataset_info
+from unet3d.input import schema
+from unet3d.input import splits as splits_lib
+from unet3d.preprocess import dataset_json
+
+ON_ERROR = ('stop', 'skip')
+LABEL_INTERPOLATIONS = ('linear', 'nearest')
+
+
+@dataclass(frozen=True)
+class Options:
+  """How to convert; every dataset shares these.
+
+  target_spacing: 'median' (of the dataset, per canonical axis), a
+    per-axis spacing in mm, or None to keep each case's grid.
+  target_shape: resample every case to this many voxels instead (the
+    Model Garden's fixed resize; the spacing follows from it).
+  """
+  num_shards: int = 4
+  compressed: bool = True
+  overwrite: bool = False
+  validation_fraction: float = 0.2
+  num_folds: int = 1
+  fold: int = 0
+  seed: int = 0
+  num_processes: int = 1
+  on_error: str = 'stop'
+  reorient: bool = True
+  crop_nonzero: bool = True
+  target_spacing: Union[str, Sequence[float], None] = 'median'
+  target_shape: Optional[Sequence[int]] = None
+  image_order: int = 3
+  label_interpolation: str = 'linear'
+  # Foreground voxels sampled per case for intensity statistics.
+  num_samples: int = 10000
+
+
+def check_options(options: Options) -> None:
+  """One-line errors naming the flag."""
+  if options.num_shards < 1:
+    raise ValueError(f'--num_shards: must be >= 1, got {options.num_shards}')
+  if options.num_processes < 1:
+    raise ValueError('--num_processes: must be >= 1, got '
+                     f'{options.num_processes}')
+  if options.on_error not in ON_ERROR:
+    raise ValueError(f'--on_error: {options.on_error!r} is not one of '
+                     f'{ON_ERROR}')
+  if options.label_interpolation not in LABEL_INTERPOLATIONS:
+    raise ValueError(f'--label_interpolation: {options.label_interpolation!r} '
+                     f'is not one of {LABEL_INTERPOLATIONS}')
+  if not 0 <= options.image_order <= 5:
+    raise ValueError(f'--image_order: must be 0..5, got {options.image_order}')
+  if options.num_folds < 1:
+    raise ValueError(f'--num_folds: must be >= 1, got {options.num_folds}')
+  if not 0 <= options.fold < options.num_folds:
+    raise ValueError(f'--fold: must be in 0..{options.num_folds - 1}, got '
+                     f'{options.fold}')
+  if not 0.0 <= options.validation_fraction < 1.0:
+    raise ValueError('--validation_fraction: must be in [0, 1), got '
+                     f'{options.validation_fraction}')
+  spacing = options.target_spacing
+  if isinstance(spacing, str):
+    if spacing != 'median':
+      raise ValueError(f'--target_spacing: {spacing!r} is not "median", '
+                       '"original" or three numbers in mm')
+  elif spacing is not None and (len(spacing) != 3 or min(spacing) <= 0):
+    raise ValueError('--target_spacing: expected three positive numbers in '
+                     f'mm, got {list(spacing)}')
+  shape = options.target_shape
+  if shape is not None and (len(shape) != 3 or min(shape) < 1):
+    raise ValueError(f'target shape: expected three positive sizes, got '
+                     f'{list(shape)}')
+
+
+# ----------------------------------------------------------------------------
+# Output folder: refuse, write aside, publish
+# ----------------------------------------------------------------------------
+
+
+def _input_files(case_list: Sequence[cases.Case]) -> Iterator[str]:
+  for case in case_list:
+    yield from case.image_files
+    if case.label_file:
+      yield case.label_file
+
+
+def _check_output(output_dir: str, overwrite: bool,
+                  case_list: Sequence[cases.Case]) -> None:
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise ValueError(f'{output_dir}: exists and is not a folder')
+  if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+    raise ValueError(f'{output_dir}: output folder exists and is not empty '
+                     '(pass --overwrite to replace it)')
+  out = os.path.realpath(output_dir) + os.sep
+  for path in _input_files(case_list):
+    if os.path.realpath(path).startswith(out):
+      raise ValueError(f'{output_dir}: output folder holds input file '
+                       f'{path}; choose another output folder')
+
+
+def _publish(tmp_dir: str, output_dir: str) -> None:
+  """Renames the finished tmp folder to output_dir (replacing it)."""
+  if os.path.exists(output_dir):
+    old = f'{output_dir}.old-{os.getpid()}'
+    os.rename(output_dir, old)
+    os.rename(tmp_dir, output_dir)
+    shutil.rmtree(old)
+  else:
+    os.rename(tmp_dir, output_dir)
+
+
+@contextlib.contextmanager
+def _staged_output(output_dir: str, overwrite: bool,
+                   case_list: Sequence[cases.Case]):
+  """Yields `<output_dir>.tmp-<pid>`, renamed to output_dir when the block
+  completes and removed when it fails."""
+  _check_output(output_dir, overwrite, case_list)
+  tmp_dir = f'{output_dir}.tmp-{os.getpid()}'
+  shutil.rmtree(tmp_dir, ignore_errors=True)
+  os.makedirs(tmp_dir)
+  try:
+    yield tmp_dir
+    _publish(tmp_dir, output_dir)
+  finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------
+# Running jobs in order, in workers or in this process
+# ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _worker_pool(num_processes: int):
+  if num_processes <= 1:
+    yield None
+    return
+  pool = multiprocessing.get_context('spawn').Pool(num_processes)
+  try:
+    yield pool
+  finally:
+    pool.terminate()
+    pool.join()
+
+
+def _ordered_outcomes(pool, jobs: Sequence[tuple], window: int
+                     ) -> Iterator[cases.Outcome]:
+  """Job outcomes in job order, with at most `window` jobs in flight (so
+  finished volumes never pile up while this process writes)."""
+  if pool is None:
+    for job in jobs:
+      yield cases.run_job(job)
+    return
+  pending = collections.deque()
+  remaining = iter(jobs)
+
+  def submit():
+    job = next(remaining, None)
+    if job is not None:
+      pending.append(pool.apply_async(cases.run_job, (job,)))
+
+  for _ in range(window):
+    submit()
+  while pending:
+    outcome = pending.popleft().get()
+    submit()
+    yield outcome
+
+
+class _Errors:
+  """Applies the on_error policy and remembers skipped cases."""
+
+  def __init__(self, on_error: str):
+    self.on_error = on_error
+    self.skipped: list[dict[str, str]] = []
+
+  def ok(self, outcome: cases.Outcome, stage: str) -> bool:
+    if outcome.error is None:
+      return True
+    if self.on_error == 'stop':
+      raise ValueError(outcome.error)
+    logging.warning('skipped case %s: %s', outcome.case_id, outcome.error)
+    self.skipped.append({'case_id': outcome.case_id, 'stage': stage,
+                         'error': outcome.error})
+    return False
+
+
+class _NoBar:
+
+  def update(self, n=1):
+    pass
+
+  def close(self):
+    pass
+
+
+def _progress_bar(progress, total: int, desc: str):
+  """progress(total=, desc=) or a bar that does nothing; use with
+  contextlib.closing so an error ends the bar's line before it is printed."""
+  return _NoBar() if progress is None else progress(total=total, desc=desc)
+
+
+def _survey(pool, source: cases.Source, options: Options,
+            ct_channels: list[int], errors: _Errors, window: int,
+            progress) -> dict[str, dict[str, Any]]:
+  """{case_id: cases.survey_case(...)} of the cases that could be read."""
+  reorient = options.reorient and source.has_orientation
+  jobs = [(cases.survey_case, c.case_id,
+           (c, source.geometry, source.load, reorient, ct_channels,
+            options.num_samples, options.seed), {})
+          for c in source.cases]
+  survey = {}
+  with contextlib.closing(_progress_bar(
+      progress, len(jobs),
+      'survey (reading CT)' if ct_channels else 'survey')) as bar:
+    for outcome in _ordered_outcomes(pool, jobs, window):
+      bar.update(1)
+      if errors.ok(outcome, 'survey'):
+        survey[outcome.case_id] = outcome.value
+  if not survey:
+    raise ValueError(f'{source.name}: every case failed (see the warnings '
+                     'above)')
+  return survey
+
+
+# ----------------------------------------------------------------------------
+# Resolving the plan from the survey
+# ----------------------------------------------------------------------------
+
+
+def _resolve_plan(source: cases.Source, options: Options,
+                  survey: dict[str, dict[str, Any]],
+                  ct_channels: list[int]) -> cases.Plan:
+  target_spacing = options.target_spacing
+  if options.target_shape is not None:
+    target_spacing = None
+  elif isinstance(target_spacing, str):
+    target_spacing = tuple(float(s) for s in np.median(
+        [s['spacing'] for s in survey.values()], axis=0))
+  elif target_spacing is not None:
+    target_spacing = tuple(float(s) for s in target_spacing)
+  norms = list(source.norms)
+  if ct_channels:
+    samples = np.concatenate([s['samples'] for s in survey.values()])
+    if samples.shape[0] == 0:
+      raise ValueError(f'{source.name}: CT normalisation needs foreground '
+                       'voxels, but no case has a nonzero label')
+    for j, c in enumerate(ct_channels):
+      low, high, mean, std = pp.ct_parameters(
+          samples[:, j], norms[c].window, norms[c].percentiles)
+      norms[c] = dataclasses.replace(norms[c], clip_low=low, clip_high=high,
+                                     mean=mean, std=std)
+  return cases.Plan(
+      reorient=options.reorient and source.has_orientation,
+      crop_nonzero=options.crop_nonzero,
+      target_spacing=target_spacing,
+      target_shape=(None if options.target_shape is None else
+                    tuple(int(s) for s in options.target_shape)),
+      image_order=options.image_order,
+      label_interpolation=options.label_interpolation,
+      norms=tuple(norms), num_samples=options.num_samples, seed=options.seed)
+
+
+def _shard_plan(split_ids: dict[str, list[str]], num_shards: int, seed: int
+               ) -> list[tuple[str, str, list[str]]]:
+  """[(split, shard file name, case ids)]: each split's cases in a seeded
+  order, cut into contiguous shards so they can be written one by one."""
+  plan = []
+  for split in splits_lib.SPLIT_NAMES:
+    ids = split_ids[split]
+    if not ids:
+      continue
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    count = min(num_shards, len(ids))
+    for k, chunk in enumerate(np.array_split(np.array(order, object), count)):
+      plan.append((split, f'{split}-{k:05d}-of-{count:05d}.tfrecord',
+                   list(chunk)))
+  return plan
+
+
+# ----------------------------------------------------------------------------
+# The converter
+# ----------------------------------------------------------------------------
+
+
+def convert(source: cases.Source, output_dir: str,
+            options: Options = Options(),
+            progress: Optional[Callable[..., Any]] = None) -> dict[str, Any]:
+  """Converts a dataset; returns the dataset.json summary.
+
+  Args:
+    source: the dataset's cases, loader and names.
+    output_dir: the folder to create (refused when it exists and is not
+      empty, unless options.overwrite).
+    options: sharding, split, preprocessing and error policy.
+    progress: optional tqdm-like factory `progress(total=, desc=)` whose
+      result has `update(n)` and `close()`.
+
+  Raises:
+    ValueError: bad options or input, one line naming the flag or file.
+  """
+  check_options(options)
+  if not source.cases:
+    raise ValueError(f'{source.name}: no cases to convert')
+  counts = collections.Counter(c.case_id for c in source.cases)
+  duplicates = sorted(i for i, n in counts.items() if n > 1)
+  if duplicates:
+    raise ValueError(f'{source.name}: case ids are not unique: {duplicates}')
+  start_time = time.perf_counter()
+  errors = _Errors(options.on_error)
+  output_dir = os.path.normpath(output_dir)
+  with _staged_output(output_dir, options.overwrite,
+                      source.cases) as tmp_dir:
+    with _worker_pool(options.num_processes) as pool:
+      window = 2 * options.num_processes
+      ct_channels = [c for c, n in enumerate(source.norms)
+                     if n.scheme == 'ct']
+      survey = _survey(pool, source, options, ct_channels, errors, window,
+                       progress)
+      plan = _resolve_plan(source, options, survey, ct_channels)
+      splits = splits_lib.make_splits(list(survey), options.num_folds,
+                                      options.seed,
+                                      options.validation_fraction)
+      fold = splits_lib.check_fold(splits, options.fold)
+      by_id = {c.case_id: c for c in source.cases}
+      shard_plan = _shard_plan(fold, options.num_shards, options.seed)
+      jobs = [(cases.process_case, case_id,
+               (by_id[case_id], source.load, plan, split == 'train',
+                source.finish), {})
+              for split, _, chunk in shard_plan for case_id in chunk]
+      with contextlib.closing(_progress_bar(progress, len(jobs),
+                                            'convert')) as bar:
+        infos, samples, shards = _write_shards(
+            pool, jobs, shard_plan, tmp_dir, options, errors, window, bar)
+    if not infos:
+      raise ValueError(f'{source.name}: every case failed (see the warnings '
+                       'above)')
+    # Cases that failed after the split was drawn leave every fold.
+    splits = splits_lib.without(splits, [s['case_id'] for s in errors.skipped])
+    summary = dataset_json.dataset_summary(
+        source, plan, survey=survey, num_folds=splits['num_folds'],
+        infos=infos,
+        samples=samples, shards=shards, skipped=errors.skipped,
+        spacing_from=('dataset median' if isinstance(options.target_spacing,
+                                                     str) else 'given'),
+        compressed=options.compressed, fold=options.fold, seed=options.seed,
+        schema_version=schema.SCHEMA_VERSION)
+    summary['seconds'] = round(time.perf_counter() - start_time, 2)
+    splits_lib.write_splits(os.path.join(tmp_dir, splits_lib.SPLITS_JSON), splits)
+    with open(os.path.join(tmp_dir, dataset_info.DATASET_JSON), 'w') as f:
+      json.dump(summary, f, indent=1)
+  return summary
+
+
+def _to_volume(record: cases.Processed):
+  return schema.Volume(image=record.image, label=record.label,
+                       spacing=io.spacing_of(record.affine),
+                       affine=record.affine, case_id=record.case_id,
+                       channel_mean=record.channel_mean,
+                       channel_std=record.channel_std)
+
+
+def _write_shards(pool, jobs, shard_plan, tmp_dir: str, options: Options,
+                  errors: _Errors, window: int, bar):
+  """Runs the jobs and streams their records into the shards, in order."""
+  outcomes = _ordered_outcomes(pool, jobs, window)
+  infos, samples = [], []
+  shards = {split: [] for split in splits_lib.SPLIT_NAMES}
+
+  def records(split, name, chunk):
+    for _ in chunk:
+      outcome = next(outcomes)
+      bar.update(1)
+      if not errors.ok(outcome, 'convert'):
+        continue
+      volumes, info = outcome.value
+      samples.append(info.pop('samples'))
+      info.update(split=split, shard=name)
+      infos.append(info)
+      for volume in volumes:
+        yield schema.encode_volume(_to_volume(volume))
+
+  for split, name, chunk in shard_plan:
+    schema.write_records(os.path.join(tmp_dir, name),
+                         records(split, name, chunk), options.compressed)
+    shards[split].append(name)
+  return infos, samples, shards
+
+
+# ----------------------------------------------------------------------------
+# One entry point per dataset
+# ----------------------------------------------------------------------------
+
+
+def convert_decathlon(task_dir: str, output_dir: str, *,
+                      nonzero_mask: bool = False,
+                      ct_window: Optional[Sequence[float]] = None,
+                      progress=None, **options) -> dict[str, Any]:
+  """A Medical Segmentation Decathlon task folder -> TFRecords.
+
+  Args:
+    task_dir: holds dataset.json, imagesTr/ and labelsTr/.
+    output_dir: the output folder.
+    nonzero_mask: MRI channels are z-scored within the nonzero mask.
+    ct_window: clip CT channels to this window instead of the foreground
+      [0.5, 99.5] percentiles.
+    progress: see `convert`.
+    **options: fields of `Options` (num_shards=4, compressed=True,
+      overwrite=False, validation_fraction=0.2, seed=0, num_folds,
+      fold, num_processes, on_error, target_spacing, ...).
+  """
+  source = decathlon.source(task_dir, nonzero_mask=nonzero_mask,
+                            ct_window=ct_window)
+  return convert(source, output_dir, Options(**options), progress)
+
+
+def convert_lits(image_file_pattern: str, label_file_pattern: str,
+                 output_dir: str, *, hu_window=lits.HU_WINDOW,
+                 crop_liver_region: bool = True, output_size: int = 128,
+                 apply_data_aug: bool = False, augment_times: int = 8,
+                 shard_start: int = 0, shard_stride: int = 1,
+                 progress=None, **options) -> dict[str, Any]:
+  """LiTS volume-N / segmentation-N (.nii, .nii.gz or .npy) -> TFRecords.
+
+  See `lits.source` for the dataset arguments and `Options` for options.
+  """
+  source = lits.source(image_file_pattern, label_file_pattern,
+                       hu_window=hu_window,
+                       crop_liver_region=crop_liver_region,
+                       output_size=output_size, apply_data_aug=apply_data_aug,
+                       augment_times=augment_times, shard_start=shard_start,
+                       shard_stride=shard_stride)
+  return convert(source, output_dir, Options(**options), progress)
+
+
+def convert_lits_to_npy(input_path: str, output_dir: str, *,
+                       num_processes: int = 1, overwrite: bool = False,
+                       on_error: str = 'stop', progress=None
+                      ) -> dict[str, Any]:
+  """LiTS `volume-N.nii[.gz]` / `segmentation-N.nii[.gz]` -> `.npy` pairs.
+
+  Each `.npy` gets a `.json` sidecar with its affine and spacing; the
+  folder gets `npy_summary.json` (converted and skipped cases). Written to
+  a temporary folder and renamed when complete, like `convert`.
+  """
+  check_options(Options(num_processes=num_processes, on_error=on_error))
+  case_list = lits.find_nifti_cases(input_path)
+  errors = _Errors(on_error)
+  start_time = time.perf_counter()
+  converted = []
+  output_dir = os.path.normpath(output_dir)
+  with _staged_output(output_dir, overwrite, case_list) as tmp_dir:
+    with _worker_pool(num_processes) as pool:
+      jobs = [(lits.nifti_to_npy, c.case_id, (c, tmp_dir), {})
+              for c in case_list]
+      with contextlib.closing(_progress_bar(progress, len(jobs),
+                                            'nii -> npy')) as bar:
+        for outcome in _ordered_outcomes(pool, jobs, 2 * num_processes):
+          bar.update(1)
+          if errors.ok(outcome, 'convert'):
+            converted.append(outcome.value)
+    if not converted:
+      raise ValueError(f'{input_path}: every case failed (see the warnings '
+                       'above)')
+    summary = {'num_cases': len(converted), 'cases': converted,
+               'skipped': errors.skipped,
+               'seconds': round(time.perf_counter() - start_time, 2)}
+    with open(os.path.join(tmp_dir, 'npy_summary.json'), 'w') as f:
+      json.dump(summary, f, indent=1)
+  return summary
+
+
+def convert_brats(input_path: str, output_dir: str, *,
+                  modalities: Sequence[str] = brats.MODALITIES,
+                  regions: bool = False, progress=None,
+                  **options) -> dict[str, Any]:
+  """BraTS case folders -> TFRecords; see `brats.source`."""
+  source = brats.source(input_path, modalities=modalities, regions=regions)
+  return convert(source, output_dir, Options(**options), progress)
+
+
+def convert_hdf5(input_path: str, output_dir: str, *, raw_key: str = 'raw',
+                 label_key: str = 'label',
+                 spacing: Optional[Sequence[float]] = None,
+                 class_names: Optional[Sequence[str]] = None,
+                 normalization: str = 'zscore', progress=None,
+                 **options) -> dict[str, Any]:
+  """pytorch-3dunet HDF5 files -> TFRecords; see `hdf5.source`."""
+  source = hdf5.source(input_path, raw_key=raw_key, label_key=label_key,
+                       spacing=spacing, class_names=class_names,
+                       normalization=normalization)
+  return convert(source, output_dir, Options(**options), progress)

@@ -1,0 +1,210 @@
+"""LiTS (Liver Tumor Segmentation): finding, loading and cropping cases.
+
+Files are `volume-N` (CT, Hounsfield units) and `segmentation-N` (0
+background, 1 liver, 2 tumour) as `.nii`, `.nii.gz`, or `.npy` with a
+geometry sidecar (see `io.save_npy`). Numpy only: runs in worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from unet3d.preprocess import cases
+from unet3d.preprocess import io
+from unet3d.preprocess import preprocessing as pp
+
+LABELS = {'0': 'background', '1': 'liver', '2': 'tumor'}
+# Checked and stored as uint8; the values stay.
+LABEL_MAP = {int(k): int(k) for k in LABELS}
+# The window UNet 3+ uses for the liver (Hounsfield units).
+HU_WINDOW = (-200.0, 250.0)
+
+
+def _pattern_regex(pattern: str, flag: str) -> re.Pattern:
+  if pattern.count('{}') != 1:
+    raise ValueError(f'{flag}: {pattern!r} must contain one {{}} where the '
+                     'case number goes, e.g. /data/volume-{}.nii')
+  prefix, suffix = pattern.split('{}')
+  return re.compile(re.escape(prefix) + r'(\d+)' + re.escape(suffix) + '$')
+
+
+def find_cases(image_file_pattern: str, label_file_pattern: str,
+               shard_start: int = 0, shard_stride: int = 1
+              ) -> list[cases.Case]:
+  """Cases numbered shard_start, shard_start + shard_stride, ...
+
+  Args:
+    image_file_pattern: e.g. `/data/volume-{}.nii`; `{}` is the number.
+    label_file_pattern: e.g. `/data/segmentation-{}.nii`.
+    shard_start, shard_stride: the Model Garden's way to split the work
+      between machines: only numbers shard_start + n * shard_stride.
+
+  A missing label file is reported when its case is loaded.
+  """
+  regex = _pattern_regex(image_file_pattern, '--image_file_pattern')
+  _pattern_regex(label_file_pattern, '--label_file_pattern')
+  if shard_stride < 1 or shard_start < 0:
+    raise ValueError('--shard_start/--shard_stride: need shard_start >= 0 '
+                     f'and shard_stride >= 1, got {shard_start}, '
+                     f'{shard_stride}')
+  found = []
+  for path in glob.glob(image_file_pattern.replace('{}', '*')):
+    match = regex.match(path)
+    if match:
+      number = int(match.group(1))
+      if number >= shard_start and (number - shard_start) % shard_stride == 0:
+        found.append((number, match.group(1), path))
+  if not found:
+    raise ValueError(f'{image_file_pattern}: no LiTS volumes match (with '
+                     f'shard_start={shard_start}, shard_stride={shard_stride})')
+  return [cases.Case(case_id=f'volume-{text}', image_files=(path,),
+                     label_file=label_file_pattern.replace('{}', text))
+          for _, text, path in sorted(found)]
+
+
+def find_nifti_cases(input_path: str) -> list[cases.Case]:
+  """`volume-N.nii[.gz]` with `segmentation-N.nii[.gz]` in one folder."""
+  if not os.path.isdir(input_path):
+    raise ValueError(f'{input_path}: not a folder (expected LiTS '
+                     'volume-N.nii and segmentation-N.nii files)')
+  found = []
+  for suffix in ('.nii', '.nii.gz'):
+    pattern = os.path.join(input_path, 'volume-{}' + suffix)
+    if glob.glob(pattern.replace('{}', '*')):
+      found += find_cases(pattern, os.path.join(input_path,
+                                                'segmentation-{}' + suffix))
+  if not found:
+    raise ValueError(f'{input_path}: no LiTS volume-N.nii or volume-N.nii.gz '
+                     'files found')
+  return found
+
+
+def nifti_to_npy(case: cases.Case, output_dir: str) -> dict[str, Any]:
+  """Writes `volume-N.npy` (the file's dtype) and `segmentation-N.npy`
+  (uint8), each with its geometry sidecar `.json`, after checking that they
+  match and that the labels are {0, 1, 2}."""
+  image, affine, _ = io.load_nifti(case.image_files[0])
+  label = cases.read_label(case.label_file, image, affine,
+                           case.image_files[0], load=io.load_nifti)
+  label = pp.remap_labels(label, LABEL_MAP, case.label_file)
+  number = case.case_id[len('volume-'):]
+  for name, array, path in (('volume', image, case.image_files[0]),
+                            ('segmentation', label, case.label_file)):
+    io.save_npy(os.path.join(output_dir, f'{name}-{number}.npy'), array,
+                affine, extra={'source': os.path.basename(path)})
+  return {'case_id': case.case_id, 'shape': list(image.shape),
+          'spacing': io.spacing_of(affine).tolist()}
+
+
+def load_case(case: cases.Case) -> cases.RawCase:
+  """CT [X, Y, Z, 1] in HU and labels {0, 1, 2}; errors name the file."""
+  image, affine = cases.read_images(case.image_files)
+  if image.shape[-1] != 1:
+    raise ValueError(f'{case.image_files[0]}: expected one CT channel, got '
+                     f'shape {image.shape[:3] + (image.shape[-1],)}')
+  label = cases.read_label(case.label_file, image, affine,
+                           case.image_files[0])
+  label = pp.remap_labels(label, LABEL_MAP, case.label_file)
+  return cases.RawCase(image, label, affine)
+
+
+def _crop_record(record: cases.Processed, start, stop,
+                 case_id: Optional[str] = None) -> cases.Processed:
+  return cases.Processed(
+      case_id or record.case_id, pp.crop(record.image, start, stop),
+      pp.crop(record.label, start, stop), pp.crop_affine(record.affine, start),
+      record.channel_mean, record.channel_std)
+
+
+def _intensity_change(image: np.ndarray, rng: np.random.Generator
+                     ) -> np.ndarray:
+  # The Model Garden's colour augmentation: 90% of crops are scaled by a
+  # factor ~ N(1, 0.05) clipped to [0.9, 1.1].
+  if rng.random() < 0.1:
+    return image
+  return image * np.float32(np.clip(rng.normal(1.0, 0.05), 0.9, 1.1))
+
+
+def finish(record: cases.Processed, is_train: bool, rng: np.random.Generator,
+           *, crop_liver_region: bool, output_size: int, augment_times: int
+          ) -> list[cases.Processed]:
+  """The LiTS-specific last step, after resampling and normalisation.
+
+  crop_liver_region: crop to the liver's bounding box (label > 0), grown to
+    at least output_size voxels per axis where the volume allows.
+  augment_times: for training cases, add this many random crops of
+    output_size^3 (around the liver when cropping to it), each with the
+    Model Garden's random intensity scaling, as records
+    `<case_id>_aug<k>`. 0: none.
+  """
+  shape = np.array(record.image.shape[:3])
+  size = np.full(3, output_size)
+  liver = record.label > 0
+  if crop_liver_region and liver.any():
+    start, stop = pp.nonzero_bbox(liver)
+    start, stop = pp.box_around(start, stop, size, shape)
+    record = _crop_record(record, start, stop)
+    shape = stop - start
+    liver = record.label > 0
+  out = [record]
+  if not is_train or augment_times <= 0:
+    return out
+  crop_size = np.minimum(size, shape)
+  if crop_liver_region and liver.any():
+    lo, hi = pp.nonzero_bbox(liver)
+    centre = (lo + hi - 1) // 2
+  else:
+    centre = None
+  for k in range(augment_times):
+    if centre is None:
+      start = np.array([rng.integers(0, s - c + 1)
+                        for s, c in zip(shape, crop_size)])
+    else:
+      # Jittered around the liver centre, as the Model Garden did.
+      jitter = np.clip(rng.normal(0, output_size / 6, 3), -output_size / 4,
+                       output_size / 4)
+      start = np.clip(np.round(centre + jitter - crop_size // 2).astype(int),
+                      0, shape - crop_size)
+    crop = _crop_record(record, start, start + crop_size,
+                        f'{record.case_id}_aug{k:02d}')
+    crop.image = _intensity_change(crop.image, rng)
+    out.append(crop)
+  return out
+
+
+def source(image_file_pattern: str, label_file_pattern: str, *,
+           hu_window: Optional[Sequence[float]] = HU_WINDOW,
+           crop_liver_region: bool = True, output_size: int = 128,
+           apply_data_aug: bool = False, augment_times: int = 8,
+           shard_start: int = 0, shard_stride: int = 1) -> cases.Source:
+  """The LiTS dataset for `convert.convert`.
+
+  hu_window: CT is clipped to this HU window, then z-scored with the
+    dataset's foreground mean and std; None: clip to the foreground
+    [0.5, 99.5] percentiles instead.
+  """
+  if output_size < 1:
+    raise ValueError(f'--output_size: must be >= 1, got {output_size}')
+  window = None if hu_window is None else tuple(float(v) for v in hu_window)
+  if window is not None and (len(window) != 2 or window[0] >= window[1]):
+    raise ValueError(f'--hu_window: expected low,high with low < high, got '
+                     f'{list(hu_window)}')
+  times = augment_times if apply_data_aug else 0
+  return cases.Source(
+      name=image_file_pattern,
+      cases=tuple(find_cases(image_file_pattern, label_file_pattern,
+                             shard_start, shard_stride)),
+      load=load_case, geometry=cases.file_geometry,
+      modalities={'0': 'CT'}, labels=dict(LABELS),
+      norms=(pp.ChannelNorm('ct', window=window),),
+      finish=functools.partial(finish, crop_liver_region=crop_liver_region,
+                               output_size=output_size, augment_times=times),
+      description={'liver_crop': ({'min_size': output_size} if
+                                  crop_liver_region else None),
+                   'augmented_crops_per_train_case': times})
