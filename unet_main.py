@@ -44,7 +44,7 @@ _FLAG_TO_KEY = {
 }
 
 
-def resolve_config(argv_flags) -> 'config.Config':
+def resolve_config(argv_flags):
   """Builds the run's config; eval, export and predict start from
   model_dir/params.yaml."""
   from unet3d import config  # pylint: disable=g-import-not-at-top

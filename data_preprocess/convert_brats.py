@@ -27,8 +27,8 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
-  return convert.convert_brats(
+  from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.convert_brats(
       FLAGS.input_path, FLAGS.output_path, modalities=FLAGS.modalities,
       regions=FLAGS.regions, progress=common_flags.progress_bar(),
       **common_flags.convert_options())

@@ -27,8 +27,8 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
-  return convert.convert_decathlon(
+  from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.convert_decathlon(
       FLAGS.input_path, FLAGS.output_path, nonzero_mask=FLAGS.nonzero_mask,
       ct_window=common_flags.parse_floats(FLAGS.ct_window, 'ct_window', 2),
       progress=common_flags.progress_bar(), **common_flags.convert_options())

@@ -28,8 +28,8 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
-  return convert.convert_hdf5(
+  from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.convert_hdf5(
       FLAGS.input_path, FLAGS.output_path, raw_key=FLAGS.raw_key,
       label_key=FLAGS.label_key,
       spacing=common_flags.parse_floats(FLAGS.spacing, 'spacing', 3),

@@ -52,7 +52,7 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
   options = common_flags.convert_options()
   if FLAGS.resize_size < 0:
     raise ValueError(f'--resize_size: must be >= 0, got {FLAGS.resize_size}')
@@ -60,7 +60,7 @@ def run_conversion():
     options['target_shape'] = [FLAGS.resize_size] * 3
   window = (None if FLAGS.hu_window.lower() == 'none' else
             common_flags.parse_floats(FLAGS.hu_window, 'hu_window', 2))
-  return convert.convert_lits(
+  return datasets.convert_lits(
       FLAGS.image_file_pattern, FLAGS.label_file_pattern, FLAGS.output_path,
       hu_window=window, crop_liver_region=FLAGS.crop_liver_region,
       output_size=FLAGS.output_size, apply_data_aug=FLAGS.apply_data_aug,

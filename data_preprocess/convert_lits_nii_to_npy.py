@@ -23,8 +23,8 @@ FLAGS = flags.FLAGS
 
 
 def run_conversion():
-  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
-  return convert.convert_lits_to_npy(
+  from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.convert_lits_to_npy(
       FLAGS.input_path, FLAGS.output_path, num_processes=FLAGS.num_processes,
       overwrite=FLAGS.overwrite, on_error=FLAGS.on_error,
       progress=common_flags.progress_bar())

@@ -65,8 +65,7 @@ def write_cases(folder, num_volumes, shape):
 
 def main(argv):
   del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
-  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
   shape = tuple(int(s) for s in FLAGS.shape)
   root = FLAGS.work_dir or tempfile.mkdtemp(prefix='benchmark_preprocess_')
   data = os.path.join(root, 'lits')
@@ -81,7 +80,7 @@ def main(argv):
     for processes in (int(p) for p in FLAGS.processes):
       out = os.path.join(root, f'records_{processes}')
       start = time.perf_counter()
-      summary = convert.convert_lits(
+      summary = datasets.convert_lits(
           os.path.join(data, 'volume-{}.nii.gz'),
           os.path.join(data, 'segmentation-{}.nii.gz'), out,
           crop_liver_region=False, num_processes=processes, overwrite=True,

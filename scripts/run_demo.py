@@ -43,7 +43,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from unet3d import config
   from unet3d.evaluation import report as report_lib
-  from unet3d.preprocess import convert
+  from unet3d.preprocess import datasets
   from unet3d.preprocess import synthetic
   from unet3d.training import trainer
   # pylint: enable=g-import-not-at-top
@@ -60,7 +60,7 @@ def main(argv):
                                       seed=0)
 
   print(f'[2/3] converting to TFRecords in {records_dir}')
-  summary = convert.convert_decathlon(
+  summary = datasets.convert_decathlon(
       task_dir, records_dir, overwrite=True, num_shards=4,
       validation_fraction=FLAGS.validation_fraction, seed=0)
   del summary

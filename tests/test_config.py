@@ -10,7 +10,7 @@ import yaml
 
 from unet3d import config
 from unet3d import distribute
-from unet3d.config import Config, ConfigError
+from unet3d.config import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -35,6 +35,11 @@ def join(*parts: str) -> str:
   return os.path.join(*parts)
 
 
+def normpath(path: str) -> str:
+  """os.path.normpath for local paths; URL paths lose trailing '/' only."""
+  return path.rstrip('/') if is_remote(path) else os.path.normpath(path)
+
+
 def dirname(path: str) -> str:
   return posixpath.dirname(path) if is_remote(path) else os.path.dirname(path)
 
@@ -61,10 +66,13 @@ def glob(pattern: str) -> list[str]:
 
 def remove(path: str) -> None:
   """Removes a file or a folder tree; nothing when it is not there."""
-  if gfile.isdir(path):
-    gfile.rmtree(path)
-  elif gfile.exists(path):
-    gfile.remove(path)
+  try:
+    if gfile.isdir(path):
+      gfile.rmtree(path)
+    elif gfile.exists(path):
+      gfile.remove(path)
+  except tf.errors.NotFoundError:
+    pass
 
 
 def read_text(path: str) -> str:
@@ -134,9 +142,27 @@ def published(path: str, suffix: str = '') -> Iterator[str]:
       os.remove(tmp)
 
 
+def copy_tree(src_dir: str, dst_dir: str, last: tuple[str, ...] = ()) -> None:
+  """Copies every file below src_dir to the same place below dst_dir (any
+  filesystems); files named in `last` (relative paths) are copied last, so
+  their presence marks a complete copy."""
+  files = []
+  for root, _, names in gfile.walk(src_dir):
+    rel_root = root[len(src_dir):].lstrip('/')
+    files.extend(posixpath.join(rel_root, n) if rel_root else n for n in names)
+  files.sort(key=lambda rel: (rel in last, rel))
+  for rel in files:
+    target = join(dst_dir, rel)
+    gfile.makedirs(dirname(target))
+    gfile.copy(join(src_dir, rel), target, overwrite=True)
+
+
 def publish_dir(tmp_dir: str, final_dir: str) -> None:
-  """Moves a completed folder to `final_dir` (which must not exist)."""
+  """Moves a completed folder to `final_dir` (which must not exist): a
+  rename locally; on object stores, which cannot rename folders, a copy
+  followed by removing tmp_dir."""
   if is_remote(final_dir) or is_remote(tmp_dir):
-    gfile.rename(tmp_dir, final_dir)
+    copy_tree(tmp_dir, final_dir)
+    remove(tmp_dir)
   else:
     shutil.move(tmp_dir, final_dir)

@@ -10,12 +10,16 @@ it correctly under any tf.distribute strategy.
 classes, 'sigmoid' for multi-label targets (e.g. BraTS regions).
 
 Voxels whose index label equals `ignore_label` are left out of every loss.
+
+`LOSS_NAMES` is the registry config validation asks (`check_loss_config`);
+`build_loss_fn(cfg)` takes a `unet3d.config.Config` without importing that
+module, which imports this one.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -23,9 +27,6 @@ from unet3d import labels as labels_lib
 from unet3d import ms_ssim as ms_ssim_lib
 from unet3d.errors import ConfigError, unknown_name
 from unet3d.models import heads
-
-if TYPE_CHECKING:
-  from unet3d.config import Config
 
 EPSILON = 1e-7
 
@@ -322,7 +323,7 @@ def get_loss(name: str) -> Callable:
   return _LOSSES[name]
 
 
-def check_loss_config(cfg: Config) -> None:
+def check_loss_config(cfg) -> None:
   """Raises ConfigError (one line naming the key) for loss keys no loss can
   honour; config validation calls it."""
   get_loss(cfg.loss)
@@ -384,7 +385,7 @@ def presence_targets(labels, num_classes: int, ignore_label=None):
   return tf.one_hot(present, 2, dtype=tf.float32)
 
 
-def build_loss_fn(cfg: Config):
+def build_loss_fn(cfg):
   """Returns fn(labels, outputs) -> [B] for the configured loss.
 
   `outputs` is a logits tensor or the dict of a multi-head model

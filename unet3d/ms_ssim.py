@@ -7,6 +7,8 @@ one-hot targets per class channel.
 from __future__ import annotations
 
 
+from typing import Sequence
+
 import numpy as np
 import tensorflow as tf
 

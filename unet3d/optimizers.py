@@ -1,18 +1,19 @@
 """Optimizers and learning-rate schedules: the registries of their names and
-their builders from the config."""
+their builders from the config.
+
+Builders take `cfg`, a `unet3d.config.Config`; they do not import that
+module, because config validation imports these registries.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import keras
 import tensorflow as tf
 
 from unet3d.errors import ConfigError, unknown_name
-
-if TYPE_CHECKING:
-  from unet3d.config import Config
 
 
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -48,18 +49,18 @@ class ConstantSchedule(keras.optimizers.schedules.LearningRateSchedule):
     return {'value': self.value}
 
 
-def _exponential(cfg: Config):
+def _exponential(cfg):
   return keras.optimizers.schedules.ExponentialDecay(
       cfg.init_learning_rate, decay_steps=cfg.lr_decay_steps,
       decay_rate=cfg.lr_decay_rate)
 
 
-def _cosine(cfg: Config):
+def _cosine(cfg):
   return keras.optimizers.schedules.CosineDecay(
       cfg.init_learning_rate, decay_steps=cfg.train_steps)
 
 
-def _polynomial(cfg: Config):
+def _polynomial(cfg):
   return keras.optimizers.schedules.PolynomialDecay(
       cfg.init_learning_rate, decay_steps=cfg.train_steps,
       end_learning_rate=0.0, power=0.9)
@@ -74,7 +75,7 @@ LR_SCHEDULES: dict[str, Callable] = {
 }
 
 
-def build_schedule(cfg: Config):
+def build_schedule(cfg):
   """The learning rate as a function of the step.
 
   exponential: the Model Garden's init_learning_rate * lr_decay_rate **
@@ -87,15 +88,15 @@ def build_schedule(cfg: Config):
   return schedule
 
 
-def _momentum(cfg: Config, **common):
+def _momentum(cfg, **common):
   return keras.optimizers.SGD(momentum=cfg.momentum, nesterov=True, **common)
 
 
-def _rmsprop(cfg: Config, **common):
+def _rmsprop(cfg, **common):
   return keras.optimizers.RMSprop(momentum=cfg.momentum, **common)
 
 
-def _adamw(cfg: Config, weight_decay=None, **common):
+def _adamw(cfg, weight_decay=None, **common):
   del cfg
   return keras.optimizers.AdamW(weight_decay=weight_decay or 0.004, **common)
 
@@ -110,7 +111,7 @@ OPTIMIZERS: dict[str, Callable] = {
 }
 
 
-def check_optimizer_config(cfg: Config) -> None:
+def check_optimizer_config(cfg) -> None:
   """Raises ConfigError (one line naming the key) for optimizer and
   schedule keys; config validation calls it."""
   if cfg.optimizer not in OPTIMIZERS:
@@ -127,7 +128,7 @@ def check_optimizer_config(cfg: Config) -> None:
     raise ConfigError(f'train.gradient_clip_norm: must be positive, got {clip}')
 
 
-def build_optimizer(cfg: Config) -> keras.optimizers.Optimizer:
+def build_optimizer(cfg) -> keras.optimizers.Optimizer:
   """Builds the optimizer named by `cfg.optimizer`, wrapped in loss scaling
   when the global precision policy computes in float16."""
   common = {'learning_rate': build_schedule(cfg),

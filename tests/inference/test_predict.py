@@ -14,7 +14,7 @@ from tests.preprocess import test_convert_common as common
 from unet3d import config
 from unet3d import run_dir
 from unet3d.preprocess import cases
-from unet3d.preprocess import convert
+from unet3d.preprocess import datasets
 from unet3d.preprocess import io
 from unet3d.preprocess import dataset_json
 from unet3d.inference import predict
@@ -56,7 +56,7 @@ def _convert(root, modalities=None, **options):
   common.write_msd_task(str(task_dir), common.SPECS, modalities=modalities)
   _zero_border(task_dir / 'imagesTr' / 'case_000.nii.gz')
   out = root / 'records'
-  dataset_info = convert.convert_decathlon(
+  dataset_info = datasets.convert_decathlon(
       str(task_dir), str(out), num_shards=1, validation_fraction=0.25,
       **options)
   return task_dir, out, dataset_info

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from tests.preprocess import test_convert_common as common
-from unet3d.preprocess import convert
+from unet3d.preprocess import datasets
 from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
 
@@ -96,7 +96,7 @@ def test_cli_converts_case_folders(tmp_path):
 def test_region_targets(tmp_path):
   raw = _write_brats(tmp_path / 'BraTS')
   out = tmp_path / 'records'
-  summary = convert.convert_brats(str(tmp_path / 'BraTS'), str(out),
+  summary = datasets.convert_brats(str(tmp_path / 'BraTS'), str(out),
                                   regions=True, validation_fraction=0.0)
   assert summary['labels'] == {'0': 'whole_tumor', '1': 'tumor_core',
                                '2': 'enhancing_tumor'}
@@ -121,7 +121,7 @@ def test_missing_modality_is_named(tmp_path):
   missing = (tmp_path / 'BraTS' / 'BraTS20_Training_002' /
              'BraTS20_Training_002_t1ce.nii.gz')
   missing.unlink()
-  summary = convert.convert_brats(str(tmp_path / 'BraTS'),
+  summary = datasets.convert_brats(str(tmp_path / 'BraTS'),
                                   str(tmp_path / 'out'), on_error='skip')
   assert summary['skipped'] == [{'case_id': 'BraTS20_Training_002',
                                  'stage': 'convert',

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import uuid
 import sys
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import pytest
 
 from unet3d import config
 from unet3d.preprocess import cases
+from unet3d import fileio
 from unet3d.preprocess import convert
+from unet3d.preprocess import datasets
 from unet3d.preprocess import io
 from unet3d.input import pipeline
 from unet3d.preprocess import preprocessing as pp
@@ -140,22 +143,38 @@ def _leftovers(tmp_path, name='out'):
 def test_existing_output_is_refused_without_overwrite(task, tmp_path):
   task_dir, _ = task
   out = tmp_path / 'out'
-  convert.convert_decathlon(str(task_dir), str(out))
+  datasets.convert_decathlon(str(task_dir), str(out))
   (out / 'stale.txt').write_text('from an earlier run')
   with pytest.raises(ValueError, match=f'^{out}: output folder exists and is '
                      r'not empty \(pass --overwrite to replace it\)$'):
-    convert.convert_decathlon(str(task_dir), str(out))
+    datasets.convert_decathlon(str(task_dir), str(out))
   assert (out / 'stale.txt').exists()
-  convert.convert_decathlon(str(task_dir), str(out), overwrite=True)
+  datasets.convert_decathlon(str(task_dir), str(out), overwrite=True)
   assert not (out / 'stale.txt').exists()
   assert (out / 'dataset.json').exists()
   assert _leftovers(tmp_path) == ['out']
 
 
+def test_output_on_a_tensorflow_filesystem(task, tmp_path):
+  # gs:// on Cloud TPU; ram:// here. Staged locally, copied up when complete.
+  task_dir, _ = task
+  local = datasets.convert_decathlon(str(task_dir), str(tmp_path / 'local'))
+  remote = f'ram://records-{uuid.uuid4().hex}'
+  summary = datasets.convert_decathlon(str(task_dir), remote)
+  assert summary['cases'] == local['cases']
+  names = sorted(os.listdir(tmp_path / 'local'))
+  assert fileio.listdir(remote) == names
+  assert not fileio.glob(remote + "*tmp*")
+  assert read_back(remote + '/train-*').keys() == read_back(
+      tmp_path / 'local' / 'train-*').keys()
+  with pytest.raises(ValueError, match='output folder exists and is not empty'):
+    datasets.convert_decathlon(str(task_dir), remote)
+
+
 def test_output_inside_the_input_is_refused(task):
   task_dir, _ = task
   with pytest.raises(ValueError, match='output folder holds input file'):
-    convert.convert_decathlon(str(task_dir), str(task_dir / 'imagesTr'),
+    datasets.convert_decathlon(str(task_dir), str(task_dir / 'imagesTr'),
                               overwrite=True)
   assert (task_dir / 'imagesTr' / 'case_000.nii.gz').exists()
 
@@ -234,7 +253,7 @@ def test_bad_input_stops_with_one_line_naming_the_file(task, tmp_path, kind):
   task_dir, _ = task
   path, problem = BAD_INPUTS[kind](task_dir)
   with pytest.raises(ValueError) as info:
-    convert.convert_decathlon(str(task_dir), str(tmp_path / 'out'))
+    datasets.convert_decathlon(str(task_dir), str(tmp_path / 'out'))
   message = str(info.value)
   assert '\n' not in message
   assert message.startswith(f'{path}: '), message
@@ -248,7 +267,7 @@ def test_on_error_skip_records_the_case_and_converts_the_rest(task, tmp_path,
   task_dir, _ = task
   path, problem = BAD_INPUTS[kind](task_dir)
   out = tmp_path / 'out'
-  summary = convert.convert_decathlon(str(task_dir), str(out),
+  summary = datasets.convert_decathlon(str(task_dir), str(out),
                                       on_error='skip', num_shards=1)
   assert [s['case_id'] for s in summary['skipped']] == ['case_001']
   assert summary['skipped'][0]['error'].startswith(f'{path}: ')
@@ -266,17 +285,17 @@ def test_empty_folders_are_clear_errors(tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
   with pytest.raises(ValueError, match=f'^{empty}: no dataset.json'):
-    convert.convert_decathlon(str(empty), str(tmp_path / 'out'))
+    datasets.convert_decathlon(str(empty), str(tmp_path / 'out'))
   with pytest.raises(ValueError, match=f'^{empty}: no BraTS case folders'):
-    convert.convert_brats(str(empty), str(tmp_path / 'out'))
+    datasets.convert_brats(str(empty), str(tmp_path / 'out'))
   with pytest.raises(ValueError, match=f'^{empty}: no HDF5 files found'):
-    convert.convert_hdf5(str(empty), str(tmp_path / 'out'))
+    datasets.convert_hdf5(str(empty), str(tmp_path / 'out'))
   pattern = str(empty / 'volume-{}.nii')
   with pytest.raises(ValueError, match='no LiTS volumes match'):
-    convert.convert_lits(pattern, str(empty / 'segmentation-{}.nii'),
+    datasets.convert_lits(pattern, str(empty / 'segmentation-{}.nii'),
                          str(tmp_path / 'out'))
   with pytest.raises(ValueError, match=f'^{empty}: no LiTS volume-N.nii'):
-    convert.convert_lits_to_npy(str(empty), str(tmp_path / 'out'))
+    datasets.convert_lits_to_npy(str(empty), str(tmp_path / 'out'))
   assert _leftovers(tmp_path) == []
 
 
@@ -304,7 +323,7 @@ def test_cli_prints_one_error_line_and_exits_1(task, tmp_path):
 def test_k_fold_shards_hold_the_chosen_fold(task, tmp_path):
   task_dir, _ = task
   out = tmp_path / 'out'
-  summary = convert.convert_decathlon(str(task_dir), str(out), num_folds=2,
+  summary = datasets.convert_decathlon(str(task_dir), str(out), num_folds=2,
                                       fold=1, seed=5,
                                       target_spacing=None)
   split_file = json.loads((out / 'splits.json').read_text())
@@ -314,7 +333,7 @@ def test_k_fold_shards_hold_the_chosen_fold(task, tmp_path):
   assert sorted(read_back(out / 'val-*.tfrecord')) == fold['val']
   assert (summary['num_train'], summary['num_val']) == (2, 2)
   # The same seed gives the same folds.
-  again = convert.convert_decathlon(str(task_dir), str(tmp_path / 'again'),
+  again = datasets.convert_decathlon(str(task_dir), str(tmp_path / 'again'),
                                     num_folds=2, fold=0, seed=5,
                                     target_spacing=None)
   assert json.loads((tmp_path / 'again' / 'splits.json').read_text()) == (
@@ -332,7 +351,7 @@ def test_k_fold_shards_hold_the_chosen_fold(task, tmp_path):
 def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
   task_dir, raw = task
   out = tmp_path / 'out'
-  summary = convert.convert_decathlon(str(task_dir), str(out), num_shards=2,
+  summary = datasets.convert_decathlon(str(task_dir), str(out), num_shards=2,
                                       validation_fraction=0.25)
   records = read_back(out / '*.tfrecord')
   assert summary['labels'] == LABELS

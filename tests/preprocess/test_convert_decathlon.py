@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from tests.preprocess import test_convert_common as common
-from unet3d.preprocess import convert
+from unet3d.preprocess import datasets
 from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
 
@@ -70,7 +70,7 @@ def test_ct_channels_are_clipped_to_foreground_percentiles(tmp_path):
     io.save_nifti(str(task / 'imagesTr' / f'{case_id}.nii.gz'),
                          image[..., 0], affine)
   out = tmp_path / 'records'
-  summary = convert.convert_decathlon(str(task), str(out),
+  summary = datasets.convert_decathlon(str(task), str(out),
                                       target_spacing=None,
                                       validation_fraction=0.0)
   foreground = np.concatenate([image[..., 0][label > 0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.preprocess import test_convert_common as common
-from unet3d.preprocess import convert
+from unet3d.preprocess import datasets
 
 
 def _write_h5(path, raw, label, element_size_um=None):
@@ -67,7 +67,7 @@ def test_channels_first_raw_and_multi_label_masks(tmp_path):
     _write_h5(folder / f'vol{i}.hdf5', image, masks)
     raw[f'vol{i}'] = (image, masks)
   out = tmp_path / 'records'
-  summary = convert.convert_hdf5(str(folder), str(out), spacing=[2, 1, 1],
+  summary = datasets.convert_hdf5(str(folder), str(out), spacing=[2, 1, 1],
                                  class_names=['cells', 'nuclei', 'edges'],
                                  validation_fraction=0.0)
   assert summary['labels'] == {'0': 'cells', '1': 'nuclei', '2': 'edges'}
@@ -89,15 +89,15 @@ def test_bad_hdf5_inputs_name_the_file(tmp_path):
             np.full((8, 8, 8), 3))
   with pytest.raises(ValueError, match=f'^{folder / "a.h5"}: /label: unknown '
                      r'label values \[3\] \(expected \[0, 1, 2\]\)$'):
-    convert.convert_hdf5(str(folder), str(tmp_path / 'out'),
+    datasets.convert_hdf5(str(folder), str(tmp_path / 'out'),
                          class_names=['a', 'b', 'c'])
   _write_h5(folder / 'a.h5', np.ones((8, 8, 8), np.float32),
             np.zeros((8, 8, 7)))
   with pytest.raises(ValueError, match=r'/label shape \(8, 8, 7\) does not '
                      r'match /raw shape \(8, 8, 8\)'):
-    convert.convert_hdf5(str(folder), str(tmp_path / 'out'))
+    datasets.convert_hdf5(str(folder), str(tmp_path / 'out'))
   (folder / 'a.h5').write_bytes(b'not an hdf5 file')
   with pytest.raises(ValueError, match=f'^{folder / "a.h5"}: cannot read '
                      'HDF5'):
-    convert.convert_hdf5(str(folder), str(tmp_path / 'out'))
+    datasets.convert_hdf5(str(folder), str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()

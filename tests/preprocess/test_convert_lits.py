@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.preprocess import test_convert_common as common
-from unet3d.preprocess import convert
+from unet3d.preprocess import datasets
 from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
 
@@ -115,7 +115,7 @@ def test_npy_step_then_cli_with_two_processes(tmp_path):
 def test_nifti_gz_directly_gives_windowed_hu_voxel_for_voxel(tmp_path):
   raw = _write_lits(tmp_path / 'Train', suffix='.nii.gz')
   out = tmp_path / 'records'
-  convert.convert_lits(str(tmp_path / 'Train' / 'volume-{}.nii.gz'),
+  datasets.convert_lits(str(tmp_path / 'Train' / 'volume-{}.nii.gz'),
                        str(tmp_path / 'Train' / 'segmentation-{}.nii.gz'),
                        str(out), crop_liver_region=False,
                        target_spacing=None, validation_fraction=0.0)
@@ -137,7 +137,7 @@ def test_nifti_gz_directly_gives_windowed_hu_voxel_for_voxel(tmp_path):
 def test_model_garden_resize_and_augmented_crops(tmp_path):
   raw = _write_lits(tmp_path / 'Train')
   out = tmp_path / 'records'
-  summary = convert.convert_lits(
+  summary = datasets.convert_lits(
       str(tmp_path / 'Train' / 'volume-{}.nii'),
       str(tmp_path / 'Train' / 'segmentation-{}.nii'), str(out),
       crop_liver_region=False, target_shape=(12, 12, 12), output_size=6,
@@ -177,15 +177,15 @@ def test_model_garden_resize_and_augmented_crops(tmp_path):
 def test_lits_flags_are_checked(tmp_path):
   with pytest.raises(ValueError, match='--image_file_pattern: .* must '
                      'contain one {}'):
-    convert.convert_lits(str(tmp_path / 'volume.nii'),
+    datasets.convert_lits(str(tmp_path / 'volume.nii'),
                          str(tmp_path / 'seg-{}.nii'), str(tmp_path / 'o'))
   _write_lits(tmp_path / 'Train')
   with pytest.raises(ValueError, match='--hu_window: expected low,high'):
-    convert.convert_lits(str(tmp_path / 'Train' / 'volume-{}.nii'),
+    datasets.convert_lits(str(tmp_path / 'Train' / 'volume-{}.nii'),
                          str(tmp_path / 'Train' / 'segmentation-{}.nii'),
                          str(tmp_path / 'o'), hu_window=(250, -200))
   # shard_start/shard_stride select case numbers 1, 3, ...
-  summary = convert.convert_lits(
+  summary = datasets.convert_lits(
       str(tmp_path / 'Train' / 'volume-{}.nii'),
       str(tmp_path / 'Train' / 'segmentation-{}.nii'), str(tmp_path / 'o'),
       shard_start=1, shard_stride=2, validation_fraction=0.0)

@@ -19,9 +19,8 @@ augmented crops) cannot be replayed: prediction covers the whole volume.
 from __future__ import annotations
 
 import glob
-import json
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from absl import logging
 import nibabel as nib

@@ -1,6 +1,6 @@
 """Sliding-window inference over whole volumes, with Gaussian importance weights.
 
-One function that eval (whole_volume mode), predict and export share. Patches
+One function that eval (whole_volume mode) and predict share. Patches
 are placed nnU-Net style: evenly spaced so that the first starts at 0 and the
 last ends at the volume's edge, with at least the requested overlap.
 """

@@ -30,12 +30,13 @@ The TF Model Garden UNet3D format (`image/ct_image`, `image/label`) is read by
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import numpy as np
 import tensorflow as tf
+
+from unet3d import fileio
 
 SCHEMA_VERSION = 1
 
@@ -323,7 +324,9 @@ def write_records(path: str, records: Iterable[bytes],
   The shard is written under a temporary name and renamed when complete, so a
   crash never leaves a truncated shard behind under the final name.
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)) or '.', exist_ok=True)
+  parent = fileio.dirname(path)
+  if parent:
+    fileio.makedirs(parent)
   tmp = path + '.tmp-incomplete'
   options = tf.io.TFRecordOptions(compression_type='GZIP' if compressed else '')
   count = 0
@@ -332,10 +335,9 @@ def write_records(path: str, records: Iterable[bytes],
       for record in records:
         writer.write(record)
         count += 1
-    os.replace(tmp, path)
+    fileio.gfile.rename(tmp, path, overwrite=True)
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    fileio.remove(tmp)
   return count
 
 

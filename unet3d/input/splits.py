@@ -12,11 +12,11 @@ fold whose validation side is `validation_fraction` of the cases.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from unet3d import fileio
 
 # The sides of every fold; shards are named after them.
 SPLIT_NAMES = ('train', 'val')
@@ -76,10 +76,7 @@ def without(splits: dict[str, Any], case_ids) -> dict[str, Any]:
 
 def write_splits(path: str, splits: dict[str, Any]) -> None:
   """Writes the split file atomically."""
-  tmp = path + '.tmp-incomplete'
-  with open(tmp, 'w') as f:
-    json.dump(splits, f, indent=1)
-  os.replace(tmp, path)
+  fileio.write_json(path, splits)
 
 
 def fold_case_ids(splits: Any, fold: int, side: str) -> list[str]:

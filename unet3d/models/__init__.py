@@ -6,11 +6,14 @@ total stride; its outputs follow `unet3d.models.heads`.
 
 `check_model_config` is the one place where model keys are checked; config
 validation calls it, so a bad model config fails before anything runs.
+Functions here and in the builders take `cfg`, a `unet3d.config.Config`;
+they do not import that module, because config validation imports this
+registry.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import keras
 
@@ -19,9 +22,6 @@ from unet3d.models import blocks
 from unet3d.models import heads
 from unet3d.models import unet
 from unet3d.models import unet3plus
-
-if TYPE_CHECKING:
-  from unet3d.config import Config
 
 
 class ModelEntry(NamedTuple):
@@ -49,12 +49,12 @@ MODEL_NAMES = tuple(MODELS)
 SPATIAL_DIMS = (2, 3)
 
 
-def total_stride(cfg: Config) -> int:
+def total_stride(cfg) -> int:
   """The factor every spatial input size must divide by: 2^(levels - 1)."""
   return 2 ** (MODELS[cfg.model.name].family.num_levels(cfg) - 1)
 
 
-def _check_sizes(cfg: Config) -> None:
+def _check_sizes(cfg) -> None:
   dims = cfg.model.spatial_dims
   stride = total_stride(cfg)
   levels = stride.bit_length()
@@ -74,7 +74,7 @@ def _check_sizes(cfg: Config) -> None:
           f'multiples of {stride} or fewer levels (depth / model.filters)')
 
 
-def check_model_config(cfg: Config) -> None:
+def check_model_config(cfg) -> None:
   """Raises ConfigError (one line naming the key) for any model key no
   builder can honour."""
   m = cfg.model
@@ -111,7 +111,7 @@ def check_model_config(cfg: Config) -> None:
   _check_sizes(cfg)
 
 
-def build_model(cfg: Config) -> keras.Model:
+def build_model(cfg) -> keras.Model:
   """Builds the model named by `cfg.model.name`; outputs float32 logits."""
   check_model_config(cfg)
   entry = MODELS[cfg.model.name]

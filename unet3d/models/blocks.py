@@ -18,15 +18,12 @@ functional graph. With `recompute` the same layers live inside a
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import keras
 import tensorflow as tf
 
 from unet3d.errors import ConfigError
-
-if TYPE_CHECKING:
-  from unet3d.config import Config
 
 NORMALIZATIONS = ('batch', 'instance', 'group', 'none')
 ACTIVATIONS = ('relu', 'leaky_relu', 'elu', 'prelu')
@@ -45,7 +42,7 @@ class BlockSpec:
   recompute: bool = False
 
 
-def block_spec(cfg: Config) -> BlockSpec:
+def block_spec(cfg) -> BlockSpec:
   """The BlockSpec of a validated config; `model.normalization` None follows
   the flat `use_batch_norm` ('batch' or 'none')."""
   m = cfg.model

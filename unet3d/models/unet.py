@@ -21,17 +21,12 @@ from __future__ import annotations
 
 import keras
 
-from typing import TYPE_CHECKING
-
 from unet3d.errors import ConfigError
 from unet3d.models import blocks
 from unet3d.models import heads
 
-if TYPE_CHECKING:
-  from unet3d.config import Config
 
-
-def level_filters(cfg: Config) -> list[tuple[int, int]]:
+def level_filters(cfg) -> list[tuple[int, int]]:
   """[(first conv filters, second conv filters)] per encoder level."""
   depth = cfg.depth
   filters = cfg.model.filters
@@ -50,11 +45,11 @@ def level_filters(cfg: Config) -> list[tuple[int, int]]:
   return pairs
 
 
-def num_levels(cfg: Config) -> int:
+def num_levels(cfg) -> int:
   return len(cfg.model.filters) if cfg.model.filters else cfg.depth
 
 
-def check_config(cfg: Config) -> None:
+def check_config(cfg) -> None:
   """The checks of this family's keys (called by check_model_config)."""
   level_filters(cfg)
   if cfg.num_segmentation_levels > cfg.depth:
@@ -62,7 +57,7 @@ def check_config(cfg: Config) -> None:
                       f'levels have outputs, got {cfg.num_segmentation_levels}')
 
 
-def build(cfg: Config) -> keras.Model:
+def build(cfg) -> keras.Model:
   """[B, *spatial, num_channels] -> logits [B, *spatial, num_classes].
 
   With num_segmentation_levels > 1 the output is a dict: 'logits' (the

@@ -27,21 +27,16 @@ from __future__ import annotations
 
 import keras
 
-from typing import TYPE_CHECKING
-
 from unet3d.errors import ConfigError
 from unet3d.models import blocks
 from unet3d.models import heads
-
-if TYPE_CHECKING:
-  from unet3d.config import Config
 
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
 # The paper's CGM dropout; CGM is a small head on a deep feature map.
 CGM_DROPOUT = 0.5
 
 
-def encoder_filters(cfg: Config) -> list[int]:
+def encoder_filters(cfg) -> list[int]:
   """Channels of each encoder level, capped by model.max_filters."""
   filters = cfg.model.filters
   if filters is not None:
@@ -58,11 +53,11 @@ def encoder_filters(cfg: Config) -> list[int]:
   return filters
 
 
-def num_levels(cfg: Config) -> int:
+def num_levels(cfg) -> int:
   return len(cfg.model.filters) if cfg.model.filters else len(PAPER_FILTERS)
 
 
-def check_config(cfg: Config) -> None:
+def check_config(cfg) -> None:
   """The checks of this family's keys (called by check_model_config)."""
   encoder_filters(cfg)
   if cfg.model.cat_channels < 1:
@@ -70,14 +65,14 @@ def check_config(cfg: Config) -> None:
                       f'{cfg.model.cat_channels}')
 
 
-def _head(x, cfg: Config, rank: int, factor: int, name: str):
+def _head(x, cfg, rank: int, factor: int, name: str):
   logits = blocks.conv(rank, cfg.num_classes, 3, name=name,
                        dtype='float32')(x)
   return blocks.upsample_linear(logits, factor, name=f'{name}_up',
                                 dtype='float32')
 
 
-def build(cfg: Config, deep_supervision: bool = False,
+def build(cfg, deep_supervision: bool = False,
           cgm: bool = False) -> keras.Model:
   """[B, *spatial, num_channels] -> logits [B, *spatial, num_classes], or the
   dict {'logits', 'deep_supervision' (finest first) [, 'classification']}."""

@@ -25,27 +25,22 @@ import collections
 import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
-import shutil
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
-from absl import logging
 import numpy as np
 
-from unet3d.preprocess import brats
-from unet3d.preprocess import cases
-from unet3d.preprocess import decathlon
-from unet3d.preprocess import hdf5
-from unet3d.preprocess import io
-from unet3d.preprocess import lits
-from unet3d.preprocess import preprocessing as pp
+from unet3d import fileio
 from unet3d.input import dataset_info
 from unet3d.input import schema
 from unet3d.input import splits as splits_lib
+from unet3d.preprocess import cases
 from unet3d.preprocess import dataset_json
+from unet3d.preprocess import io
+from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import runner
 
 ON_ERROR = ('stop', 'skip')
 LABEL_INTERPOLATIONS = ('linear', 'nearest')
@@ -116,136 +111,8 @@ def check_options(options: Options) -> None:
                      f'{list(shape)}')
 
 
-# ----------------------------------------------------------------------------
-# Output folder: refuse, write aside, publish
-# ----------------------------------------------------------------------------
-
-
-def _input_files(case_list: Sequence[cases.Case]) -> Iterator[str]:
-  for case in case_list:
-    yield from case.image_files
-    if case.label_file:
-      yield case.label_file
-
-
-def _check_output(output_dir: str, overwrite: bool,
-                  case_list: Sequence[cases.Case]) -> None:
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise ValueError(f'{output_dir}: exists and is not a folder')
-  if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-    raise ValueError(f'{output_dir}: output folder exists and is not empty '
-                     '(pass --overwrite to replace it)')
-  out = os.path.realpath(output_dir) + os.sep
-  for path in _input_files(case_list):
-    if os.path.realpath(path).startswith(out):
-      raise ValueError(f'{output_dir}: output folder holds input file '
-                       f'{path}; choose another output folder')
-
-
-def _publish(tmp_dir: str, output_dir: str) -> None:
-  """Renames the finished tmp folder to output_dir (replacing it)."""
-  if os.path.exists(output_dir):
-    old = f'{output_dir}.old-{os.getpid()}'
-    os.rename(output_dir, old)
-    os.rename(tmp_dir, output_dir)
-    shutil.rmtree(old)
-  else:
-    os.rename(tmp_dir, output_dir)
-
-
-@contextlib.contextmanager
-def _staged_output(output_dir: str, overwrite: bool,
-                   case_list: Sequence[cases.Case]):
-  """Yields `<output_dir>.tmp-<pid>`, renamed to output_dir when the block
-  completes and removed when it fails."""
-  _check_output(output_dir, overwrite, case_list)
-  tmp_dir = f'{output_dir}.tmp-{os.getpid()}'
-  shutil.rmtree(tmp_dir, ignore_errors=True)
-  os.makedirs(tmp_dir)
-  try:
-    yield tmp_dir
-    _publish(tmp_dir, output_dir)
-  finally:
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-# ----------------------------------------------------------------------------
-# Running jobs in order, in workers or in this process
-# ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _worker_pool(num_processes: int):
-  if num_processes <= 1:
-    yield None
-    return
-  pool = multiprocessing.get_context('spawn').Pool(num_processes)
-  try:
-    yield pool
-  finally:
-    pool.terminate()
-    pool.join()
-
-
-def _ordered_outcomes(pool, jobs: Sequence[tuple], window: int
-                     ) -> Iterator[cases.Outcome]:
-  """Job outcomes in job order, with at most `window` jobs in flight (so
-  finished volumes never pile up while this process writes)."""
-  if pool is None:
-    for job in jobs:
-      yield cases.run_job(job)
-    return
-  pending = collections.deque()
-  remaining = iter(jobs)
-
-  def submit():
-    job = next(remaining, None)
-    if job is not None:
-      pending.append(pool.apply_async(cases.run_job, (job,)))
-
-  for _ in range(window):
-    submit()
-  while pending:
-    outcome = pending.popleft().get()
-    submit()
-    yield outcome
-
-
-class _Errors:
-  """Applies the on_error policy and remembers skipped cases."""
-
-  def __init__(self, on_error: str):
-    self.on_error = on_error
-    self.skipped: list[dict[str, str]] = []
-
-  def ok(self, outcome: cases.Outcome, stage: str) -> bool:
-    if outcome.error is None:
-      return True
-    if self.on_error == 'stop':
-      raise ValueError(outcome.error)
-    logging.warning('skipped case %s: %s', outcome.case_id, outcome.error)
-    self.skipped.append({'case_id': outcome.case_id, 'stage': stage,
-                         'error': outcome.error})
-    return False
-
-
-class _NoBar:
-
-  def update(self, n=1):
-    pass
-
-  def close(self):
-    pass
-
-
-def _progress_bar(progress, total: int, desc: str):
-  """progress(total=, desc=) or a bar that does nothing; use with
-  contextlib.closing so an error ends the bar's line before it is printed."""
-  return _NoBar() if progress is None else progress(total=total, desc=desc)
-
-
 def _survey(pool, source: cases.Source, options: Options,
-            ct_channels: list[int], errors: _Errors, window: int,
+            ct_channels: list[int], errors: runner.Errors, window: int,
             progress) -> dict[str, dict[str, Any]]:
   """{case_id: cases.survey_case(...)} of the cases that could be read."""
   reorient = options.reorient and source.has_orientation
@@ -254,10 +121,10 @@ def _survey(pool, source: cases.Source, options: Options,
             options.num_samples, options.seed), {})
           for c in source.cases]
   survey = {}
-  with contextlib.closing(_progress_bar(
+  with contextlib.closing(runner.progress_bar(
       progress, len(jobs),
       'survey (reading CT)' if ct_channels else 'survey')) as bar:
-    for outcome in _ordered_outcomes(pool, jobs, window):
+    for outcome in runner.ordered_outcomes(pool, jobs, window):
       bar.update(1)
       if errors.ok(outcome, 'survey'):
         survey[outcome.case_id] = outcome.value
@@ -351,11 +218,11 @@ def convert(source: cases.Source, output_dir: str,
   if duplicates:
     raise ValueError(f'{source.name}: case ids are not unique: {duplicates}')
   start_time = time.perf_counter()
-  errors = _Errors(options.on_error)
-  output_dir = os.path.normpath(output_dir)
-  with _staged_output(output_dir, options.overwrite,
+  errors = runner.Errors(options.on_error)
+  output_dir = fileio.normpath(output_dir)
+  with runner.staged_output(output_dir, options.overwrite,
                       source.cases) as tmp_dir:
-    with _worker_pool(options.num_processes) as pool:
+    with runner.worker_pool(options.num_processes) as pool:
       window = 2 * options.num_processes
       ct_channels = [c for c, n in enumerate(source.norms)
                      if n.scheme == 'ct']
@@ -372,7 +239,7 @@ def convert(source: cases.Source, output_dir: str,
                (by_id[case_id], source.load, plan, split == 'train',
                 source.finish), {})
               for split, _, chunk in shard_plan for case_id in chunk]
-      with contextlib.closing(_progress_bar(progress, len(jobs),
+      with contextlib.closing(runner.progress_bar(progress, len(jobs),
                                             'convert')) as bar:
         infos, samples, shards = _write_shards(
             pool, jobs, shard_plan, tmp_dir, options, errors, window, bar)
@@ -390,7 +257,8 @@ def convert(source: cases.Source, output_dir: str,
         compressed=options.compressed, fold=options.fold, seed=options.seed,
         schema_version=schema.SCHEMA_VERSION)
     summary['seconds'] = round(time.perf_counter() - start_time, 2)
-    splits_lib.write_splits(os.path.join(tmp_dir, splits_lib.SPLITS_JSON), splits)
+    splits_lib.write_splits(os.path.join(tmp_dir, splits_lib.SPLITS_JSON),
+                            splits)
     with open(os.path.join(tmp_dir, dataset_info.DATASET_JSON), 'w') as f:
       json.dump(summary, f, indent=1)
   return summary
@@ -405,9 +273,9 @@ def _to_volume(record: cases.Processed):
 
 
 def _write_shards(pool, jobs, shard_plan, tmp_dir: str, options: Options,
-                  errors: _Errors, window: int, bar):
+                  errors: runner.Errors, window: int, bar):
   """Runs the jobs and streams their records into the shards, in order."""
-  outcomes = _ordered_outcomes(pool, jobs, window)
+  outcomes = runner.ordered_outcomes(pool, jobs, window)
   infos, samples = [], []
   shards = {split: [] for split in splits_lib.SPLIT_NAMES}
 
@@ -429,108 +297,3 @@ def _write_shards(pool, jobs, shard_plan, tmp_dir: str, options: Options,
                          records(split, name, chunk), options.compressed)
     shards[split].append(name)
   return infos, samples, shards
-
-
-# ----------------------------------------------------------------------------
-# One entry point per dataset
-# ----------------------------------------------------------------------------
-
-
-def convert_decathlon(task_dir: str, output_dir: str, *,
-                      nonzero_mask: bool = False,
-                      ct_window: Optional[Sequence[float]] = None,
-                      progress=None, **options) -> dict[str, Any]:
-  """A Medical Segmentation Decathlon task folder -> TFRecords.
-
-  Args:
-    task_dir: holds dataset.json, imagesTr/ and labelsTr/.
-    output_dir: the output folder.
-    nonzero_mask: MRI channels are z-scored within the nonzero mask.
-    ct_window: clip CT channels to this window instead of the foreground
-      [0.5, 99.5] percentiles.
-    progress: see `convert`.
-    **options: fields of `Options` (num_shards=4, compressed=True,
-      overwrite=False, validation_fraction=0.2, seed=0, num_folds,
-      fold, num_processes, on_error, target_spacing, ...).
-  """
-  source = decathlon.source(task_dir, nonzero_mask=nonzero_mask,
-                            ct_window=ct_window)
-  return convert(source, output_dir, Options(**options), progress)
-
-
-def convert_lits(image_file_pattern: str, label_file_pattern: str,
-                 output_dir: str, *, hu_window=lits.HU_WINDOW,
-                 crop_liver_region: bool = True, output_size: int = 128,
-                 apply_data_aug: bool = False, augment_times: int = 8,
-                 shard_start: int = 0, shard_stride: int = 1,
-                 progress=None, **options) -> dict[str, Any]:
-  """LiTS volume-N / segmentation-N (.nii, .nii.gz or .npy) -> TFRecords.
-
-  See `lits.source` for the dataset arguments and `Options` for options.
-  """
-  source = lits.source(image_file_pattern, label_file_pattern,
-                       hu_window=hu_window,
-                       crop_liver_region=crop_liver_region,
-                       output_size=output_size, apply_data_aug=apply_data_aug,
-                       augment_times=augment_times, shard_start=shard_start,
-                       shard_stride=shard_stride)
-  return convert(source, output_dir, Options(**options), progress)
-
-
-def convert_lits_to_npy(input_path: str, output_dir: str, *,
-                       num_processes: int = 1, overwrite: bool = False,
-                       on_error: str = 'stop', progress=None
-                      ) -> dict[str, Any]:
-  """LiTS `volume-N.nii[.gz]` / `segmentation-N.nii[.gz]` -> `.npy` pairs.
-
-  Each `.npy` gets a `.json` sidecar with its affine and spacing; the
-  folder gets `npy_summary.json` (converted and skipped cases). Written to
-  a temporary folder and renamed when complete, like `convert`.
-  """
-  check_options(Options(num_processes=num_processes, on_error=on_error))
-  case_list = lits.find_nifti_cases(input_path)
-  errors = _Errors(on_error)
-  start_time = time.perf_counter()
-  converted = []
-  output_dir = os.path.normpath(output_dir)
-  with _staged_output(output_dir, overwrite, case_list) as tmp_dir:
-    with _worker_pool(num_processes) as pool:
-      jobs = [(lits.nifti_to_npy, c.case_id, (c, tmp_dir), {})
-              for c in case_list]
-      with contextlib.closing(_progress_bar(progress, len(jobs),
-                                            'nii -> npy')) as bar:
-        for outcome in _ordered_outcomes(pool, jobs, 2 * num_processes):
-          bar.update(1)
-          if errors.ok(outcome, 'convert'):
-            converted.append(outcome.value)
-    if not converted:
-      raise ValueError(f'{input_path}: every case failed (see the warnings '
-                       'above)')
-    summary = {'num_cases': len(converted), 'cases': converted,
-               'skipped': errors.skipped,
-               'seconds': round(time.perf_counter() - start_time, 2)}
-    with open(os.path.join(tmp_dir, 'npy_summary.json'), 'w') as f:
-      json.dump(summary, f, indent=1)
-  return summary
-
-
-def convert_brats(input_path: str, output_dir: str, *,
-                  modalities: Sequence[str] = brats.MODALITIES,
-                  regions: bool = False, progress=None,
-                  **options) -> dict[str, Any]:
-  """BraTS case folders -> TFRecords; see `brats.source`."""
-  source = brats.source(input_path, modalities=modalities, regions=regions)
-  return convert(source, output_dir, Options(**options), progress)
-
-
-def convert_hdf5(input_path: str, output_dir: str, *, raw_key: str = 'raw',
-                 label_key: str = 'label',
-                 spacing: Optional[Sequence[float]] = None,
-                 class_names: Optional[Sequence[str]] = None,
-                 normalization: str = 'zscore', progress=None,
-                 **options) -> dict[str, Any]:
-  """pytorch-3dunet HDF5 files -> TFRecords; see `hdf5.source`."""
-  source = hdf5.source(input_path, raw_key=raw_key, label_key=label_key,
-                       spacing=spacing, class_names=class_names,
-                       normalization=normalization)
-  return convert(source, output_dir, Options(**options), progress)

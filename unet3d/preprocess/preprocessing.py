@@ -5,6 +5,10 @@ maps a voxel index (i, j, k, 1) to world (RAS+) millimetres. Every geometric
 step also returns the affine of the array it produces, so a stored array
 always knows where it lies in the world, and `restore_original` can put a
 prediction back onto the original grid.
+
+Longer than most modules on purpose: the converter and predict both replay
+these steps, and keeping each step next to its inverse (`restore_original`)
+in one file is what keeps them in agreement.
 """
 
 from __future__ import annotations
