@@ -74,3 +74,31 @@ def test_mirrored_training_on_two_logical_cpus(records, tmp_path):
   assert result['step'] == 2 and np.isfinite(result['loss'])
 
 
+
+
+def _scalar_steps(log_dir, tag):
+  """{step: value} of one scalar in a TensorBoard event folder."""
+  out = {}
+  for path in tf.io.gfile.glob(f'{log_dir}/events.out.tfevents.*'):
+    for raw in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(raw.numpy())
+      for value in event.summary.value:
+        if value.tag == tag:
+          out[event.step] = float(tf.make_ndarray(value.tensor))
+  return out
+
+
+def test_summaries_every_n_steps_whatever_steps_per_loop(records, tmp_path):
+  root, _ = records
+  cfg = _cfg(root, tmp_path / 'run', train_steps=6, train_item_count=4,
+             train={'steps_per_loop': 4, 'summary_every_n_steps': 2,
+                    'checkpoint_every_n_steps': 100})
+  trainer.train(cfg)
+  log_dir = tmp_path / 'run' / trainer.TRAIN_SUMMARY_DIR
+  assert sorted(_scalar_steps(log_dir, 'loss')) == [2, 4, 6]
+  lr = _scalar_steps(log_dir, 'learning_rate')
+  assert lr[2] == pytest.approx(1e-3 * 0.5 ** (1 / 100000), rel=1e-6)
+  # 4 cases per epoch at batch 2: 2 steps per epoch.
+  assert _scalar_steps(log_dir, 'epoch') == {2: 1.0, 4: 2.0, 6: 3.0}
+  # Speed once per loop of steps_per_loop steps (the last loop is shorter).
+  assert sorted(_scalar_steps(log_dir, 'steps_per_second')) == [4, 6]
