@@ -6,14 +6,14 @@
       "predict.input_pattern='scans/*.nii.gz',predict.output_dir=/tmp/seg"
 """
 
-import os
+import signal
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
+
+from unet3d import startup
 
 MODES = ('train', 'eval', 'train_and_eval', 'export', 'predict', 'summary')
 
@@ -31,6 +31,16 @@ flags.DEFINE_integer('num_gpus', None, 'GPUs for the mirrored strategy.')
 flags.DEFINE_string('tpu', None, 'TPU name or address.')
 flags.DEFINE_integer('steps_per_loop', None,
                      'Training steps inside one tf.function call.')
+flags.DEFINE_string('checkpoint', 'latest',
+                    'eval, predict, export: latest, best, or a checkpoint '
+                    'path.')
+flags.DEFINE_bool('overwrite', False,
+                  'Use this config even where model_dir/params.yaml '
+                  'describes another model.')
+flags.DEFINE_bool('benchmark', False,
+                  'train: time steps with the input pipeline and print JSON '
+                  '(train.benchmark_steps after train.benchmark_warmup_steps'
+                  '); writes nothing.')
 FLAGS = flags.FLAGS
 
 # Flags that set a config key of the same (dotted) name.
@@ -42,46 +52,64 @@ _FLAG_TO_KEY = {
     'num_gpus': 'num_gpus',
     'tpu': 'tpu',
 }
+# Modes that use a trained run: they start from its params.yaml.
+_FROM_RUN = ('eval', 'export', 'predict')
 
 
 def resolve_config(argv_flags):
-  """Builds the run's config; eval, export and predict start from
-  model_dir/params.yaml."""
-  from unet3d import config  # pylint: disable=g-import-not-at-top
-  from unet3d import run_dir  # pylint: disable=g-import-not-at-top
+  """Builds the run's config.
+
+  eval, export and predict start from model_dir/params.yaml; a config file
+  or override that changes the architecture it records is refused unless
+  --overwrite. Training refuses a model_dir whose params.yaml describes
+  another model, unless --overwrite.
+  """
+  # pylint: disable=g-import-not-at-top
+  from unet3d import config
+  from unet3d import run_dir
+  # pylint: enable=g-import-not-at-top
   flag_values = {key: getattr(argv_flags, name)
                  for name, key in _FLAG_TO_KEY.items()}
   overrides = {k: v for k, v in flag_values.items() if v is not None}
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
-  base = None
-  if argv_flags.mode in ('eval', 'export', 'predict') and argv_flags.model_dir:
-    base = run_dir.load_params(argv_flags.model_dir)
-  return config.build_config(argv_flags.config_file,
-                             argv_flags.params_override,
-                             overrides, base=base)
+  saved = (run_dir.load_params(argv_flags.model_dir)
+           if argv_flags.model_dir else None)
+  from_run = argv_flags.mode in _FROM_RUN
+  cfg = config.build_config(argv_flags.config_file,
+                            argv_flags.params_override, overrides,
+                            base=saved if from_run else None)
+  if not argv_flags.overwrite:
+    what = ('--config_file/--params_override' if from_run else
+            'the config of this run')
+    run_dir.check_same_model(cfg, saved, what)
+  return cfg
 
 
-def run(mode: str, cfg) -> dict:
+def run(mode: str, cfg, checkpoint: str = 'latest',
+        benchmark: bool = False) -> dict:
   """Runs one mode; returns its report."""
   # pylint: disable=g-import-not-at-top
+  if mode == 'train' and benchmark:
+    from unet3d.training import benchmark as benchmark_lib
+    return benchmark_lib.run_benchmark(cfg)
   if mode == 'train':
     from unet3d.training import trainer
     return trainer.train(cfg)
   if mode == 'eval':
     from unet3d.evaluation import evaluator
-    return evaluator.evaluate(cfg)
+    return evaluator.evaluate(cfg, checkpoint=checkpoint)
   if mode == 'train_and_eval':
     from unet3d.training import trainer
     return trainer.train_and_evaluate(cfg)
   if mode == 'export':
     from unet3d.inference import export
-    path = export.export_model(cfg)
+    path = export.export_model(cfg, checkpoint)
     print(f'exported SavedModel to {path}')
     return {'export_dir': path}
   if mode == 'predict':
     from unet3d.inference import predict
-    report = predict.predict_files(cfg)
+    report = predict.predict_files(cfg, checkpoint)
     for item in report['files']:
       print(f"{item['input']} -> {item['output']}")
     return report
@@ -104,28 +132,39 @@ def print_report(report: dict) -> None:
   print(report_lib.format_report(report))
 
 
+def _fail(message: str, code: int = 1) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
 def main(argv):
   del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from unet3d.config import ConfigError  # pylint: disable=g-import-not-at-top
+  tf = startup.import_tensorflow()
+  # pylint: disable=g-import-not-at-top
+  from unet3d.errors import ConfigError, Interrupted, RunError
+  from unet3d.input import pipeline
+  # pylint: enable=g-import-not-at-top
   cfg = None
   try:
     cfg = resolve_config(FLAGS)
-    report = run(FLAGS.mode, cfg)
-  except (ConfigError, ValueError, FileNotFoundError) as e:
+    report = run(FLAGS.mode, cfg, FLAGS.checkpoint, FLAGS.benchmark)
+  except Interrupted as e:
+    logging.debug('interrupted', exc_info=True)
+    _fail(str(e), 128 + e.signal_number)
+  except (ConfigError, RunError, ValueError, FileNotFoundError) as e:
     logging.debug('failed', exc_info=True)
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
-  except tf.errors.OpError as e:  # a corrupt or mismatched input shard
+    _fail(str(e))
+  except tf.errors.OpError as e:  # raised while reading the input
     logging.debug('failed', exc_info=True)
-    from unet3d.input import pipeline  # pylint: disable=g-import-not-at-top
-    message = (pipeline.describe_read_error(cfg, e) if cfg else
-               e.message.strip().splitlines()[0])
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(1)
+    _fail(pipeline.describe_read_error(cfg, e) if cfg else
+          e.message.strip().splitlines()[0])
+  if FLAGS.mode == 'train' and FLAGS.benchmark:
+    import json  # pylint: disable=g-import-not-at-top
+    print(json.dumps(report))
   if FLAGS.mode in ('eval', 'train_and_eval'):
     print_report(report)
 
 
 if __name__ == '__main__':
+  signal.signal(signal.SIGPIPE, signal.SIG_DFL)
   app.run(main)

@@ -40,10 +40,31 @@ def test_eval_starts_from_the_saved_params(tmp_path):
       '--params_override=eval_batch_size=3']))
   assert cfg.eval_file_pattern == '/x/*' and cfg.eval_batch_size == 3
   assert cfg.num_classes == 5
-  # Training does not read params.yaml: it starts from the given config.
-  cfg = unet_main.resolve_config(_flags(['--mode=train',
+  # Training does not read params.yaml: it starts from the given config,
+  # and refuses a model_dir whose params.yaml describes another model.
+  with pytest.raises(config.ConfigError, match=(
+      r'params.yaml describes a different model than the config of this run '
+      r'\(num_classes: 5 -> 3; num_base_filters: 4 -> 32; depth: 2 -> 4\)')):
+    unet_main.resolve_config(_flags(['--mode=train', f'--model_dir={tmp_path}']))
+  cfg = unet_main.resolve_config(_flags(['--mode=train', '--overwrite',
                                          f'--model_dir={tmp_path}']))
   assert cfg.num_classes == config.Config().num_classes
+
+
+def test_eval_refuses_an_override_of_the_saved_architecture(tmp_path):
+  saved = config.build_config(params_override=(
+      'num_base_filters=4,depth=3,input_image_size=[16,16,16],'
+      f'model_dir={tmp_path}'))
+  run_dir.save_params(saved)
+  for mode in ('eval', 'predict', 'export'):
+    with pytest.raises(config.ConfigError, match=r'\(depth: 3 -> 2\)'):
+      unet_main.resolve_config(_flags([f'--mode={mode}',
+                                       f'--model_dir={tmp_path}',
+                                       '--params_override=depth=2']))
+  cfg = unet_main.resolve_config(_flags([
+      '--mode=eval', f'--model_dir={tmp_path}', '--overwrite',
+      '--params_override=depth=2']))
+  assert cfg.depth == 2
 
 
 def test_flags_override_config_file_and_params_override(tmp_path):

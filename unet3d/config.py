@@ -201,14 +201,36 @@ class PredictConfig:
 @dataclass
 class TrainConfig:
   """Training-loop settings that the Model Garden did not have."""
-  steps_per_loop: int = 50
+  # Steps inside one tf.function call between host updates. Empty: 100 on
+  # TPU, 50 on GPUs, 10 on CPU (so progress shows within seconds).
+  steps_per_loop: Optional[int] = None
   checkpoint_every_n_steps: int = 200
   keep_checkpoint_max: int = 3
   # TensorBoard scalars (loss, learning rate) every this many steps, whatever
   # steps_per_loop is.
   summary_every_n_steps: int = 50
-  # train_and_eval: evaluate every this many steps (and at the end).
+  # Seconds between progress lines when stdout is not a terminal (a terminal
+  # gets a progress bar).
+  progress_interval_seconds: float = 30.0
+  # train_and_eval: evaluate every this many steps (and at the end); 0: at
+  # the end only.
   eval_every_n_steps: int = 0
+  # train_and_eval: keep the checkpoint with the best mean foreground dice
+  # in model_dir/best/ (with best.json).
+  keep_best_checkpoint: bool = True
+  # Stop when the mean foreground dice has not improved by more than
+  # early_stopping_min_delta for this many evaluations; 0: never.
+  early_stopping_patience: int = 0
+  early_stopping_min_delta: float = 0.0
+  # Multiply the learning rate by reduce_lr_factor when the dice has not
+  # improved for reduce_lr_patience evaluations (pytorch-3dunet's
+  # ReduceLROnPlateau); 0 patience: off. Not below min_learning_rate.
+  reduce_lr_patience: int = 0
+  reduce_lr_factor: float = 0.5
+  min_learning_rate: float = 0.0
+  # --benchmark: timed steps after warm-up steps (one step per loop).
+  benchmark_steps: int = 50
+  benchmark_warmup_steps: int = 5
   # constant | exponential (Model Garden) | cosine | polynomial (nnU-Net)
   lr_schedule: str = 'exponential'
   warmup_steps: int = 0
@@ -576,12 +598,7 @@ def validate(cfg: Config) -> None:
   if not 0.0 <= cfg.inference.overlap < 1.0:
     raise ConfigError('inference.overlap: must be in [0, 1), got '
                       f'{cfg.inference.overlap}')
-  if cfg.train.steps_per_loop < 1:
-    raise ConfigError('train.steps_per_loop: must be >= 1, got '
-                      f'{cfg.train.steps_per_loop}')
-  if cfg.train.summary_every_n_steps < 1:
-    raise ConfigError('train.summary_every_n_steps: must be >= 1, got '
-                      f'{cfg.train.summary_every_n_steps}')
+  _validate_train(cfg.train)
   if not 0.0 <= cfg.data.foreground_oversample <= 1.0:
     raise ConfigError('data.foreground_oversample: must be in [0, 1], got '
                       f'{cfg.data.foreground_oversample}')
@@ -591,6 +608,33 @@ def validate(cfg: Config) -> None:
   losses.check_loss_config(cfg)
   optimizers.check_optimizer_config(cfg)
   _validate_augmentation(cfg.data.augmentation, cfg.input_image_size)
+
+
+def _validate_train(train: TrainConfig) -> None:
+  positive = ['checkpoint_every_n_steps', 'keep_checkpoint_max',
+              'summary_every_n_steps', 'benchmark_steps']
+  if train.steps_per_loop is not None:
+    positive.append('steps_per_loop')
+  for name in positive:
+    if getattr(train, name) < 1:
+      raise ConfigError(f'train.{name}: must be >= 1, got '
+                        f'{getattr(train, name)}')
+  for name in ('eval_every_n_steps', 'early_stopping_patience',
+               'reduce_lr_patience', 'benchmark_warmup_steps', 'warmup_steps'):
+    if getattr(train, name) < 0:
+      raise ConfigError(f'train.{name}: must be >= 0, got '
+                        f'{getattr(train, name)}')
+  for name in ('early_stopping_min_delta', 'min_learning_rate',
+               'weight_decay'):
+    if getattr(train, name) < 0:
+      raise ConfigError(f'train.{name}: must be >= 0, got '
+                        f'{getattr(train, name)}')
+  if not 0.0 < train.reduce_lr_factor < 1.0:
+    raise ConfigError('train.reduce_lr_factor: must be in (0, 1), got '
+                      f'{train.reduce_lr_factor}')
+  if train.progress_interval_seconds <= 0:
+    raise ConfigError('train.progress_interval_seconds: must be positive, '
+                      f'got {train.progress_interval_seconds}')
 
 
 def _validate_partition_dims(dims: Optional[list[int]], size: list[int],

@@ -23,3 +23,17 @@ def unknown_name(key: str, value: str, known: Sequence[str],
                        f"'{guess[0]}'? (expected one of {', '.join(known)})")
   return ConfigError(f"{key}: expected one of {', '.join(known)}, got "
                      f'{value!r}')
+
+
+class RunError(RuntimeError):
+  """A run cannot go on: training diverged, another run holds model_dir, a
+  checkpoint does not match, the TPU cannot start. One line saying what
+  failed and what to do."""
+
+
+class Interrupted(RunError):
+  """SIGTERM or SIGINT stopped training after a checkpoint was saved."""
+
+  def __init__(self, message: str, signal_number: int):
+    super().__init__(message)
+    self.signal_number = signal_number

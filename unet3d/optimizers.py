@@ -8,7 +8,7 @@ module, because config validation imports these registries.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
@@ -75,6 +75,25 @@ LR_SCHEDULES: dict[str, Callable] = {
 }
 
 
+class ScaledSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """The wrapped schedule times a scale variable (reduce-on-plateau), never
+  below `minimum`."""
+
+  def __init__(self, schedule, scale: tf.Variable, minimum: float = 0.0):
+    super().__init__()
+    self.schedule = schedule
+    self.scale = scale
+    self.minimum = minimum
+
+  def __call__(self, step):
+    scaled = self.schedule(step) * tf.cast(self.scale, tf.float32)
+    return tf.maximum(scaled, self.minimum) if self.minimum else scaled
+
+  def get_config(self):
+    return {'schedule': keras.saving.serialize_keras_object(self.schedule),
+            'minimum': self.minimum}
+
+
 def build_schedule(cfg):
   """The learning rate as a function of the step.
 
@@ -128,10 +147,15 @@ def check_optimizer_config(cfg) -> None:
     raise ConfigError(f'train.gradient_clip_norm: must be positive, got {clip}')
 
 
-def build_optimizer(cfg) -> keras.optimizers.Optimizer:
+def build_optimizer(cfg, lr_scale: Optional[tf.Variable] = None
+                   ) -> keras.optimizers.Optimizer:
   """Builds the optimizer named by `cfg.optimizer`, wrapped in loss scaling
-  when the global precision policy computes in float16."""
-  common = {'learning_rate': build_schedule(cfg),
+  when the global precision policy computes in float16. `lr_scale` (a
+  float32 variable) multiplies the schedule, for reduce-on-plateau."""
+  schedule = build_schedule(cfg)
+  if lr_scale is not None:
+    schedule = ScaledSchedule(schedule, lr_scale, cfg.train.min_learning_rate)
+  common = {'learning_rate': schedule,
             'weight_decay': cfg.train.weight_decay or None}
   if cfg.train.gradient_clip_norm is not None:
     common['global_clipnorm'] = cfg.train.gradient_clip_norm

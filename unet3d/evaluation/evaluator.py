@@ -143,3 +143,36 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   if cfg.model_dir and distribute.is_chief():
     report_lib.write_report(cfg.model_dir, report)
   return report
+
+
+def _class_colours(num_classes: int) -> np.ndarray:
+  """[num_classes, 3] float colours: black background, then distinct hues."""
+  hues = np.linspace(0.0, 1.0, max(num_classes - 1, 1), endpoint=False)
+  rgb = np.stack([np.abs(((hues * 6 + k) % 6) - 3) - 1
+                  for k in (0, 4, 2)], axis=-1).clip(0, 1)
+  return np.concatenate([np.zeros([1, 3]), rgb])[:num_classes]
+
+
+def write_previews(cfg: Config, model: keras.Model, step: int,
+                   writer: tf.summary.SummaryWriter) -> None:
+  """TensorBoard images of the middle slice (last spatial axis) of the first
+  eval case's centre crop: the image, its label and the prediction."""
+  if cfg.model.spatial_dims != 3 or cfg.model.output_activation != 'softmax':
+    return
+  for image, label in pipeline.build_eval_dataset(cfg).take(1):
+    probabilities = heads.probabilities(model(image[:1], training=False))
+    middle = image.shape[3] // 2
+    picture = image[0, :, :, middle, :1].numpy()
+    span = np.ptp(picture) or 1.0
+    picture = (picture - picture.min()) / span
+    colours = _class_colours(cfg.num_classes)
+    label_slice = label[0].numpy()
+    if label_slice.ndim == 4:
+      label_slice = label_slice.argmax(-1)
+    predicted = np.argmax(probabilities[0, :, :, middle].numpy(), axis=-1)
+    with writer.as_default(step=step):
+      tf.summary.image('eval/image', picture[None])
+      tf.summary.image('eval/label',
+                       colours[label_slice[:, :, middle].astype(int)][None])
+      tf.summary.image('eval/prediction', colours[predicted][None])
+    writer.flush()

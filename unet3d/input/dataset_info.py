@@ -47,3 +47,16 @@ def class_names(patterns: list[Optional[str]],
     if isinstance(labels, dict) and len(labels) == num_classes:
       return [labels[k] for k in sorted(labels, key=int)]
   return None
+
+
+def split_cases(file_pattern: Optional[str], split: str) -> Optional[int]:
+  """How many cases of `split` the dataset.json beside the records lists;
+  None when there is no dataset.json."""
+  path = path_beside(file_pattern)
+  if not path:
+    return None
+  cases = read(path).get('cases')
+  if not isinstance(cases, list):
+    return None
+  return sum(1 for case in cases
+             if isinstance(case, dict) and case.get('split') == split)

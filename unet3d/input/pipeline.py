@@ -8,11 +8,14 @@ per case, or whole volumes; it never augments.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 import functools
 import json
 import re
 from typing import Optional
 
+from absl import logging
 import tensorflow as tf
 
 from unet3d.config import Config, ConfigError
@@ -226,50 +229,146 @@ def train_example_fn(cfg: Config):
   return fn
 
 
+@dataclass(frozen=True)
+class InputPosition:
+  """Where the training stream of one input pipeline starts.
+
+  The stream is a pure function of (seed, example index): epoch e visits the
+  records in a shuffle seeded by (seed, e), and example k draws its patch and
+  augmentations from the stateless seed (seed, k). Resuming at `examples`
+  therefore continues exactly where an uninterrupted run would be.
+  """
+  seed: int
+  examples: int = 0
+
+
+def _check_enough_records(records: tf.data.Dataset, batch: int,
+                          pattern: str) -> None:
+  """One line instead of a hang when a pipeline cannot fill one batch."""
+  found = int(records.take(batch).reduce(0, lambda n, _: n + 1))
+  if found < batch:
+    raise ConfigError(
+        f'training_file_pattern: {pattern} gives {found} training record(s) '
+        f'to an input pipeline whose batch needs {batch} (check the files, '
+        'data.split_file and data.fold, or lower train_batch_size)')
+
+
+def _count(dataset: tf.data.Dataset) -> int:
+  return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def training_stream(records: tf.data.Dataset, shuffle_buffer: int,
+                    position: InputPosition) -> tf.data.Dataset:
+  """(example, example index) from `position.examples` on, endlessly.
+
+  Epoch e is the records in a shuffle seeded by (seed, e); resuming skips
+  into the current epoch only, so it reads at most one epoch.
+  """
+  start_epoch, offset = 0, 0
+  if position.examples:
+    epoch_size = _count(records)
+    start_epoch, offset = divmod(position.examples, epoch_size)
+    logging.info('input resumes at example %d (epoch %d, offset %d of %d)',
+                 position.examples, start_epoch, offset, epoch_size)
+  seed = tf.constant(position.seed, tf.int64)
+
+  def epoch(e):
+    return records.shuffle(shuffle_buffer, seed=seed * 1_000_003 + e,
+                           reshuffle_each_iteration=False)
+
+  examples = tf.data.Dataset.range(start_epoch, _EPOCHS_FOREVER).flat_map(
+      epoch).skip(offset)
+  indices = tf.data.Dataset.range(position.examples, _EXAMPLES_FOREVER)
+  return tf.data.Dataset.zip((examples, indices))
+
+
+# Bounds that no run reaches, for streams that must be indexed.
+_EPOCHS_FOREVER = 2**40
+_EXAMPLES_FOREVER = 2**62
+
+
+def build_train_dataset(cfg: Config,
+                        input_context: Optional[tf.distribute.InputContext]
+                        = None,
+                        position: Optional[InputPosition] = None
+                       ) -> tf.data.Dataset:
+  """Batches of augmented training patches (image [b, *size, C] float32,
+  label), starting at `position` (default: example 0, seed `cfg.seed`)."""
+  pattern = cfg.training_file_pattern
+  if not pattern:
+    raise ConfigError('training_file_pattern: required for train')
+  batch = _per_replica_batch(cfg.train_batch_size, 'train_batch_size',
+                             input_context)
+  records = _cache(cfg, _records(cfg, pattern, True, input_context), 'train')
+  replicas_per_pipeline = (input_context.num_replicas_in_sync //
+                           input_context.num_input_pipelines
+                           if input_context else 1)
+  _check_enough_records(records, batch * replicas_per_pipeline, pattern)
+  position = position or InputPosition(seed=cfg.seed or 0)
+  pipelines = input_context.num_input_pipelines if input_context else 1
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
+  example_fn = train_example_fn(cfg)
+
+  def with_seed(example, index):
+    # Unique over pipelines, so no two examples of a run share a draw.
+    global_index = index * pipelines + pipeline_id
+    return example_fn(example, tf.stack([tf.constant(position.seed, tf.int64),
+                                         global_index]))
+
+  dataset = training_stream(records, cfg.data.shuffle_buffer, position).map(
+      with_seed, num_parallel_calls=cfg.data.num_parallel_calls or AUTOTUNE)
+  dataset = dataset.batch(batch, drop_remainder=True)
+  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg))
+
+
+def _per_replica_batch(global_batch: int, key: str,
+                       input_context: Optional[tf.distribute.InputContext]
+                      ) -> int:
+  replicas = input_context.num_replicas_in_sync if input_context else 1
+  if global_batch % replicas:
+    raise ConfigError(f'{key}: {global_batch} is not divisible by the '
+                      f'{replicas} replicas in sync')
+  return (input_context.get_per_replica_batch_size(global_batch)
+          if input_context else global_batch)
+
+
+def build_eval_dataset(cfg: Config,
+                       input_context: Optional[tf.distribute.InputContext]
+                       = None,
+                       file_pattern: Optional[str] = None) -> tf.data.Dataset:
+  """Batches of centre crops/pads (image [b, *size, C] float32, label) of
+  every eval case, once."""
+  pattern = file_pattern or cfg.eval_file_pattern
+  if not pattern:
+    raise ConfigError('eval_file_pattern: required for eval')
+  batch = _per_replica_batch(cfg.eval_batch_size, 'eval_batch_size',
+                             input_context)
+  dataset = _cache(cfg, _records(cfg, pattern, False, input_context), 'eval')
+  size = list(cfg.data.eval_image_size or cfg.input_image_size)
+
+  def eval_map(example):
+    image, label = _centre_crop_or_pad(example['image'], example['label'],
+                                       size)
+    image = tf.ensure_shape(image, size + [cfg.num_channels])
+    label = tf.ensure_shape(label, _label_shape(cfg, size))
+    return image, label
+
+  dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
+  dataset = dataset.batch(batch, drop_remainder=False)
+  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg))
+
+
 def build_dataset(cfg: Config, mode: str,
                   input_context: Optional[tf.distribute.InputContext] = None,
                   file_pattern: Optional[str] = None) -> tf.data.Dataset:
-  """Batches of (image [b, *size, C] float32, label) for 'train' or 'eval'."""
-  if mode not in ('train', 'eval'):
-    raise ValueError(f"mode: expected 'train' or 'eval', got {mode!r}")
-  training = mode == 'train'
-  pattern = file_pattern or (cfg.training_file_pattern if training
-                             else cfg.eval_file_pattern)
-  key = 'training_file_pattern' if training else 'eval_file_pattern'
-  if not pattern:
-    raise ConfigError(f'{key}: required for {mode}')
-  global_batch = cfg.train_batch_size if training else cfg.eval_batch_size
-  batch_key = 'train_batch_size' if training else 'eval_batch_size'
-  replicas = input_context.num_replicas_in_sync if input_context else 1
-  if global_batch % replicas:
-    raise ConfigError(f'{batch_key}: {global_batch} is not divisible by the '
-                      f'{replicas} replicas in sync')
-  batch = (input_context.get_per_replica_batch_size(global_batch)
-           if input_context else global_batch)
-  dataset = _cache(cfg, _records(cfg, pattern, training, input_context), mode)
-
-  if training:
-    dataset = dataset.shuffle(cfg.data.shuffle_buffer, seed=cfg.seed).repeat()
-    # One stateless seed per example: with `seed` set, every patch and every
-    # augmentation draw repeats exactly from run to run.
-    seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
-    dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-        train_example_fn(cfg),
-        num_parallel_calls=cfg.data.num_parallel_calls or AUTOTUNE)
-    dataset = dataset.batch(batch, drop_remainder=True)
-  else:
-    size = list(cfg.data.eval_image_size or cfg.input_image_size)
-
-    def eval_map(example):
-      image, label = _centre_crop_or_pad(example['image'], example['label'],
-                                         size)
-      image = tf.ensure_shape(image, size + [cfg.num_channels])
-      label = tf.ensure_shape(label, _label_shape(cfg, size))
-      return image, label
-
-    dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.batch(batch, drop_remainder=False)
-  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg))
+  """`build_train_dataset` (from example 0) or `build_eval_dataset`."""
+  if mode == 'train':
+    if file_pattern:
+      cfg = dataclasses.replace(cfg, training_file_pattern=file_pattern)
+    return build_train_dataset(cfg, input_context)
+  if mode == 'eval':
+    return build_eval_dataset(cfg, input_context, file_pattern)
+  raise ValueError(f"mode: expected 'train' or 'eval', got {mode!r}")
 
 
 def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:

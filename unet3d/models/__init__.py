@@ -48,6 +48,16 @@ MODELS = {
 MODEL_NAMES = tuple(MODELS)
 SPATIAL_DIMS = (2, 3)
 
+# Config keys that change a model's variables: a checkpoint restores only
+# into a model built with the same values.
+ARCHITECTURE_KEYS = (
+    'num_channels', 'num_classes', 'num_base_filters', 'depth',
+    'deconvolution', 'use_batch_norm', 'num_segmentation_levels',
+    'model.name', 'model.spatial_dims', 'model.normalization',
+    'model.num_groups', 'model.activation', 'model.residual',
+    'model.downsampling', 'model.filters', 'model.max_filters',
+    'model.cat_channels', 'model.output_activation')
+
 
 def total_stride(cfg) -> int:
   """The factor every spatial input size must divide by: 2^(levels - 1)."""

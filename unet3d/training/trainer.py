@@ -1,14 +1,21 @@
-"""The custom training loop, and train_and_evaluate around it.
+"""The training loop, and train_and_evaluate around it.
 
 One readable loop for every strategy: `steps_per_loop` steps run inside one
-`tf.function` (a `tf.range` loop around `strategy.run`), then the host writes
-TensorBoard scalars and checkpoints. The optimizer's `iterations` variable is
-the global step, so a restored checkpoint resumes where it stopped.
+`tf.function` (a `tf.range` loop around `strategy.run`), then the host
+reports progress, writes TensorBoard scalars and checkpoints.
+
+What a checkpoint holds, so that a restart continues exactly: the model, the
+optimizer (whose `iterations` is the global step; the LR schedule is a
+function of it), the input position (the run's data seed and the examples
+consumed; see `pipeline.InputPosition`) and the plateau state (best dice,
+evaluations since, learning-rate scale). Every variable is checked finite
+before a save, so a diverged run never overwrites its last good checkpoint.
+SIGTERM and SIGINT finish the running loop, save and stop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 import time
 from typing import Any, Callable, Optional
 
@@ -23,25 +30,50 @@ from unet3d import losses
 from unet3d import models
 from unet3d import optimizers
 from unet3d import run_dir
+from unet3d import startup
 from unet3d.config import Config, ConfigError
+from unet3d.errors import Interrupted, RunError
 from unet3d.evaluation import evaluator
+from unet3d.input import dataset_info
 from unet3d.input import pipeline
+from unet3d.models import complexity
+from unet3d.training import progress as progress_lib
+from unet3d.training import signals
 
 TRAIN_SUMMARY_DIR = 'train'
 
 
-@dataclass
+@dataclasses.dataclass
 class TrainState:
-  """What a run keeps between loops: the model, its optimizer, checkpoints."""
+  """What a run keeps between loops and restarts.
+
+  `examples` counts the training examples consumed by all input pipelines;
+  `data_seed` seeds the input stream (cfg.seed, or drawn once per run);
+  `best_dice`, `evals_since_best` and `lr_scale` drive the best checkpoint,
+  early stopping and reduce-on-plateau.
+  """
   strategy: tf.distribute.Strategy
   model: keras.Model
   optimizer: keras.optimizers.Optimizer
+  examples: tf.Variable
+  data_seed: tf.Variable
+  best_dice: tf.Variable
+  evals_since_best: tf.Variable
+  lr_scale: tf.Variable
   checkpoint: tf.train.Checkpoint
   manager: Optional[tf.train.CheckpointManager]
+  iterator: Any = None
 
   @property
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
+
+  def float_variables(self) -> list:
+    """The floating-point variables a checkpoint saves."""
+    return [v for v in (list(self.model.variables) +
+                        list(self.optimizer.variables) +
+                        [self.best_dice, self.lr_scale])
+            if tf.as_dtype(v.dtype).is_floating]
 
 
 def _checkpoint_directory(cfg: Config) -> str:
@@ -59,9 +91,23 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
   distribute.set_precision_policy(cfg)
   with strategy.scope():
     model = models.build_model(cfg)
-    optimizer = optimizers.build_optimizer(cfg)
+    lr_scale = tf.Variable(1.0, trainable=False, name='lr_scale')
+    optimizer = optimizers.build_optimizer(cfg, lr_scale)
     optimizer.build(model.trainable_variables)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  drawn = cfg.seed if cfg.seed is not None else int(
+      np.random.SeedSequence().entropy % 2**31)
+  examples = tf.Variable(0, dtype=tf.int64, trainable=False, name='examples')
+  data_seed = tf.Variable(drawn, dtype=tf.int64, trainable=False,
+                          name='data_seed')
+  best_dice = tf.Variable(-1.0, trainable=False, name='best_dice')
+  evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                 name='evals_since_best')
+  checkpoint = tf.train.Checkpoint(
+      model=model, optimizer=optimizer,
+      input=tf.train.Checkpoint(examples=examples, seed=data_seed),
+      plateau=tf.train.Checkpoint(best_dice=best_dice,
+                                  evals_since_best=evals_since_best,
+                                  lr_scale=lr_scale))
   manager = None
   if cfg.model_dir:
     manager = tf.train.CheckpointManager(
@@ -69,10 +115,11 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
         max_to_keep=cfg.train.keep_checkpoint_max)
     latest = run_dir.latest_checkpoint(cfg.model_dir)
     if latest:
-      checkpoint.restore(latest).assert_existing_objects_matched()
-      logging.info('Restored %s at step %d', latest,
+      run_dir.restore_checked(checkpoint, latest)
+      logging.info('restored %s at step %d', latest,
                    int(optimizer.iterations.numpy()))
-  return TrainState(strategy, model, optimizer, checkpoint, manager)
+  return TrainState(strategy, model, optimizer, examples, data_seed,
+                    best_dice, evals_since_best, lr_scale, checkpoint, manager)
 
 
 def split_for_partitioning(cfg: Config, strategy, images, labels):
@@ -127,6 +174,26 @@ def make_train_loop(cfg: Config, state: TrainState) -> Callable:
   return run
 
 
+def training_iterator(cfg: Config, state: TrainState):
+  """The distributed training input, positioned after the examples this run
+  has already consumed."""
+  strategy = state.strategy
+  examples = int(state.examples.numpy())
+
+  def dataset_fn(ctx: tf.distribute.InputContext):
+    position = pipeline.InputPosition(
+        seed=int(state.data_seed.numpy()),
+        examples=examples // ctx.num_input_pipelines)
+    return pipeline.build_train_dataset(cfg, ctx, position)
+
+  return iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+
+def _all_finite(variables) -> bool:
+  return all(bool(tf.reduce_all(tf.math.is_finite(v)).numpy())
+             for v in variables if tf.as_dtype(v.dtype).is_floating)
+
+
 class _Summaries:
   """TensorBoard scalars of the training loop, on the chief only.
 
@@ -135,100 +202,321 @@ class _Summaries:
   after each loop; epochs when `train_item_count` is known.
   """
 
-  def __init__(self, cfg: Config, schedule):
+  def __init__(self, cfg: Config, learning_rate: Callable[[int], float]):
     self._every = cfg.train.summary_every_n_steps
-    self._schedule = schedule
+    self._learning_rate = learning_rate
+    self._voxels = cfg.train_batch_size * int(np.prod(cfg.input_image_size))
     self._epoch_steps = (cfg.train_item_count / cfg.train_batch_size
                          if cfg.train_item_count else None)
     if distribute.is_chief():
-      self._writer = tf.summary.create_file_writer(
+      self.writer = tf.summary.create_file_writer(
           fileio.join(cfg.model_dir, TRAIN_SUMMARY_DIR))
     else:
-      self._writer = tf.summary.create_noop_writer()
+      self.writer = tf.summary.create_noop_writer()
 
   def write_loop(self, first_step: int, step_losses: np.ndarray,
                  steps_per_second: float) -> None:
-    with self._writer.as_default():
+    with self.writer.as_default():
       for offset, loss in enumerate(step_losses):
         step = first_step + offset + 1
         if step % self._every == 0:
           tf.summary.scalar('loss', float(loss), step=step)
-          tf.summary.scalar('learning_rate', float(self._schedule(step - 1)),
+          tf.summary.scalar('learning_rate', self._learning_rate(step - 1),
                             step=step)
           if self._epoch_steps:
             tf.summary.scalar('epoch', step / self._epoch_steps, step=step)
       last = first_step + len(step_losses)
       tf.summary.scalar('steps_per_second', steps_per_second, step=last)
+      tf.summary.scalar('voxels_per_second', steps_per_second * self._voxels,
+                        step=last)
 
   def epoch(self, step: int) -> Optional[float]:
     return step / self._epoch_steps if self._epoch_steps else None
 
   def flush(self) -> None:
-    self._writer.flush()
+    self.writer.flush()
 
 
-def _check_can_train(cfg: Config) -> None:
-  if not cfg.training_file_pattern:
-    raise ConfigError('training_file_pattern: required for training')
+def describe_run(cfg: Config, strategy: tf.distribute.Strategy,
+                 model: keras.Model) -> str:
+  """The start-up line: strategy, replicas, precision, oneDNN, model size
+  and cost, data."""
+  info = complexity.model_summary(
+      model, list(cfg.input_image_size) + [cfg.num_channels])
+  replicas = strategy.num_replicas_in_sync
+  cases = dataset_info.split_cases(cfg.training_file_pattern, 'train')
+  data = (f'{cases} training cases' if cases is not None else
+          'training cases: see the records')
+  size = 'x'.join(str(s) for s in cfg.input_image_size)
+  return (f'unet3d: {distribute.strategy_name(cfg)} strategy, {replicas} '
+          f'replica{"s" if replicas > 1 else ""}, '
+          f'{distribute.compute_dtype(cfg)}, {startup.describe_onednn()}, '
+          f'XLA {"on" if distribute.use_jit_compile(cfg) else "off"}; model '
+          f'{cfg.model.name}: {info["trainable_params"]:,} parameters, '
+          f'{info["gflops"]:.2f} GFLOPs/sample at {size}; data: {data}, '
+          f'{cfg.train_batch_size} patches/step')
+
+
+def check_can_train(cfg: Config) -> None:
+  """Checks the keys and inputs training needs, before anything is written."""
   if not cfg.model_dir:
     raise ConfigError('model_dir: required for training')
+  if not cfg.training_file_pattern:
+    raise ConfigError('training_file_pattern: required for training')
+  try:
+    pipeline.list_files(cfg.training_file_pattern, False, None)
+  except ValueError as e:
+    raise ConfigError(f'training_file_pattern: {e}') from None
+
+
+class Trainer:
+  """Trains one run: restores, loops, reports, checkpoints, evaluates.
+
+  Usage: `with Trainer(cfg) as t: t.train_until(cfg.train_steps)`; the
+  context holds model_dir's lock and the signal handlers.
+  """
+
+  def __init__(self, cfg: Config,
+               strategy: Optional[tf.distribute.Strategy] = None,
+               state: Optional[TrainState] = None):
+    check_can_train(cfg)
+    self.cfg = cfg
+    self.strategy = strategy or distribute.build_strategy(cfg)
+    self._lock = run_dir.TrainLock(cfg.model_dir) if distribute.is_chief() \
+        else None
+    self._given_state = state
+    self.state: Optional[TrainState] = None
+    self._run = None
+    self._summaries = None
+    self._progress = None
+    self._signals = signals.StopRequests()
+    self._last_saved = None
+
+  # -- setup and teardown ----------------------------------------------------
+
+  def __enter__(self) -> 'Trainer':
+    if self._lock:
+      self._lock.acquire()
+    try:
+      self._start()
+    except BaseException:
+      self.__exit__(None, None, None)
+      raise
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._signals.uninstall()
+    if self._progress:
+      self._progress.close()
+    if self._summaries:
+      self._summaries.flush()
+    if self._lock:
+      self._lock.release()
+
+  def _start(self) -> None:
+    cfg = self.cfg
+    saved = run_dir.load_params(cfg.model_dir)
+    if saved is not None and saved.train_steps != cfg.train_steps and (
+        cfg.train.lr_schedule in ('cosine', 'polynomial')):
+      logging.warning(
+          'train_steps %d -> %d: the %s schedule now ends at step %d, so the '
+          'learning rate of the remaining steps follows the new horizon',
+          saved.train_steps, cfg.train_steps, cfg.train.lr_schedule,
+          cfg.train_steps)
+    if self._given_state is None:
+      distribute.set_determinism(cfg)
+      self.state = build_train_state(cfg, self.strategy)
+    else:
+      self.state = self._given_state
+    if distribute.is_chief():
+      run_dir.save_params(cfg)
+      print(describe_run(cfg, self.strategy, self.state.model), flush=True)
+    self._last_saved = self.state.step
+    self._summaries = _Summaries(cfg, self.learning_rate)
+    self._signals.install()
+
+  def learning_rate(self, step: int) -> float:
+    """The learning rate the optimizer uses at `step`."""
+    lr = self.state.optimizer._learning_rate  # pylint: disable=protected-access
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+      return float(lr(step))
+    return float(lr.numpy() if hasattr(lr, 'numpy') else lr)
+
+  # -- the loop --------------------------------------------------------------
+
+  def _ensure_iterator(self) -> None:
+    if self.state.iterator is None:
+      self.state.iterator = training_iterator(self.cfg, self.state)
+    if self._run is None:
+      self._run = make_train_loop(self.cfg, self.state)
+
+  def train_until(self, target: int) -> dict[str, Any]:
+    """Trains to global step `target`; returns {'step', 'loss',
+    'steps_per_second', 'steps_run'}."""
+    cfg, state = self.cfg, self.state
+    if state.step >= target:
+      logging.info('already at step %d >= %d; nothing to train', state.step,
+                   target)
+      return {'step': state.step, 'loss': None, 'steps_per_second': None,
+              'steps_run': 0}
+    self._ensure_iterator()
+    voxels = cfg.train_batch_size * int(np.prod(cfg.input_image_size))
+    if self._progress is None:
+      self._progress = progress_lib.Progress(
+          state.step, cfg.train_steps, voxels,
+          cfg.train.progress_interval_seconds)
+    per_loop = distribute.steps_per_loop(cfg)
+    first_step = state.step
+    result = {}
+    while state.step < target:
+      loop_start = state.step
+      num_steps = min(per_loop, target - loop_start)
+      start = time.perf_counter()
+      step_losses = self._run(state.iterator, tf.constant(num_steps)).numpy()
+      elapsed = time.perf_counter() - start
+      state.examples.assign_add(num_steps * cfg.train_batch_size)
+      self._check_finite(loop_start, step_losses)
+      step = state.step
+      loss = float(np.mean(step_losses))
+      result = {'step': step, 'loss': loss,
+                'steps_per_second': num_steps / elapsed,
+                'steps_run': step - first_step}
+      self._progress.update(step, num_steps, elapsed, loss,
+                            self.learning_rate(step),
+                            self._summaries.epoch(step))
+      self._summaries.write_loop(loop_start, step_losses, num_steps / elapsed)
+      if self._lock:
+        self._lock.heartbeat()
+      if (step - self._last_saved >= cfg.train.checkpoint_every_n_steps or
+          step >= target):
+        self.save()
+      if self._signals.requested:
+        self._stop_on_signal()
+    self._summaries.flush()
+    return result
+
+  def _check_finite(self, loop_start: int, step_losses: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(step_losses))
+    if not len(bad):
+      return
+    step = loop_start + int(bad[0]) + 1
+    last = run_dir.latest_checkpoint(self.cfg.model_dir)
+    kept = (f'the last good checkpoint is {last}' if last else
+            'no checkpoint was saved')
+    raise RunError(
+        f'training diverged: the loss is {step_losses[bad[0]]} at step '
+        f'{step}; {kept}. Lower init_learning_rate, set '
+        'train.gradient_clip_norm, or check the input data')
+
+  def save(self) -> Optional[str]:
+    """Saves an interval checkpoint, if every variable is finite."""
+    state = self.state
+    if state.manager is None:
+      return None
+    if not _all_finite(state.float_variables()):
+      raise RunError(
+          f'training diverged: a variable is not finite at step '
+          f'{state.step}; not saved, the last good checkpoint is '
+          f'{run_dir.latest_checkpoint(self.cfg.model_dir)}. Lower '
+          'init_learning_rate or set train.gradient_clip_norm')
+    try:
+      path = state.manager.save(checkpoint_number=state.step)
+    except tf.errors.OpError as e:
+      raise RunError(f'{state.manager.directory}: cannot save a checkpoint '
+                     f'({e.message.strip().splitlines()[0]})') from None
+    self._last_saved = state.step
+    return path
+
+  def _stop_on_signal(self) -> None:
+    number, name = self._signals.requested
+    path = self.save() if self.state.step != self._last_saved else (
+        run_dir.latest_checkpoint(self.cfg.model_dir))
+    self._summaries.flush()
+    raise Interrupted(
+        f'{name}: stopped at step {self.state.step}; checkpoint {path}; run '
+        'the same command again to resume', number)
+
+  # -- evaluation ------------------------------------------------------------
+
+  def evaluate(self) -> dict[str, Any]:
+    """Evaluates the current weights; keeps the best checkpoint and updates
+    the plateau state."""
+    cfg, state = self.cfg, self.state
+    report = evaluator.evaluate(cfg, strategy=self.strategy, model=state.model,
+                                step=state.step)
+    dice = report.get('mean_foreground_dice')
+    improved = dice is not None and (
+        dice > float(state.best_dice.numpy()) +
+        cfg.train.early_stopping_min_delta)
+    if improved:
+      state.best_dice.assign(dice)
+      state.evals_since_best.assign(0)
+      if cfg.train.keep_best_checkpoint and distribute.is_chief():
+        self._save_best(report)
+    else:
+      state.evals_since_best.assign_add(1)
+      self._maybe_reduce_lr()
+    self._progress_message(report)
+    if distribute.is_chief():
+      evaluator.write_previews(cfg, state.model, state.step,
+                               self._summaries.writer)
+    return report
+
+  def _save_best(self, report: dict[str, Any]) -> None:
+    best = run_dir.best_dir(self.cfg.model_dir)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=self.state.model), best, max_to_keep=1)
+    if not _all_finite(self.state.model.variables):
+      return
+    manager.save(checkpoint_number=self.state.step)
+    fileio.write_json(fileio.join(best, run_dir.BEST_JSON), {
+        'step': self.state.step,
+        'mean_foreground_dice': report['mean_foreground_dice'],
+        'dice': {name: scores['dice']
+                 for name, scores in report['per_class'].items()}})
+
+  def _maybe_reduce_lr(self) -> None:
+    patience = self.cfg.train.reduce_lr_patience
+    waited = int(self.state.evals_since_best.numpy())
+    if patience and waited and waited % patience == 0:
+      self.state.lr_scale.assign(self.state.lr_scale *
+                                 self.cfg.train.reduce_lr_factor)
+      logging.info('no improvement for %d evaluations: learning rate x%g',
+                   waited, float(self.state.lr_scale.numpy()))
+
+  def should_stop_early(self) -> bool:
+    patience = self.cfg.train.early_stopping_patience
+    return bool(patience) and int(
+        self.state.evals_since_best.numpy()) >= patience
+
+  def _progress_message(self, report: dict[str, Any]) -> None:
+    dice = ', '.join(
+        f'{name} {scores["dice"]:.4f}' for name, scores in
+        list(report['per_class'].items())[1:] if scores['dice'] is not None)
+    mean = report.get('mean_foreground_dice')
+    text = (f'eval at step {self.state.step}: dice {dice}; mean '
+            f'{mean:.4f}' if mean is not None else
+            f'eval at step {self.state.step}: no foreground dice')
+    best = float(self.state.best_dice.numpy())
+    if best >= 0:
+      text += f' (best {best:.4f})'
+    if self._progress:
+      self._progress.message(text)
+    else:
+      print(text, flush=True)
 
 
 def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
           state: Optional[TrainState] = None,
           until_step: Optional[int] = None) -> dict[str, Any]:
-  """Trains to `until_step` (default cfg.train_steps), resuming if possible.
-
-  Returns {'step', 'loss', 'steps_per_second'} of the last loop and
-  'steps_run', the steps this call trained.
-  """
-  _check_can_train(cfg)
-  strategy = strategy or distribute.build_strategy(cfg)
-  if state is None:
-    distribute.set_determinism(cfg)
-    state = build_train_state(cfg, strategy)
-  if distribute.is_chief():
-    run_dir.save_params(cfg)
-  target = cfg.train_steps if until_step is None else until_step
-  if state.step >= target:
-    logging.info('Already at step %d >= %d; nothing to train.', state.step,
-                 target)
-    return {'step': state.step, 'loss': None, 'steps_per_second': None,
-            'steps_run': 0}
-
-  dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: pipeline.build_dataset(cfg, 'train', input_context=ctx))
-  iterator = iter(dataset)
-  run = make_train_loop(cfg, state)
-  summaries = _Summaries(cfg, optimizers.build_schedule(cfg))
-  first_step = last_saved = state.step
-  result = {}
-  while state.step < target:
-    loop_start = state.step
-    num_steps = min(cfg.train.steps_per_loop, target - loop_start)
-    start = time.perf_counter()
-    step_losses = run(iterator, tf.constant(num_steps)).numpy()
-    elapsed = time.perf_counter() - start
-    step = state.step
-    loss = float(np.mean(step_losses))
-    if not np.isfinite(loss):
-      raise FloatingPointError(f'training loss is {loss} at step {step}; lower '
-                               'init_learning_rate or check the input data')
-    result = {'step': step, 'loss': loss,
-              'steps_per_second': num_steps / elapsed,
-              'steps_run': step - first_step}
-    epoch = summaries.epoch(step)
-    logging.info('step %d%s  loss %.4f  %.2f steps/s', step,
-                 f'  epoch {epoch:.2f}' if epoch is not None else '', loss,
-                 num_steps / elapsed)
-    summaries.write_loop(loop_start, step_losses, num_steps / elapsed)
-    if state.manager and (step - last_saved >= cfg.train.checkpoint_every_n_steps
-                          or step >= target):
-      state.manager.save(checkpoint_number=step)
-      last_saved = step
-  summaries.flush()
-  if state.manager and not distribute.is_chief():
-    _remove_worker_scratch(cfg.model_dir, state.manager.directory)
+  """Trains to `until_step` (default cfg.train_steps), resuming if possible
+  (the train mode). Returns {'step', 'loss', 'steps_per_second',
+  'steps_run'}."""
+  with Trainer(cfg, strategy, state) as trainer:
+    result = trainer.train_until(cfg.train_steps if until_step is None
+                                 else until_step)
+  if state is None and trainer.state.manager and not distribute.is_chief():
+    _remove_worker_scratch(cfg.model_dir, trainer.state.manager.directory)
   return result
 
 
@@ -244,17 +532,23 @@ def train_and_evaluate(cfg: Config,
                        strategy: Optional[tf.distribute.Strategy] = None
                       ) -> dict[str, Any]:
   """Trains to train_steps, evaluating every train.eval_every_n_steps and at
-  the end; returns the last evaluation."""
-  strategy = strategy or distribute.build_strategy(cfg)
-  distribute.set_determinism(cfg)
-  state = build_train_state(cfg, strategy)
+  the end, with the best checkpoint, early stopping and reduce-on-plateau;
+  returns the last evaluation (the train_and_eval mode)."""
+  if not cfg.eval_file_pattern:
+    raise ConfigError('eval_file_pattern: required for train_and_eval')
   every = cfg.train.eval_every_n_steps or cfg.train_steps
-  while True:
-    next_stop = min(cfg.train_steps, (state.step // every + 1) * every)
-    train(cfg, strategy, state, until_step=next_stop)
-    report = evaluator.evaluate(cfg, strategy=strategy, model=state.model,
-                                step=state.step)
-    logging.info('eval at step %d: mean foreground dice %s', state.step,
-                 report.get('mean_foreground_dice'))
-    if state.step >= cfg.train_steps:
-      return report
+  with Trainer(cfg, strategy) as trainer:
+    while True:
+      step = trainer.state.step
+      trainer.train_until(min(cfg.train_steps, (step // every + 1) * every))
+      report = trainer.evaluate()
+      if trainer.state.step >= cfg.train_steps:
+        break
+      if trainer.should_stop_early():
+        trainer.save()
+        logging.info('early stopping at step %d: no improvement for %d '
+                     'evaluations', trainer.state.step,
+                     int(trainer.state.evals_since_best.numpy()))
+        report['early_stopped'] = True
+        break
+  return report

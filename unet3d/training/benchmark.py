@@ -1,0 +1,94 @@
+"""`--mode=train --benchmark`: training throughput with the input pipeline
+in the loop, as JSON (NVIDIA UNet_3D_Medical users know the shape).
+
+Runs `train.benchmark_warmup_steps` untimed steps, then
+`train.benchmark_steps` steps one per call, timing each on the host. Nothing
+is written to model_dir. Reports images/s as the mean of per-step rates and
+as the total over the wall time, and step latency percentiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from unet3d import distribute
+from unet3d import startup
+from unet3d.config import Config
+from unet3d.training import trainer
+
+
+def latency_report(step_seconds: np.ndarray, batch_size: int,
+                   voxels_per_image: int) -> dict[str, Any]:
+  """Throughput and latency figures of per-step wall times (seconds)."""
+  step_seconds = np.asarray(step_seconds, np.float64)
+  rates = batch_size / step_seconds
+  out = {
+      'images_per_second_mean': float(rates.mean()),
+      'images_per_second_total': float(batch_size * len(step_seconds) /
+                                       step_seconds.sum()),
+      'voxels_per_second_total': float(batch_size * voxels_per_image *
+                                       len(step_seconds) / step_seconds.sum()),
+  }
+  for q in (50, 90, 95, 99):
+    out[f'latency_ms_p{q}'] = float(np.percentile(step_seconds, q) * 1e3)
+  return out
+
+
+def cpu_model() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown'
+
+
+def run_benchmark(cfg: Config,
+                  strategy: Optional[tf.distribute.Strategy] = None
+                 ) -> dict[str, Any]:
+  """Times training steps fed by the real input pipeline; returns the JSON
+  report (see module doc)."""
+  trainer.check_can_train(dataclasses.replace(cfg, model_dir=cfg.model_dir or
+                                              'unused'))
+  cfg = dataclasses.replace(cfg, model_dir='')  # no checkpoints, no params
+  strategy = strategy or distribute.build_strategy(cfg)
+  distribute.set_determinism(cfg)
+  state = trainer.build_train_state(cfg, strategy)
+  state.iterator = trainer.training_iterator(cfg, state)
+  run = trainer.make_train_loop(cfg, state)
+  one = tf.constant(1)
+  for _ in range(max(1, cfg.train.benchmark_warmup_steps)):
+    run(state.iterator, one).numpy()
+  seconds = []
+  for _ in range(cfg.train.benchmark_steps):
+    start = time.perf_counter()
+    run(state.iterator, one).numpy()
+    seconds.append(time.perf_counter() - start)
+  voxels = int(np.prod(cfg.input_image_size))
+  report = {
+      'benchmark': 'train',
+      'model': cfg.model.name,
+      'input_image_size': list(cfg.input_image_size),
+      'train_batch_size': cfg.train_batch_size,
+      'warmup_steps': max(1, cfg.train.benchmark_warmup_steps),
+      'steps': cfg.train.benchmark_steps,
+      'strategy': distribute.strategy_name(cfg),
+      'replicas': strategy.num_replicas_in_sync,
+      'precision': distribute.compute_dtype(cfg),
+      'jit_compile': distribute.use_jit_compile(cfg),
+      'onednn': startup.onednn_enabled(),
+      'cpu': cpu_model(),
+      'cpu_count': os.cpu_count(),
+  }
+  report.update(latency_report(np.array(seconds), cfg.train_batch_size,
+                               voxels))
+  return report
