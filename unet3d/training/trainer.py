@@ -463,11 +463,12 @@ class Trainer:
     return report
 
   def _save_best(self, report: dict[str, Any]) -> None:
+    """The whole checkpoint (so its step is known) in model_dir/best/."""
     best = run_dir.best_dir(self.cfg.model_dir)
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=self.state.model), best, max_to_keep=1)
-    if not _all_finite(self.state.model.variables):
+    if not _all_finite(self.state.float_variables()):
       return
+    manager = tf.train.CheckpointManager(self.state.checkpoint, best,
+                                         max_to_keep=1)
     manager.save(checkpoint_number=self.state.step)
     fileio.write_json(fileio.join(best, run_dir.BEST_JSON), {
         'step': self.state.step,
