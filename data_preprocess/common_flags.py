@@ -12,10 +12,13 @@ from absl import app
 from absl import flags
 from absl import logging
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
+
+from unet3d import startup  # pylint: disable=g-import-not-at-top
+
+startup.prepare_environment()  # before any TensorFlow import
 
 FLAGS = flags.FLAGS
 
@@ -112,6 +115,7 @@ def run(convert_fn) -> None:
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    startup.import_tensorflow()  # the records writer needs it
     try:
       summary = convert_fn()
     except (ValueError, OSError) as e:

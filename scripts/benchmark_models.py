@@ -20,9 +20,12 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from unet3d import startup  # pylint: disable=g-import-not-at-top
+
+startup.prepare_environment()  # before TensorFlow is imported
 
 
 def _peak_rss_mb() -> float:
@@ -32,9 +35,9 @@ def _peak_rss_mb() -> float:
 
 def run_variant(args, recompute: bool) -> dict:
   """One process: build, one traced step, `args.steps` timed steps."""
+  tf = startup.import_tensorflow()
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from unet3d import models  # pylint: disable=g-import-not-at-top
   from unet3d.models import heads  # pylint: disable=g-import-not-at-top

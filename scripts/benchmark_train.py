@@ -13,11 +13,15 @@ import os
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from unet3d import startup  # pylint: disable=g-import-not-at-top
+
+startup.prepare_environment()  # before TensorFlow is imported
+
 import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf
+
+tf = startup.import_tensorflow()
 from absl import app
 from absl import flags
 

@@ -17,8 +17,11 @@ import shutil
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from unet3d import startup  # pylint: disable=g-import-not-at-top
+
+startup.prepare_environment()  # before TensorFlow is imported
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -40,6 +43,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  startup.import_tensorflow()
   # pylint: disable=g-import-not-at-top
   from unet3d import config
   from unet3d.evaluation import report as report_lib

@@ -1,0 +1,77 @@
+"""Tests for unet3d/startup.py: quiet start, oneDNN on by default, and
+results with oneDNN that agree with it off and repeat bit for bit."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Three deterministic training steps of a tiny U-Net; saves its weights.
+_TRAIN = '''
+import sys
+import numpy as np
+sys.path.insert(0, {repo!r})
+from unet3d import startup
+tf = startup.import_tensorflow()
+from unet3d import config, distribute, losses, models, optimizers
+print(startup.describe_onednn())
+cfg = config.build_config(params_override=(
+    'input_image_size=[16,16,16],num_classes=3,num_base_filters=4,depth=2,'
+    'seed=1,deterministic=true,loss=dice_ce,use_index_label_in_train=true'))
+distribute.set_determinism(cfg)
+model = models.build_model(cfg)
+optimizer = optimizers.build_optimizer(cfg)
+loss_fn = losses.build_loss_fn(cfg)
+rng = np.random.default_rng(0)
+x = tf.constant(rng.normal(size=[2, 16, 16, 16, 1]), tf.float32)
+y = tf.constant(rng.integers(0, 3, size=[2, 16, 16, 16]), tf.int32)
+@tf.function
+def step():
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(loss_fn(y, model(x, training=True)))
+  grads = tape.gradient(loss, model.trainable_variables)
+  optimizer.apply_gradients(zip(grads, model.trainable_variables))
+for _ in range(3):
+  step()
+np.savez({out!r}, *[w.numpy() for w in model.weights])
+'''
+
+
+def _train(tmp_path, name, onednn):
+  out = str(tmp_path / f'{name}.npz')
+  env = dict(os.environ)
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+  if onednn is None:
+    env.pop('TF_ENABLE_ONEDNN_OPTS', None)
+  else:
+    env['TF_ENABLE_ONEDNN_OPTS'] = onednn
+  proc = subprocess.run([sys.executable, '-c',
+                         _TRAIN.format(repo=REPO, out=out)],
+                        capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  weights = np.load(out)
+  return proc, [weights[k] for k in sorted(weights, key=lambda k: int(
+      k.split('_')[1]))]
+
+
+def test_onednn_on_by_default_quiet_agrees_with_off_and_repeats(tmp_path):
+  default, on = _train(tmp_path, 'default', None)
+  assert default.stdout.splitlines()[0] == (
+      'oneDNN CPU kernels on (TF_ENABLE_ONEDNN_OPTS=1 set by unet3d; export '
+      'TF_ENABLE_ONEDNN_OPTS=0 to turn off)')
+  # No CUDA-driver or pre-init noise on a machine without a GPU.
+  assert not [l for l in default.stderr.splitlines() if l.strip()], (
+      default.stderr[-2000:])
+  again, on_again = _train(tmp_path, 'again', None)
+  for a, b in zip(on, on_again):  # deterministic: bit for bit
+    np.testing.assert_array_equal(a, b)
+  off_proc, off = _train(tmp_path, 'off', '0')
+  assert off_proc.stdout.splitlines()[0] == (
+      'oneDNN CPU kernels off (TF_ENABLE_ONEDNN_OPTS=0 from the environment)')
+  for a, b in zip(on, off):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+  del again
