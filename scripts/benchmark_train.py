@@ -1,11 +1,16 @@
-"""Training-step throughput, without the input pipeline. Prints JSON.
+"""Training-step throughput without the input pipeline, and the loop's
+overhead over a bare step. Prints JSON.
 
   python scripts/benchmark_train.py [--config_file=configs/demo.yaml]
-      [--params_override=...] [--steps=20]
+      [--params_override=...] [--steps=20] [--rounds=3]
 
-Feeds one in-memory batch repeatedly through the same train loop the trainer
-uses (same model, loss, optimizer, strategy), so the number is what a step
-consumes: voxels/s = steps/s * train_batch_size * prod(input_image_size).
+(A) the trainer's loop (`trainer.make_train_loop`: steps_per_loop steps in
+one tf.function around strategy.run, the configured loss and optimizer) fed
+one in-memory batch repeatedly; (B) a bare `tf.function` step of the same
+model, loss, optimizer and batch (tape, gradients, apply), called once per
+step. Rounds of A and B alternate so machine drift cancels; the medians are
+reported, with overhead = median A seconds/step / median B - 1.
+voxels/s = steps/s * train_batch_size * prod(input_image_size).
 """
 
 import json
@@ -29,8 +34,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string('config_file', os.path.join(REPO, 'configs', 'demo.yaml'),
                     'Recipe to measure.')
 flags.DEFINE_string('params_override', None, 'Overrides of the recipe.')
-flags.DEFINE_integer('steps', 20, 'Timed steps (after one warm-up loop).')
+flags.DEFINE_integer('steps', 20, 'Timed steps per round.')
+flags.DEFINE_integer('rounds', 3, 'Alternating rounds of loop and bare step.')
 FLAGS = flags.FLAGS
+
+
+def _timed(fn, steps: int) -> float:
+  start = time.perf_counter()
+  fn(steps)
+  return (time.perf_counter() - start) / steps
 
 
 def main(argv):
@@ -38,6 +50,9 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from unet3d import config
   from unet3d import distribute
+  from unet3d import losses
+  from unet3d import optimizers
+  from unet3d.training import benchmark
   from unet3d.training import trainer
   # pylint: enable=g-import-not-at-top
 
@@ -57,23 +72,59 @@ def main(argv):
   dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
   iterator = iter(strategy.experimental_distribute_dataset(dataset))
   run = trainer.make_train_loop(cfg, state)
-  run(iterator, tf.constant(2)).numpy()  # trace and warm up
-  start = time.perf_counter()
-  run(iterator, tf.constant(FLAGS.steps)).numpy()
-  elapsed = time.perf_counter() - start
-  steps_per_second = FLAGS.steps / elapsed
+
+  def loop(steps):
+    run(iterator, tf.constant(steps)).numpy()
+
+  # The bare step: same model architecture, loss and optimizer; no strategy.
+  distribute.set_precision_policy(cfg)
+  from unet3d import models  # pylint: disable=g-import-not-at-top
+  bare_model = models.build_model(cfg)
+  bare_optimizer = optimizers.build_optimizer(cfg)
+  loss_fn = losses.build_loss_fn(cfg)
+  x, y = tf.constant(images), tf.constant(labels)
+
+  @tf.function(jit_compile=distribute.use_jit_compile(cfg))
+  def bare_step():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(loss_fn(y, bare_model(x, training=True)))
+    grads = tape.gradient(loss, bare_model.trainable_variables)
+    bare_optimizer.apply_gradients(zip(grads, bare_model.trainable_variables))
+    return loss
+
+  def bare(steps):
+    for _ in range(steps):
+      loss = bare_step()
+    loss.numpy()
+
+  loop(2)  # trace and warm up both
+  bare(2)
+  loop_seconds, bare_seconds = [], []
+  for _ in range(FLAGS.rounds):
+    loop_seconds.append(_timed(loop, FLAGS.steps))
+    bare_seconds.append(_timed(bare, FLAGS.steps))
+  loop_step = float(np.median(loop_seconds))
+  bare_step_seconds = float(np.median(bare_seconds))
   voxels = batch * int(np.prod(size))
   print(json.dumps({
       'benchmark': 'train_step',
       'config_file': os.path.relpath(FLAGS.config_file, REPO),
+      'params_override': FLAGS.params_override,
       'model': cfg.model.name,
+      'loss': cfg.loss,
       'input_image_size': size,
       'train_batch_size': batch,
+      'steps_per_loop': distribute.steps_per_loop(cfg),
       'jit_compile': distribute.use_jit_compile(cfg),
       'steps': FLAGS.steps,
-      'steps_per_second': round(steps_per_second, 3),
-      'patches_per_second': round(steps_per_second * batch, 3),
-      'voxels_per_second': round(steps_per_second * voxels),
+      'rounds': FLAGS.rounds,
+      'steps_per_second': round(1 / loop_step, 3),
+      'patches_per_second': round(batch / loop_step, 3),
+      'voxels_per_second': round(voxels / loop_step),
+      'bare_step_steps_per_second': round(1 / bare_step_seconds, 3),
+      'loop_overhead': round(loop_step / bare_step_seconds - 1, 4),
+      'onednn': startup.onednn_enabled(),
+      'cpu': benchmark.cpu_model(),
       'cpu_count': os.cpu_count(),
   }))
 
