@@ -23,3 +23,9 @@ def unknown_name(key: str, value: str, known: Sequence[str],
                        f"'{guess[0]}'? (expected one of {', '.join(known)})")
   return ConfigError(f"{key}: expected one of {', '.join(known)}, got "
                      f'{value!r}')
+
+
+class StartupError(RuntimeError):
+  """The devices or the cluster could not be started: a TPU that cannot be
+  found, reached or initialised. The message is one line naming the TPU (or
+  cluster) and the step that failed."""

@@ -26,6 +26,7 @@ from unet3d import run_dir
 from unet3d.config import Config, ConfigError
 from unet3d.evaluation import evaluator
 from unet3d.input import pipeline
+from unet3d.training import gradients
 
 TRAIN_SUMMARY_DIR = 'train'
 
@@ -58,7 +59,8 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
   checkpoint of model_dir, if there is one."""
   distribute.set_precision_policy(cfg)
   with strategy.scope():
-    model = models.build_model(cfg)
+    model = models.build_model(
+        distribute.resolve_sync_batch_norm(cfg, strategy))
     optimizer = optimizers.build_optimizer(cfg)
     optimizer.build(model.trainable_variables)
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -72,18 +74,15 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
       checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info('Restored %s at step %d', latest,
                    int(optimizer.iterations.numpy()))
+  distribute.check_same_on_every_worker(
+      strategy, int(optimizer.iterations.numpy()), 'checkpoint step')
   return TrainState(strategy, model, optimizer, checkpoint, manager)
 
 
 def split_for_partitioning(cfg: Config, strategy, images, labels):
   """TPU spatial partitioning: split the batch across a replica's cores."""
-  dims = cfg.input_partition_dims
-  if not dims or not isinstance(strategy, tf.distribute.TPUStrategy):
-    return images, labels
-  images = strategy.experimental_split_to_logical_devices(images, dims)
-  label_dims = dims if labels.shape.rank == len(dims) else dims[:-1]
-  labels = strategy.experimental_split_to_logical_devices(labels, label_dims)
-  return images, labels
+  return distribute.partition_inputs(strategy, cfg.input_partition_dims,
+                                     images, labels)
 
 
 def make_train_loop(cfg: Config, state: TrainState) -> Callable:
@@ -92,9 +91,9 @@ def make_train_loop(cfg: Config, state: TrainState) -> Callable:
   strategy, model, optimizer = state.strategy, state.model, state.optimizer
   loss_fn = losses.build_loss_fn(cfg)
   global_batch = cfg.train_batch_size
-  jit = distribute.use_jit_compile(cfg)
+  jit = distribute.use_jit_compile(cfg, strategy, model)
+  gradients.disable_keras_aggregation(optimizer)
 
-  @tf.function(jit_compile=jit, reduce_retracing=True)
   def loss_and_grads(images, labels):
     with tf.GradientTape() as tape:
       outputs = model(images, training=True)
@@ -107,11 +106,16 @@ def make_train_loop(cfg: Config, state: TrainState) -> Callable:
     grads = tape.gradient(scaled, model.trainable_variables)
     return loss, grads
 
+  if jit:  # Not nested otherwise: sync batch norm cannot merge_call inside.
+    loss_and_grads = tf.function(loss_and_grads, jit_compile=True,
+                                 reduce_retracing=True)
+
   def step_fn(inputs):
     images, labels = inputs
     images, labels = split_for_partitioning(cfg, strategy, images, labels)
     loss, grads = loss_and_grads(images, labels)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    # Sum over replicas, then clip and check for overflow (not per replica).
+    gradients.apply_gradients(optimizer, grads, model.trainable_variables)
     return loss
 
   @tf.function
