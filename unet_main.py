@@ -27,7 +27,8 @@ flags.DEFINE_string('eval_file_pattern', None, 'Evaluation TFRecord glob.')
 flags.DEFINE_enum('distribution_strategy', None,
                   ['tpu', 'mirrored', 'multi_worker', 'cpu'],
                   'How to distribute training.')
-flags.DEFINE_integer('num_gpus', None, 'GPUs for the mirrored strategy.')
+flags.DEFINE_string('num_gpus', None, 'GPUs for the mirrored strategy: a '
+                    'count (4) or GPU ids (0,2,3).')
 flags.DEFINE_string('tpu', None, 'TPU name or address.')
 flags.DEFINE_integer('steps_per_loop', None,
                      'Training steps inside one tf.function call.')
@@ -39,7 +40,6 @@ _FLAG_TO_KEY = {
     'training_file_pattern': 'training_file_pattern',
     'eval_file_pattern': 'eval_file_pattern',
     'distribution_strategy': 'distribution_strategy',
-    'num_gpus': 'num_gpus',
     'tpu': 'tpu',
 }
 
@@ -52,6 +52,8 @@ def resolve_config(argv_flags):
   flag_values = {key: getattr(argv_flags, name)
                  for name, key in _FLAG_TO_KEY.items()}
   overrides = {k: v for k, v in flag_values.items() if v is not None}
+  if argv_flags.num_gpus is not None:
+    overrides['num_gpus'] = config.parse_num_gpus(argv_flags.num_gpus)
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
   base = None
@@ -108,11 +110,12 @@ def main(argv):
   del argv
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from unet3d.config import ConfigError  # pylint: disable=g-import-not-at-top
+  from unet3d.errors import StartupError  # pylint: disable=g-import-not-at-top
   cfg = None
   try:
     cfg = resolve_config(FLAGS)
     report = run(FLAGS.mode, cfg)
-  except (ConfigError, ValueError, FileNotFoundError) as e:
+  except (ConfigError, StartupError, ValueError, FileNotFoundError) as e:
     logging.debug('failed', exc_info=True)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
