@@ -1,7 +1,7 @@
 """Training-step throughput, without the input pipeline. Prints JSON.
 
   python scripts/benchmark_train.py [--config_file=configs/demo.yaml]
-      [--params_override=...] [--steps=20]
+      [--params_override=...] [--steps=20] [--logical_cpus=2]
 
 Feeds one in-memory batch repeatedly through the same train loop the trainer
 uses (same model, loss, optimizer, strategy), so the number is what a step
@@ -26,6 +26,9 @@ flags.DEFINE_string('config_file', os.path.join(REPO, 'configs', 'demo.yaml'),
                     'Recipe to measure.')
 flags.DEFINE_string('params_override', None, 'Overrides of the recipe.')
 flags.DEFINE_integer('steps', 20, 'Timed steps (after one warm-up loop).')
+flags.DEFINE_integer('logical_cpus', 1, 'Split the CPU into this many logical '
+                     'devices (distribution_strategy=mirrored then has as '
+                     'many replicas, sharing the same cores).')
 FLAGS = flags.FLAGS
 
 
@@ -37,6 +40,10 @@ def main(argv):
   from unet3d.training import trainer
   # pylint: enable=g-import-not-at-top
 
+  if FLAGS.logical_cpus > 1:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices('CPU')[0],
+        [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
   cfg = config.build_config(FLAGS.config_file, FLAGS.params_override,
                             {'model_dir': ''})
   strategy = distribute.build_strategy(cfg)
@@ -65,12 +72,18 @@ def main(argv):
       'model': cfg.model.name,
       'input_image_size': size,
       'train_batch_size': batch,
-      'jit_compile': distribute.use_jit_compile(cfg),
+      'strategy': type(strategy).__name__,
+      'replicas': strategy.num_replicas_in_sync,
+      'sync_batch_norm': distribute.resolve_sync_batch_norm(
+          cfg, strategy).model.sync_batch_norm,
+      'gradient_clip_norm': cfg.train.gradient_clip_norm,
+      'jit_compile': distribute.use_jit_compile(cfg, strategy, state.model),
       'steps': FLAGS.steps,
       'steps_per_second': round(steps_per_second, 3),
       'patches_per_second': round(steps_per_second * batch, 3),
       'voxels_per_second': round(steps_per_second * voxels),
       'cpu_count': os.cpu_count(),
+      'logical_cpus': FLAGS.logical_cpus,
   }))
 
 

@@ -1,4 +1,5 @@
-"""Tests for unet3d/distribute.py and multi-worker training through unet_main."""
+"""Tests for unet3d/distribute.py, multi-worker training through unet_main,
+and a TPU run exported and predicted on a CPU."""
 
 import glob
 import json

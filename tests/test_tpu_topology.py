@@ -103,8 +103,9 @@ def test_spatial_tiles_sit_on_the_same_or_a_neighbouring_chip(name, n):
 
 
 @pytest.mark.parametrize('mesh, n, message', [
-    ([2, 2, 1, 2], 3, r'input_partition_dims: 3 cores per replica cannot tile '
-                      r'the TPU mesh \[2, 2, 1, 2\].*use one of \[1, 2, 4, 8\]'),
+    ([2, 2, 1, 2], 3, r'input_partition_dims: 3 cores per replica cannot '
+                      r'tile the TPU mesh \[2, 2, 1, 2\].*use one of '
+                      r'\[1, 2, 4, 8\]'),
     ([2, 2, 1, 2], 16, r'16 cores per replica, but the TPU has only 8'),
     ([2, 2, 1, 1], 8, r'8 cores per replica, but the TPU has only 4'),
     ([4, 4, 1, 2], 6, r'cannot tile'),

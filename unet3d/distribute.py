@@ -91,7 +91,7 @@ def _tpu_strategy(cfg: Config) -> tf.distribute.Strategy:
     # ValueError, URLError, OpError, RuntimeError...: whatever the cause, the
     # TPU did not start. Say which TPU and which step, in one line.
     raise StartupError(f'tpu {name}: {stage} failed: {_first_line(e)}') from e
-  if not cfg.input_partition_dims:
+  if math.prod(cfg.input_partition_dims or [1]) == 1:
     return tf.distribute.TPUStrategy(resolver)
   # Spatial partitioning: a replica spans prod(input_partition_dims) cores
   # (a block of the mesh derived from its shape), and every input of the

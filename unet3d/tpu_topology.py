@@ -7,10 +7,10 @@ shape in the mesh. The shape is derived here from the topology that
 between generations. `topology.mesh_shape` is [x, y, z, devices per chip],
 where a device is what TensorFlow counts as one TPU core:
 
-  generation       TensorCores/chip  devices/chip  example mesh_shape
-  v2, v3           2                 2             v3-8 [2, 2, 1, 2], v3-32 [4, 4, 1, 2]
-  v4, v5p          2 (megacore)      1             v4-32 [2, 2, 4, 1], v5p-8 [2, 2, 1, 1]
-  v5e, v6e         1                 1             v5litepod-8 [2, 4, 1, 1]
+  generation  TensorCores/chip  devices/chip  example mesh_shape
+  v2, v3      2                 2             v3-8 [2,2,1,2], v3-32 [4,4,1,2]
+  v4, v5p     2 (megacore)      1             v4-32 [2,2,4,1], v5p-8 [2,2,1,1]
+  v5e, v6e    1                 1             v5litepod-8 [2,4,1,1]
 
 (on v4/v5p megacore fuses a chip's two TensorCores into one device, so "cores
 per replica" counts chips there). These shapes come from the Cloud TPU
