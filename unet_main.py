@@ -27,7 +27,8 @@ flags.DEFINE_string('eval_file_pattern', None, 'Evaluation TFRecord glob.')
 flags.DEFINE_enum('distribution_strategy', None,
                   ['tpu', 'mirrored', 'multi_worker', 'cpu'],
                   'How to distribute training.')
-flags.DEFINE_integer('num_gpus', None, 'GPUs for the mirrored strategy.')
+flags.DEFINE_string('num_gpus', None, 'GPUs for the mirrored strategy: a '
+                    'count (4) or GPU ids (0,2,3).')
 flags.DEFINE_string('tpu', None, 'TPU name or address.')
 flags.DEFINE_integer('steps_per_loop', None,
                      'Training steps inside one tf.function call.')
@@ -49,7 +50,6 @@ _FLAG_TO_KEY = {
     'training_file_pattern': 'training_file_pattern',
     'eval_file_pattern': 'eval_file_pattern',
     'distribution_strategy': 'distribution_strategy',
-    'num_gpus': 'num_gpus',
     'tpu': 'tpu',
 }
 # Modes that use a trained run: they start from its params.yaml.
@@ -71,6 +71,8 @@ def resolve_config(argv_flags):
   flag_values = {key: getattr(argv_flags, name)
                  for name, key in _FLAG_TO_KEY.items()}
   overrides = {k: v for k, v in flag_values.items() if v is not None}
+  if argv_flags.num_gpus is not None:
+    overrides['num_gpus'] = config.parse_num_gpus(argv_flags.num_gpus)
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
   saved = (run_dir.load_params(argv_flags.model_dir)
@@ -141,7 +143,7 @@ def main(argv):
   del argv
   tf = startup.import_tensorflow()
   # pylint: disable=g-import-not-at-top
-  from unet3d.errors import ConfigError, Interrupted, RunError
+  from unet3d.errors import ConfigError, Interrupted, RunError, StartupError
   from unet3d.input import pipeline
   # pylint: enable=g-import-not-at-top
   cfg = None
@@ -151,7 +153,8 @@ def main(argv):
   except Interrupted as e:
     logging.debug('interrupted', exc_info=True)
     _fail(str(e), 128 + e.signal_number)
-  except (ConfigError, RunError, ValueError, FileNotFoundError) as e:
+  except (ConfigError, RunError, StartupError, ValueError,
+          FileNotFoundError) as e:
     logging.debug('failed', exc_info=True)
     _fail(str(e))
   except tf.errors.OpError as e:  # raised while reading the input

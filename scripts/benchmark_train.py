@@ -2,7 +2,7 @@
 overhead over a bare step. Prints JSON.
 
   python scripts/benchmark_train.py [--config_file=configs/demo.yaml]
-      [--params_override=...] [--steps=20] [--rounds=3]
+      [--params_override=...] [--steps=20] [--rounds=3] [--logical_cpus=2]
 
 (A) the trainer's loop (`trainer.make_train_loop`: steps_per_loop steps in
 one tf.function around strategy.run, the configured loss and optimizer) fed
@@ -36,6 +36,9 @@ flags.DEFINE_string('config_file', os.path.join(REPO, 'configs', 'demo.yaml'),
 flags.DEFINE_string('params_override', None, 'Overrides of the recipe.')
 flags.DEFINE_integer('steps', 20, 'Timed steps per round.')
 flags.DEFINE_integer('rounds', 3, 'Alternating rounds of loop and bare step.')
+flags.DEFINE_integer('logical_cpus', 1, 'Split the CPU into this many logical '
+                     'devices (distribution_strategy=mirrored then has as '
+                     'many replicas, sharing the same cores).')
 FLAGS = flags.FLAGS
 
 
@@ -56,6 +59,14 @@ def main(argv):
   from unet3d.training import trainer
   # pylint: enable=g-import-not-at-top
 
+  if FLAGS.logical_cpus > 1:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices('CPU')[0],
+        [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
+  if FLAGS.logical_cpus > 1:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices('CPU')[0],
+        [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
   cfg = config.build_config(FLAGS.config_file, FLAGS.params_override,
                             {'model_dir': ''})
   strategy = distribute.build_strategy(cfg)
@@ -84,7 +95,8 @@ def main(argv):
   loss_fn = losses.build_loss_fn(cfg)
   x, y = tf.constant(images), tf.constant(labels)
 
-  @tf.function(jit_compile=distribute.use_jit_compile(cfg))
+  @tf.function(jit_compile=distribute.use_jit_compile(cfg, strategy,
+                                                      bare_model))
   def bare_step():
     with tf.GradientTape() as tape:
       loss = tf.reduce_mean(loss_fn(y, bare_model(x, training=True)))
@@ -115,7 +127,12 @@ def main(argv):
       'input_image_size': size,
       'train_batch_size': batch,
       'steps_per_loop': distribute.steps_per_loop(cfg),
-      'jit_compile': distribute.use_jit_compile(cfg),
+      'strategy': type(strategy).__name__,
+      'replicas': strategy.num_replicas_in_sync,
+      'sync_batch_norm': distribute.resolve_sync_batch_norm(
+          cfg, strategy).model.sync_batch_norm,
+      'gradient_clip_norm': cfg.train.gradient_clip_norm,
+      'jit_compile': distribute.use_jit_compile(cfg, strategy, state.model),
       'steps': FLAGS.steps,
       'rounds': FLAGS.rounds,
       'steps_per_second': round(1 / loop_step, 3),
@@ -126,6 +143,7 @@ def main(argv):
       'onednn': startup.onednn_enabled(),
       'cpu': benchmark.cpu_model(),
       'cpu_count': os.cpu_count(),
+      'logical_cpus': FLAGS.logical_cpus,
   }))
 
 

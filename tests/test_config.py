@@ -112,10 +112,31 @@ def test_float_from_yaml_scientific_string(tmp_path):
     ('input_partition_dims=[1,8,1,1]',
      'input_partition_dims: expected 5 values'),
     ('input_partition_dims=[1,3,1,1,1]',
-     'spatial axis 0 of size 128 is not divisible by 3'),
+     'spatial axis 0 of input_image_size [128, 128, 128] is not divisible '
+     'by 3'),
     ('input_partition_dims=[1,32,1,1,1]',
      'at the bottleneck (128/8=16) is not divisible by 32'),
     ('input_partition_dims=[2,1,1,1,1]', 'batch and channel entries must be 1'),
+    ('eval_input_partition_dims=[1,2,1,1,1]',
+     'eval_input_partition_dims: set input_partition_dims too'),
+    ('input_partition_dims=[1,4,1,1,1],eval_input_partition_dims=[1,2,1,1,1]',
+     'eval_input_partition_dims: [1, 2, 1, 1, 1] splits a replica into 2 '
+     'cores, input_partition_dims [1, 4, 1, 1, 1] into 4; they must match'),
+    ('input_partition_dims=[1,4,1,1,1],eval_input_partition_dims=[1,2,2,1,2]',
+     'eval_input_partition_dims: the batch and channel entries must be 1'),
+    ('input_partition_dims=[1,4,1,1,1],data.eval_image_size=[136,128,128]',
+     'input_partition_dims: spatial axis 0 of data.eval_image_size [136, 128, '
+     '128] at the bottleneck (136/8=17) is not divisible by 4'),
+    ('input_partition_dims=[1,4,1,1,1],eval_input_partition_dims=[1,1,4,1,1],'
+     'data.eval_image_size=[128,72,128]',
+     'eval_input_partition_dims: spatial axis 1 of data.eval_image_size [128, '
+     '72, 128] at the bottleneck (72/8=9) is not divisible by 4'),
+    ('num_gpus=-1', 'num_gpus: must be >= 0'),
+    ('num_gpus=[0,2,2]', 'num_gpus: expected distinct GPU ids >= 0'),
+    ('num_gpus=two', 'num_gpus: expected int or list of int'),
+    ('model.sync_batch_norm=true,model.normalization=group',
+     "model.sync_batch_norm: only batch norm is synchronised, the model uses "
+     "'group'"),
     ('input_image_size=[64,64]', 'expected 3 sizes'),
     ('distribution_strategy=gpu', 'distribution_strategy: expected one of'),
     ('model.name=unet4d', "model.name: unknown model 'unet4d'"),
@@ -142,14 +163,16 @@ CLOUD_EXPECTED = {
         'cross_entropy', 16, 8, [1, 8, 1, 1, 1], True, 128, 1e-4),
     'v3-8_128x128x128_dice.yaml': (
         'adaptive_dice32', 32, 8, None, False, 128, 1e-4),
+    # eval_batch_size: one case per replica (the Model Garden's 1 cannot
+    # split over the 2 and 8 replicas of these slices).
     'v3-32_256x256x256_ce.yaml': (
-        'cross_entropy', 8, 1, [1, 16, 1, 1, 1], True, 256, 5e-5),
+        'cross_entropy', 8, 2, [1, 16, 1, 1, 1], True, 256, 5e-5),
     'v3-32_256x256x256_dice.yaml': (
-        'adaptive_dice32', 8, 1, [1, 16, 1, 1, 1], False, 256, 5e-5),
+        'adaptive_dice32', 8, 2, [1, 16, 1, 1, 1], False, 256, 5e-5),
     'v3-128_256x256x256_ce.yaml': (
-        'cross_entropy', 32, 1, [1, 16, 1, 1, 1], True, 256, 1e-4),
+        'cross_entropy', 32, 8, [1, 16, 1, 1, 1], True, 256, 1e-4),
     'v3-128_256x256x256_dice.yaml': (
-        'adaptive_dice32', 32, 1, [1, 16, 1, 1, 1], False, 256, 1e-4),
+        'adaptive_dice32', 32, 8, [1, 16, 1, 1, 1], False, 256, 1e-4),
 }
 
 
@@ -200,3 +223,34 @@ def test_legacy_model_garden_keys_are_accepted(tmp_path):
   cfg = config.build_config(_write(tmp_path, 'use_bfloat16: true\n'
                                    'train_epochs: 10\ntpu_config: {}\n'))
   assert cfg == config.build_config()
+
+
+@pytest.mark.parametrize('text, value', [
+    ('4', 4), ('0', 0), ('0,2,3', [0, 2, 3]), ('3,', [3]), (' 1, 2 ', [1, 2]),
+])
+def test_num_gpus_flag_is_a_count_or_gpu_ids(text, value):
+  assert config.parse_num_gpus(text) == value
+  cfg = config.build_config(flag_values={'num_gpus': value})
+  assert cfg.num_gpus == value
+  assert config.from_yaml(config.to_yaml(cfg), 'params.yaml') == cfg
+
+
+def test_bad_num_gpus_flag_names_the_flag():
+  with pytest.raises(ConfigError, match=r"--num_gpus: expected a count \(4\) "
+                     r"or GPU ids \(0,2,3\), got 'gpu1'"):
+    config.parse_num_gpus('gpu1')
+
+
+def test_eval_partition_dims_default_to_the_training_ones():
+  cfg = config.build_config(params_override='input_partition_dims=[1,4,1,1,1]')
+  assert config.eval_partition_dims(cfg) == [1, 4, 1, 1, 1]
+  assert cfg.spmd_xla_partitioning is True
+  cfg = config.build_config(params_override=(
+      'input_partition_dims=[1,4,1,1,1],eval_input_partition_dims=[1,1,2,2,1],'
+      'data.eval_image_size=[136,128,128]'))
+  assert config.eval_partition_dims(cfg) == [1, 1, 2, 2, 1]
+  assert config.eval_partition_dims(config.Config()) is None
+  # Whole-volume evaluation does not run the crop step: no size check.
+  config.build_config(params_override=(
+      'input_partition_dims=[1,4,1,1,1],data.eval_image_size=[136,128,128],'
+      'data.eval_mode=whole_volume'))

@@ -84,6 +84,12 @@ def test_flags_override_config_file_and_params_override(tmp_path):
     (['--config_file=/no/such.yaml'], 'config file /no/such.yaml: not found'),
     (['--mode=train', '--model_dir=/tmp/x'],
      'training_file_pattern: required for training'),
+    (['--mode=train', '--model_dir=/tmp/x', '--training_file_pattern=/x/*',
+      '--tpu=no-such-tpu-7'],
+     'tpu no-such-tpu-7: finding the TPU failed: '),
+    (['--mode=train', '--model_dir=/tmp/x', '--training_file_pattern=/x/*',
+      '--distribution_strategy=mirrored', '--num_gpus=0,2'],
+     'num_gpus: GPU ids [0, 2] are not visible'),
 ])
 def test_bad_input_exits_nonzero_with_one_line(argv, message):
   proc = subprocess.run(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -66,6 +67,12 @@ class ModelConfig:
   cgm_loss_weight: float = 1.0
   # Per-block tf.recompute_grad to trade compute for activation memory.
   recompute_grad: bool = False
+  # Batch norm with the statistics of the global batch (Keras
+  # BatchNormalization(synchronized=True): an all-reduce per layer) instead
+  # of each replica's own cases. None: on under mirrored / multi_worker when
+  # a replica gets fewer than 4 cases of train_batch_size, off otherwise.
+  # Only training differs; checkpoints are the same either way.
+  sync_batch_norm: Optional[bool] = None
   # softmax (exclusive classes) | sigmoid (multi-label, e.g. BraTS regions)
   output_activation: str = 'softmax'
 
@@ -236,7 +243,10 @@ class TrainConfig:
   warmup_steps: int = 0
   weight_decay: float = 0.0
   gradient_clip_norm: Optional[float] = None
-  # XLA. None: on for GPU/TPU, off on CPU where it is much slower.
+  # XLA-compile each replica's forward and backward pass (the all-reduce and
+  # the update stay outside). None: off. Ignored on TPU, where the whole step
+  # is compiled anyway, and dropped with a warning when synchronised batch
+  # norm runs on several replicas (its all-reduce cannot sit inside XLA).
   jit_compile: Optional[bool] = None
 
 
@@ -277,7 +287,16 @@ class Config:
   # input and model
   input_image_size: list[int] = field(default_factory=lambda: [128, 128, 128])
   num_channels: int = 1
+  # TPU spatial partitioning: [1, *spatial splits, 1]; one replica spans
+  # prod(splits) TPU cores and each core holds one tile of every volume.
   input_partition_dims: Optional[list[int]] = None
+  # The same for the evaluation step's data.eval_image_size volumes; the
+  # product must equal input_partition_dims'. Empty: input_partition_dims.
+  eval_input_partition_dims: Optional[list[int]] = None
+  # With partitioning: XLA's SPMD partitioner (one program for all cores of
+  # a replica; TensorFlow suggests it when activations dwarf the parameters,
+  # as in 3D) instead of the older MPMD one.
+  spmd_xla_partitioning: bool = True
   deconvolution: bool = True
   num_classes: int = 3
   num_base_filters: int = 32
@@ -294,7 +313,9 @@ class Config:
   # run. distribution_strategy empty: tpu when `tpu` is set, mirrored when
   # GPUs are visible, else cpu.
   distribution_strategy: Optional[str] = None
-  num_gpus: int = 0
+  # mirrored: a count N uses the first N visible GPUs (0: all of them); a
+  # list uses those GPU ids (--num_gpus=0,2,3).
+  num_gpus: Union[int, list[int]] = 0
   tpu: Optional[str] = None
   seed: Optional[int] = None
   deterministic: bool = False
@@ -602,9 +623,12 @@ def validate(cfg: Config) -> None:
   if not 0.0 <= cfg.data.foreground_oversample <= 1.0:
     raise ConfigError('data.foreground_oversample: must be in [0, 1], got '
                       f'{cfg.data.foreground_oversample}')
+  _validate_num_gpus(cfg.num_gpus)
   models.check_model_config(cfg)
-  _validate_partition_dims(cfg.input_partition_dims, cfg.input_image_size,
-                           models.total_stride(cfg))
+  stride = models.total_stride(cfg)
+  _validate_partition_dims('input_partition_dims', cfg.input_partition_dims,
+                           cfg.input_image_size, stride)
+  _validate_eval_partition_dims(cfg, stride)
   losses.check_loss_config(cfg)
   optimizers.check_optimizer_config(cfg)
   _validate_augmentation(cfg.data.augmentation, cfg.input_image_size)
@@ -637,33 +661,86 @@ def _validate_train(train: TrainConfig) -> None:
                       f'got {train.progress_interval_seconds}')
 
 
-def _validate_partition_dims(dims: Optional[list[int]], size: list[int],
-                             stride: int) -> None:
+def eval_partition_dims(cfg: Config) -> Optional[list[int]]:
+  """The evaluation step's TPU partitioning: eval_input_partition_dims, else
+  input_partition_dims (None: not partitioned)."""
+  return cfg.eval_input_partition_dims or cfg.input_partition_dims
+
+
+def parse_num_gpus(text: str) -> Union[int, list[int]]:
+  """`--num_gpus`: '4' is a count, '0,2,3' (or '3,') a list of GPU ids."""
+  parts = [p.strip() for p in str(text).split(',')]
+  try:
+    if len(parts) == 1:
+      return int(parts[0])
+    return [int(p) for p in parts if p]
+  except ValueError:
+    raise ConfigError(f'--num_gpus: expected a count (4) or GPU ids (0,2,3), '
+                      f'got {text!r}') from None
+
+
+def _validate_num_gpus(value: Union[int, list[int]]) -> None:
+  if isinstance(value, int):
+    if value < 0:
+      raise ConfigError(f'num_gpus: must be >= 0, got {value}')
+    return
+  if not value or any(i < 0 for i in value) or len(set(value)) != len(value):
+    raise ConfigError(f'num_gpus: expected distinct GPU ids >= 0, got {value}')
+
+
+def _validate_eval_partition_dims(cfg: Config, stride: int) -> None:
+  """The eval step's partitioning fits data.eval_image_size and uses as many
+  cores per replica as training (the TPU's device assignment is fixed)."""
+  dims = cfg.eval_input_partition_dims
+  if dims is not None:
+    if not cfg.input_partition_dims:
+      raise ConfigError('eval_input_partition_dims: set input_partition_dims '
+                        'too (it fixes the TPU cores per replica)')
+    _validate_partition_dims('eval_input_partition_dims', dims,
+                             cfg.input_image_size, 1, check_sizes=False)
+    if math.prod(dims) != math.prod(cfg.input_partition_dims):
+      raise ConfigError(
+          f'eval_input_partition_dims: {dims} splits a replica into '
+          f'{math.prod(dims)} cores, input_partition_dims '
+          f'{cfg.input_partition_dims} into '
+          f'{math.prod(cfg.input_partition_dims)}; they must match')
+  if cfg.data.eval_mode == 'center_crop' and eval_partition_dims(cfg):
+    key = ('eval_input_partition_dims' if dims is not None
+           else 'input_partition_dims')
+    _validate_partition_dims(key, eval_partition_dims(cfg),
+                             cfg.data.eval_image_size or cfg.input_image_size,
+                             stride, size_key='data.eval_image_size')
+
+
+def _validate_partition_dims(key: str, dims: Optional[list[int]],
+                             size: list[int], stride: int,
+                             check_sizes: bool = True,
+                             size_key: str = 'input_image_size') -> None:
   """TPU spatial partitioning: [1, *spatial splits, 1], each split dividing
-  its axis at the input and at the bottleneck."""
+  its axis of `size` at the input and at the bottleneck."""
   if dims is None:
     return
   spatial_dims = len(size)
   expected_rank = spatial_dims + 2
   if len(dims) != expected_rank:
     raise ConfigError(
-        f'input_partition_dims: expected {expected_rank} values '
+        f'{key}: expected {expected_rank} values '
         f'[batch, {", ".join("spatial" for _ in range(spatial_dims))}, '
         f'channels], got {dims}')
   if any(d < 1 for d in dims):
-    raise ConfigError(f'input_partition_dims: values must be >= 1, got '
-                      f'{dims}')
+    raise ConfigError(f'{key}: values must be >= 1, got {dims}')
   if dims[0] != 1 or dims[-1] != 1:
-    raise ConfigError(f'input_partition_dims: the batch and channel entries '
-                      f'must be 1 (only spatial axes are partitioned), got '
-                      f'{dims}')
+    raise ConfigError(f'{key}: the batch and channel entries must be 1 (only '
+                      f'spatial axes are partitioned), got {dims}')
+  if not check_sizes:
+    return
   for axis, (d, s) in enumerate(zip(dims[1:-1], size)):
     if s % d:
-      raise ConfigError(f'input_partition_dims: spatial axis {axis} of size '
-                        f'{s} is not divisible by {d}')
+      raise ConfigError(f'{key}: spatial axis {axis} of {size_key} {size} is '
+                        f'not divisible by {d}')
     if (s // stride) % d:
       raise ConfigError(
-          f'input_partition_dims: spatial axis {axis} at the bottleneck '
+          f'{key}: spatial axis {axis} of {size_key} {size} at the bottleneck '
           f'({s}/{stride}={s // stride}) is not divisible by {d}')
 
 

@@ -1,23 +1,35 @@
 """Every device fact in one place: the strategy factory `build_strategy(cfg)`
-(tpu, mirrored, multi_worker, cpu), the precision policy, XLA, determinism,
-and which worker is the chief.
+(tpu, mirrored, multi_worker, cpu) and its batch-size check, TPU spatial
+partitioning of a replica's inputs, the precision policy, XLA, synchronised
+batch norm, determinism, and which worker is the chief.
 
-TPU and GPU paths follow TensorFlow's documented tf.distribute API; on this
-project's CI only the CPU, MirroredStrategy over logical CPU devices and
-MultiWorkerMirroredStrategy over local processes are exercised.
+The README's "Distribution" section says which of these paths ran on this
+project's 2-core CPU machine (the CPU strategy, MirroredStrategy over two
+logical CPUs, MultiWorkerMirroredStrategy over local processes, TPU device
+assignment on constructed topologies) and which follow TensorFlow's
+documented API without having run here (GPUs, TPUs).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Optional
 
+from absl import logging
 import keras
 import tensorflow as tf
 
+from unet3d import tpu_topology
 from unet3d.config import Config, ConfigError
+from unet3d.errors import StartupError
+from unet3d.models import blocks
 
 _PRECISION_POLICIES = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16',
                        'float16': 'mixed_float16'}
+
+# model.sync_batch_norm None: on below this many cases per replica.
+SYNC_BATCH_NORM_BELOW = 4
 
 
 def strategy_name(cfg: Config) -> str:
@@ -53,7 +65,7 @@ def steps_per_loop(cfg: Config) -> int:
   name = strategy_name(cfg)
   if name == 'tpu':
     return 100
-  return 10 if name == 'cpu' or not has_accelerator() else 50
+  return 50 if name != 'cpu' and tf.config.list_logical_devices('GPU') else 10
 
 
 def set_determinism(cfg: Config) -> None:
@@ -65,39 +77,42 @@ def set_determinism(cfg: Config) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+# ----------------------------------------------------------------------------
+# Strategies
+# ----------------------------------------------------------------------------
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(getattr(error, 'message', '') or error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
 def _tpu_strategy(cfg: Config) -> tf.distribute.Strategy:
-  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.tpu or '')
-  tf.config.experimental_connect_to_cluster(resolver)
-  topology = tf.tpu.experimental.initialize_tpu_system(resolver)
-  if not cfg.input_partition_dims:
+  """TPUStrategy on cfg.tpu; with input_partition_dims, replicas of
+  prod(input_partition_dims) cores laid out from the TPU's own topology."""
+  name = cfg.tpu or '(none named: TPU_NAME or this TPU VM)'
+  stage = 'finding the TPU'
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+        tpu=cfg.tpu or '')
+    stage = 'connecting to the TPU'
+    tf.config.experimental_connect_to_cluster(resolver)
+    stage = 'initialising the TPU system'
+    topology = tf.tpu.experimental.initialize_tpu_system(resolver)
+  except Exception as e:  # pylint: disable=broad-except
+    # ValueError, URLError, OpError, RuntimeError...: whatever the cause, the
+    # TPU did not start. Say which TPU and which step, in one line.
+    raise StartupError(f'tpu {name}: {stage} failed: {_first_line(e)}') from e
+  if math.prod(cfg.input_partition_dims or [1]) == 1:
     return tf.distribute.TPUStrategy(resolver)
-  # Spatial partitioning: each replica spans prod(input_partition_dims) cores,
-  # and the input tensor is split along the partitioned spatial axes.
-  cores_per_replica = 1
-  for d in cfg.input_partition_dims:
-    cores_per_replica *= d
-  num_replicas = resolver.get_tpu_system_metadata().num_cores // cores_per_replica
-  if num_replicas < 1:
-    raise ConfigError(
-        f'input_partition_dims: {cfg.input_partition_dims} needs '
-        f'{cores_per_replica} cores per replica, more than the TPU has')
-  device_assignment = tf.tpu.experimental.DeviceAssignment.build(
-      topology, num_replicas=num_replicas,
-      computation_shape=_computation_shape(cores_per_replica))
+  # Spatial partitioning: a replica spans prod(input_partition_dims) cores
+  # (a block of the mesh derived from its shape), and every input of the
+  # replica function is split along the partitioned spatial axes.
+  assignment = tpu_topology.device_assignment(
+      topology, math.prod(cfg.input_partition_dims))
   return tf.distribute.TPUStrategy(
-      resolver, experimental_device_assignment=device_assignment,
-      experimental_spmd_xla_partitioning=False)
-
-
-def _computation_shape(cores_per_replica: int) -> list[int]:
-  """Lays out cores_per_replica TPU cores as [x, y, z, cores_per_chip]."""
-  # A TPU v3/v4 chip has 2 cores; replicas span chips along x, then y.
-  shapes = {1: [1, 1, 1, 1], 2: [1, 1, 1, 2], 4: [1, 2, 1, 2],
-            8: [2, 2, 1, 2], 16: [4, 2, 1, 2], 32: [4, 4, 1, 2]}
-  if cores_per_replica not in shapes:
-    raise ConfigError(f'input_partition_dims: {cores_per_replica} cores per '
-                      f'replica is not supported (use 1, 2, 4, 8, 16 or 32)')
-  return shapes[cores_per_replica]
+      resolver, experimental_device_assignment=assignment,
+      experimental_spmd_xla_partitioning=cfg.spmd_xla_partitioning)
 
 
 def mirrored_strategy(devices: Optional[list[str]] = None
@@ -117,50 +132,207 @@ def mirrored_strategy(devices: Optional[list[str]] = None
   return tf.distribute.MirroredStrategy(devices)
 
 
-def build_strategy(cfg: Config,
-                   devices: Optional[list[str]] = None) -> tf.distribute.Strategy:
-  """Returns the tf.distribute strategy named by `cfg.distribution_strategy`.
+def _gpu_devices(cfg: Config) -> Optional[list[str]]:
+  """The GPUs `num_gpus` names (a count, 0 = all, or a list of ids); None
+  when the machine has none and none were asked for."""
+  gpus = tf.config.list_logical_devices('GPU')
+  wanted = cfg.num_gpus
+  if isinstance(wanted, list):
+    by_id = {int(g.name.rsplit(':', 1)[1]): g.name for g in gpus}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+      raise ConfigError(f'num_gpus: GPU ids {missing} are not visible; this '
+                        f'machine shows {sorted(by_id) or "no GPUs"}')
+    return [by_id[i] for i in wanted]
+  if wanted > len(gpus):
+    raise ConfigError(f'num_gpus: asked for {wanted} GPUs, this machine has '
+                      f'{len(gpus)}')
+  if not gpus:
+    return None
+  return [g.name for g in gpus[:wanted or len(gpus)]]
+
+
+def build_strategy(cfg: Config, devices: Optional[list[str]] = None,
+                   training: bool = True) -> tf.distribute.Strategy:
+  """Returns the tf.distribute strategy named by `cfg.distribution_strategy`,
+  its batch sizes checked against its replicas (`check_batch_sizes`).
 
   Args:
-    cfg: the run's config (`distribution_strategy`, `num_gpus`, `tpu`).
+    cfg: the run's config (`distribution_strategy`, `num_gpus`, `tpu`,
+      `input_partition_dims`, `spmd_xla_partitioning`, batch sizes).
     devices: explicit devices for `mirrored` (tests pass logical CPUs).
+    training: check train_batch_size too (evaluation alone does not).
+
+  Raises:
+    ConfigError: a key does not fit the devices.
+    StartupError: the TPU could not be found, reached or initialised.
   """
   name = strategy_name(cfg)
   if name == 'tpu':
-    return _tpu_strategy(cfg)
-  if cfg.input_partition_dims and any(d > 1 for d in cfg.input_partition_dims):
+    strategy = _tpu_strategy(cfg)
+  elif cfg.input_partition_dims and any(d > 1 for d in
+                                        cfg.input_partition_dims):
     raise ConfigError('input_partition_dims: spatial partitioning needs '
-                      "distribution_strategy 'tpu', got "
-                      f"'{name}'")
-  if name == 'mirrored':
+                      f"distribution_strategy 'tpu', got '{name}'")
+  elif name == 'mirrored':
     if devices is None:
-      gpus = tf.config.list_logical_devices('GPU')
-      if cfg.num_gpus > len(gpus):
-        raise ConfigError(f'num_gpus: asked for {cfg.num_gpus} GPUs, this '
-                          f'machine has {len(gpus)}')
-      if cfg.num_gpus > 0:
-        devices = [g.name for g in gpus[:cfg.num_gpus]]
-      elif not gpus:
-        devices = [d.name for d in tf.config.list_logical_devices('CPU')]
-    return mirrored_strategy(devices)
-  if name == 'multi_worker':
+      devices = _gpu_devices(cfg) or [
+          d.name for d in tf.config.list_logical_devices('CPU')]
+    strategy = mirrored_strategy(devices)
+  elif name == 'multi_worker':
     # The cluster comes from the TF_CONFIG environment variable.
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  if name == 'cpu':
-    return tf.distribute.OneDeviceStrategy('/cpu:0')
-  raise ConfigError(f'distribution_strategy: unknown strategy {name!r}')
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+  elif name == 'cpu':
+    strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  else:
+    raise ConfigError(f'distribution_strategy: unknown strategy {name!r}')
+  check_batch_sizes(cfg, strategy.num_replicas_in_sync, training=training)
+  return strategy
 
 
-def has_accelerator() -> bool:
-  return bool(tf.config.list_logical_devices('GPU') or
-              tf.config.list_logical_devices('TPU'))
+def check_batch_sizes(cfg: Config, num_replicas: int,
+                      training: bool = True) -> None:
+  """Every global batch the run will use splits evenly over the replicas.
+
+  train_batch_size (when training) and eval_batch_size (when center-crop
+  evaluation has records to read) are checked as soon as the strategy
+  exists, so a recipe cannot train for hours and then fail at its first
+  evaluation. With TPU spatial partitioning a replica is
+  prod(input_partition_dims) cores: a v3-32 split 16 ways has 2 replicas.
+  """
+  keys = ['train_batch_size'] if training else []
+  if cfg.eval_file_pattern and cfg.data.eval_mode == 'center_crop':
+    keys.append('eval_batch_size')
+  for key in keys:
+    size = getattr(cfg, key)
+    if size % num_replicas:
+      raise ConfigError(
+          f'{key}: {size} is not divisible by the {num_replicas} replicas in '
+          f'sync; use a multiple of {num_replicas}')
 
 
-def use_jit_compile(cfg: Config) -> bool:
-  """XLA: as configured, else on for GPU/TPU and off on CPU (slower there)."""
-  if cfg.train.jit_compile is not None:
-    return cfg.train.jit_compile
-  return strategy_name(cfg) == 'tpu' or has_accelerator()
+def label_partition_dims(dims: list[int], label_rank: int) -> list[int]:
+  """Partition dims for labels: index labels [b, *spatial] have no channel
+  entry, one-hot labels [b, *spatial, K] take the images' dims."""
+  return list(dims) if label_rank == len(dims) else list(dims[:-1])
+
+
+def partition_inputs(strategy: tf.distribute.Strategy,
+                     dims: Optional[list[int]], images, labels):
+  """TPU spatial partitioning of one replica's batch, inside strategy.run.
+
+  images [b, *spatial, C] are split by `dims` over the replica's cores, and
+  labels the same way along their spatial axes, so every tensor entering the
+  model is split (what the SPMD partitioner requires). Unchanged off TPU or
+  without dims.
+  """
+  if not dims or not isinstance(strategy, tf.distribute.TPUStrategy):
+    return images, labels
+  images = strategy.experimental_split_to_logical_devices(images, dims)
+  labels = strategy.experimental_split_to_logical_devices(
+      labels, label_partition_dims(dims, labels.shape.rank))
+  return images, labels
+
+
+def check_same_on_every_worker(strategy: tf.distribute.Strategy, value: int,
+                               what: str) -> None:
+  """Raises ConfigError when the workers of a MultiWorkerMirroredStrategy
+  hold different values (e.g. the restored checkpoint step, when model_dir
+  is not storage every worker reads). A collective: every worker calls it.
+  No-op for single-host strategies, whose replicas share one process."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return
+
+  @tf.function
+  def gather():
+    per_replica = strategy.run(lambda: tf.constant([value], tf.int64))
+    return strategy.gather(per_replica, axis=0)
+
+  values = sorted({int(v) for v in gather().numpy()})
+  if len(values) > 1:
+    raise ConfigError(f'model_dir: the workers restored different {what}s '
+                      f'{values}; every worker must read the same model_dir '
+                      '(shared storage such as gs://)')
+
+
+# ----------------------------------------------------------------------------
+# What the model and the training step do under a strategy
+# ----------------------------------------------------------------------------
+
+
+def resolve_sync_batch_norm(cfg: Config, strategy: tf.distribute.Strategy
+                           ) -> Config:
+  """`cfg` with model.sync_batch_norm decided for `strategy`, and logged.
+
+  None becomes True under MirroredStrategy / MultiWorkerMirroredStrategy
+  with several replicas when a replica gets fewer than 4 cases of
+  train_batch_size (batch statistics of one volume are meaningless: 8
+  cases on 8 GPUs normalise each case with itself), else False. Models
+  without batch norm are returned unchanged.
+  """
+  if blocks.block_spec(cfg).normalization != 'batch':
+    return cfg
+  replicas = strategy.num_replicas_in_sync
+  per_replica = cfg.train_batch_size // max(replicas, 1)
+  value = cfg.model.sync_batch_norm
+  if value is None:
+    mirrored = isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                     tf.distribute.MultiWorkerMirroredStrategy))
+    value = mirrored and replicas > 1 and per_replica < SYNC_BATCH_NORM_BELOW
+    why = (f'default: on for mirrored/multi_worker below '
+           f'{SYNC_BATCH_NORM_BELOW} cases per replica')
+  else:
+    why = 'as configured'
+  logging.info('model.sync_batch_norm: %s (%d replicas, %d cases per '
+               'replica; %s)', 'on' if value else 'off', replicas,
+               per_replica, why)
+  return dataclasses.replace(
+      cfg, model=dataclasses.replace(cfg.model, sync_batch_norm=bool(value)))
+
+
+def _sync_batch_norm_layers(model: keras.Model) -> list[str]:
+  return [layer.name for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+          if isinstance(layer, keras.layers.BatchNormalization)
+          and layer.synchronized]
+
+
+def use_jit_compile(cfg: Config,
+                    strategy: Optional[tf.distribute.Strategy] = None,
+                    model: Optional[keras.Model] = None) -> bool:
+  """Whether the trainer XLA-compiles each replica's forward and backward
+  pass: only when `train.jit_compile` asks for it.
+
+  Off by default: on CPU XLA is slower, Keras itself turns automatic XLA off
+  under tf.distribute, and under MirroredStrategy only the forward/backward
+  pass can be compiled (an XLA cluster cannot reach the other replicas'
+  variables, so the all-reduce and update stay outside). Never inside a TPU
+  replica function, which XLA compiles as a whole anyway. Dropped with a
+  warning when `model` has synchronised batch norm and `strategy` several
+  replicas: its all-reduce is a merge_call, which cannot run inside a nested
+  tf.function (verified on CPU replicas; not tried on GPUs).
+  """
+  if not cfg.train.jit_compile:
+    return False
+  if (strategy_name(cfg) == 'tpu' or
+      isinstance(strategy, tf.distribute.TPUStrategy)):
+    logging.info('train.jit_compile: ignored on TPU, where XLA compiles the '
+                 'whole step')
+    return False
+  if (strategy is not None and model is not None and
+      strategy.num_replicas_in_sync > 1):
+    layers = _sync_batch_norm_layers(model)
+    if layers:
+      logging.warning(
+          'train.jit_compile: off, because synchronised batch norm (%d '
+          'layers, e.g. %s) all-reduces inside the forward pass; set '
+          'model.sync_batch_norm=false to compile it', len(layers), layers[0])
+      return False
+  return True
+
+
+# ----------------------------------------------------------------------------
+# Workers
+# ----------------------------------------------------------------------------
 
 
 def is_chief() -> bool:

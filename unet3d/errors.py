@@ -37,3 +37,9 @@ class Interrupted(RunError):
   def __init__(self, message: str, signal_number: int):
     super().__init__(message)
     self.signal_number = signal_number
+
+
+class StartupError(RuntimeError):
+  """The devices or the cluster could not be started: a TPU that cannot be
+  found, reached or initialised. The message is one line naming the TPU (or
+  cluster) and the step that failed."""

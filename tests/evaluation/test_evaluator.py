@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tests import runs
 from unet3d import config
+from unet3d import distribute
 from unet3d import run_dir
 from unet3d.evaluation import evaluator
 from unet3d.evaluation import report as report_lib
@@ -91,3 +92,19 @@ def test_whole_volume_eval_uses_sliding_windows_and_surface_metrics(
   assert set(surface['mean']) == {names[1], names[2], names[3]}
   assert set(report['regions']) == {'whole_tumor', 'tumor_core',
                                     'enhancing_tumor'}
+
+
+def test_two_replicas_report_what_one_device_reports(records, tmp_path):
+  """Integer counts gathered from 2 logical CPUs (3 cases in batches of 2:
+  the last batch gives one replica nothing) equal the 1-device counts."""
+  root, _ = records
+  cfg = _cfg(root, tmp_path / 'run', model={'sync_batch_norm': True})
+  state = trainer.build_train_state(cfg, tf.distribute.OneDeviceStrategy(
+      '/cpu:0'))
+  state.manager.save(checkpoint_number=0)
+  one = evaluator.evaluate(cfg, strategy=tf.distribute.OneDeviceStrategy(
+      '/cpu:0'))
+  two = evaluator.evaluate(cfg, strategy=distribute.mirrored_strategy(
+      ['/cpu:0', '/cpu:1']))
+  assert one['num_cases'] == two['num_cases'] == 3
+  assert one == two

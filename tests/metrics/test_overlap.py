@@ -116,3 +116,29 @@ def test_brats_regions():
 def test_bad_counts_shape_is_a_clear_error():
   with pytest.raises(ValueError, match=r'counts: expected \[cases, classes'):
     overlap.summarize(np.zeros((3, 4)))
+
+
+def test_counts_stay_exact_past_2_to_the_24_voxels():
+  """97 x 257 x 673 = 2**24 + 1 voxels, all labelled and predicted
+  foreground: a float32 sum gives 2**24, integer counts the true number
+  (one whole CT easily exceeds 2**24 voxels)."""
+  n = 97 * 257 * 673
+  assert n == 2**24 + 1 and int(np.float32(n)) != n
+  shape = (1, 97, 257, 673)
+  labels = tf.ones(shape, tf.uint8)
+  logits = tf.ones(shape + (1,))
+  counts = overlap.confusion_counts(labels[..., None], logits, 1,
+                                    output_activation='sigmoid')
+  assert counts.dtype.is_integer
+  assert counts.numpy().tolist() == [[[n, 0, 0, 0]]]
+  predicted = overlap.label_map_predictions(labels, 2)
+  counts = overlap.counts_from_predictions(labels, predicted, 2).numpy()
+  assert counts.tolist() == [[[0, 0, 0, n], [n, 0, 0, 0]]]
+  regions = overlap.region_counts_from_classes(labels * 3, labels * 3).numpy()
+  assert regions[0, :, 0].tolist() == [n, n, n]
+
+
+def test_count_dtype_widens_only_past_int32():
+  assert overlap.count_dtype([512, 512, 300]) == tf.int32
+  assert overlap.count_dtype([2048, 1024, 1024]) == tf.int64
+  assert overlap.count_dtype([None, 512, 512]) == tf.int32

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from unet3d import config as config_lib
 from unet3d import distribute
 from unet3d import run_dir
 from unet3d.config import Config, ConfigError
@@ -28,15 +29,21 @@ from unet3d.models import heads
 
 def make_eval_step(cfg: Config, model: keras.Model,
                    strategy: tf.distribute.Strategy) -> Callable:
-  """Returns run(inputs) -> per-case counts [b, C, 4] (and [b, R, 4] BraTS
-  region counts when metrics.brats_regions), gathered from all replicas."""
+  """Returns run(inputs) -> per-case integer counts [b, C, 4] (and [b, R, 4]
+  BraTS region counts when metrics.brats_regions), gathered from all
+  replicas. On TPU with partitioning, each replica's crops are split over
+  its cores by eval_input_partition_dims (default input_partition_dims), as
+  in training, so a model that needs partitioning to fit also evaluates."""
   activation = cfg.model.output_activation
   num_classes = cfg.num_classes
   ignore_label = cfg.loss_options.ignore_label
   regions = cfg.metrics.brats_regions
+  partition_dims = config_lib.eval_partition_dims(cfg)
 
   def step_fn(inputs):
     images, labels = inputs
+    images, labels = distribute.partition_inputs(strategy, partition_dims,
+                                                 images, labels)
     logits = heads.inference_logits(model(images, training=False), activation)
     counts = overlap.confusion_counts(labels, logits, num_classes,
                                       output_activation=activation,
@@ -64,9 +71,9 @@ def _crop_counts(cfg: Config, model: keras.Model,
   counts, regions = [], []
   for inputs in dataset:
     outputs = run(inputs)
-    counts.append(outputs[0].numpy())
+    counts.append(outputs[0].numpy().astype(np.int64))
     if len(outputs) > 1:
-      regions.append(outputs[1].numpy())
+      regions.append(outputs[1].numpy().astype(np.int64))
     if cfg.eval_item_count and sum(len(c) for c in counts) >= cfg.eval_item_count:
       break
   if not counts:
@@ -92,10 +99,10 @@ def _volume_counts(cfg: Config, model: keras.Model
                                               cfg.num_classes, activation)
     counts.append(overlap.counts_from_predictions(
         label[None], predicted, cfg.num_classes,
-        ignore_label=cfg.loss_options.ignore_label).numpy())
+        ignore_label=cfg.loss_options.ignore_label).numpy().astype(np.int64))
     if cfg.metrics.brats_regions:
       regions.append(overlap.region_counts_from_classes(
-          label[None], prediction[None]).numpy())
+          label[None], prediction[None]).numpy().astype(np.int64))
     if cfg.metrics.surface_metrics:
       case_report = surface.per_case_report(
           prediction, label, case['spacing'].numpy(), cfg.num_classes,
@@ -123,7 +130,7 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   """
   if not cfg.eval_file_pattern:
     raise ConfigError('eval_file_pattern: required for evaluation')
-  strategy = strategy or distribute.build_strategy(cfg)
+  strategy = strategy or distribute.build_strategy(cfg, training=False)
   if model is None:
     model, step = run_dir.restore_model(cfg, checkpoint, strategy)
   if cfg.data.eval_mode == 'whole_volume':

@@ -1,8 +1,9 @@
 """Per-class segmentation metrics from in-graph confusion counts.
 
 `confusion_counts` runs inside the eval step on each replica and returns
-per-example counts; the host concatenates them across replicas and batches
-(`strategy.gather`), so every score is exact under any strategy. Scores are
+per-example integer counts; the host concatenates them across replicas and
+batches (`strategy.gather`) and keeps them as int64, so every count is exact
+under any strategy and at any volume size. Scores are
 computed per case and then averaged over cases, as nnU-Net reports them.
 
 A class absent from both the label and the prediction of a case has no
@@ -12,6 +13,7 @@ defined dice. `empty_class='one'` scores it 1 (nnU-Net's convention);
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -32,63 +34,89 @@ BRATS_REGIONS = {
 }
 
 
+def count_dtype(spatial_shape) -> tf.DType:
+  """int32 counts (exact to 2**31 - 1 voxels per case and class, and native
+  on TPU), int64 when a case of `spatial_shape` could hold more."""
+  sizes = [int(d) if d is not None else None for d in spatial_shape]
+  if None not in sizes and math.prod(sizes) > np.iinfo(np.int32).max:
+    return tf.int64
+  return tf.int32
+
+
 def predictions(logits, output_activation: str = 'softmax'):
-  """Hard predictions as float32 [B, *spatial, C] one-hot / multi-hot."""
-  logits = tf.cast(logits, tf.float32)
+  """Hard predictions as bool [B, *spatial, C]: the argmax one-hot
+  (softmax) or logits > 0, i.e. p > 0.5, per channel (sigmoid)."""
+  logits = tf.convert_to_tensor(logits)
   if output_activation == 'sigmoid':
-    return tf.cast(logits > 0.0, tf.float32)
-  return tf.one_hot(tf.argmax(logits, axis=-1), logits.shape[-1],
-                    dtype=tf.float32)
+    return logits > 0
+  num_classes = logits.shape[-1]
+  return tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32)[..., None],
+                  tf.range(num_classes, dtype=tf.int32))
 
 
 def label_map_predictions(predicted, num_classes: int,
                           output_activation: str = 'softmax'):
-  """Hard label maps as float32 one-hot / multi-hot [B, *spatial, C]:
-  softmax models' class indices [B, *spatial] are one-hot encoded, sigmoid
-  models' masks [B, *spatial, C] are cast."""
+  """Hard label maps as bool one-hot / multi-hot [B, *spatial, C]: softmax
+  models' class indices [B, *spatial] are one-hot encoded, sigmoid models'
+  masks [B, *spatial, C] are taken as they are (nonzero is on)."""
   predicted = tf.convert_to_tensor(predicted)
   if output_activation == 'sigmoid':
-    return tf.cast(predicted, tf.float32)
-  return tf.one_hot(tf.cast(predicted, tf.int32), num_classes,
-                    dtype=tf.float32)
+    return tf.not_equal(predicted, 0)
+  return tf.equal(tf.cast(predicted, tf.int32)[..., None],
+                  tf.range(num_classes, dtype=tf.int32))
+
+
+def _count(masks, keep, axes, dtype):
+  return tf.math.count_nonzero(tf.logical_and(masks, keep), axis=axes,
+                               dtype=dtype)
+
+
+def _confusion(pred, true, keep, axes, dtype):
+  """(tp, fp, fn, tn) of boolean masks, stacked on a new last axis."""
+  not_pred, not_true = tf.logical_not(pred), tf.logical_not(true)
+  return tf.stack([_count(tf.logical_and(pred, true), keep, axes, dtype),
+                   _count(tf.logical_and(pred, not_true), keep, axes, dtype),
+                   _count(tf.logical_and(not_pred, true), keep, axes, dtype),
+                   _count(tf.logical_and(not_pred, not_true), keep, axes,
+                          dtype)], axis=-1)
 
 
 def counts_from_predictions(labels, predicted, num_classes: int,
                             ignore_label: Optional[int] = None):
   """Per-example, per-class (tp, fp, fn, tn) voxel counts [B, C, 4] of hard
-  one-hot / multi-hot predictions [B, *spatial, C].
+  one-hot / multi-hot predictions [B, *spatial, C] (bool, or nonzero = on).
 
   labels: class indices [B, *spatial], or one-hot / multi-hot
-  [B, *spatial, C]. Voxels labelled `ignore_label` are not counted.
+  [B, *spatial, C]. Voxels labelled `ignore_label` are not counted. Counts
+  are integers (`count_dtype`), exact at any volume size; a float32 sum
+  would stop counting single voxels past 2**24 (one 256^3 crop).
   """
-  pred = tf.cast(predicted, tf.float32)
+  pred = tf.convert_to_tensor(predicted)
+  if pred.dtype != tf.bool:
+    pred = tf.not_equal(pred, 0)
   rank = pred.shape.rank
-  true, keep = labels_lib.targets_and_mask(labels, rank, num_classes,
-                                           ignore_label)
-  axes = list(range(1, rank - 1))
-  tp = tf.reduce_sum(pred * true * keep, axis=axes)
-  fp = tf.reduce_sum(pred * (1 - true) * keep, axis=axes)
-  fn = tf.reduce_sum((1 - pred) * true * keep, axis=axes)
-  tn = tf.reduce_sum((1 - pred) * (1 - true) * keep, axis=axes)
-  return tf.stack([tp, fp, fn, tn], axis=-1)
+  true, keep = labels_lib.target_masks(labels, rank, num_classes,
+                                       ignore_label)
+  return _confusion(pred, true, keep, list(range(1, rank - 1)),
+                    count_dtype(pred.shape[1:-1]))
 
 
 def confusion_counts(labels, logits, num_classes: int,
                      output_activation: str = 'softmax',
                      ignore_label: Optional[int] = None):
-  """Per-example, per-class (tp, fp, fn, tn) voxel counts: float32 [B, C, 4].
+  """Per-example, per-class (tp, fp, fn, tn) voxel counts: integer [B, C, 4].
 
   Predictions are the argmax (softmax) or logits > 0, i.e. p > 0.5
   (sigmoid); see `counts_from_predictions`.
   """
   return counts_from_predictions(
-      labels, predictions(tf.convert_to_tensor(logits), output_activation),
-      num_classes, ignore_label)
+      labels, predictions(logits, output_activation), num_classes,
+      ignore_label)
 
 
 def region_counts_from_classes(labels, predicted_classes,
                                regions=BRATS_REGIONS):
-  """(tp, fp, fn, tn) per example for unions of classes: [B, R, 4].
+  """Integer (tp, fp, fn, tn) per example for unions of classes: [B, R, 4].
 
   labels, predicted_classes: class indices [B, *spatial]. A region is
   predicted where the predicted class falls in its classes.
@@ -96,15 +124,13 @@ def region_counts_from_classes(labels, predicted_classes,
   labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
   pred = tf.cast(tf.convert_to_tensor(predicted_classes), tf.int32)
   axes = list(range(1, labels.shape.rank))
+  dtype = count_dtype(labels.shape[1:])
+  keep = tf.ones_like(labels, tf.bool)
   out = []
   for classes in regions.values():
     t = tf.reduce_any(tf.stack([labels == c for c in classes]), axis=0)
     p = tf.reduce_any(tf.stack([pred == c for c in classes]), axis=0)
-    t, p = tf.cast(t, tf.float32), tf.cast(p, tf.float32)
-    out.append(tf.stack([tf.reduce_sum(p * t, axes),
-                         tf.reduce_sum(p * (1 - t), axes),
-                         tf.reduce_sum((1 - p) * t, axes),
-                         tf.reduce_sum((1 - p) * (1 - t), axes)], axis=-1))
+    out.append(_confusion(p, t, keep, axes, dtype))
   return tf.stack(out, axis=1)
 
 

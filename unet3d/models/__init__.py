@@ -117,6 +117,10 @@ def check_model_config(cfg) -> None:
     raise ConfigError(f'model.max_filters: must be >= 1, got {m.max_filters}')
   if m.num_groups < 1:
     raise ConfigError(f'model.num_groups: must be >= 1, got {m.num_groups}')
+  normalization = blocks.block_spec(cfg).normalization
+  if m.sync_batch_norm and normalization != 'batch':
+    raise ConfigError(f'model.sync_batch_norm: only batch norm is '
+                      f'synchronised, the model uses {normalization!r}')
   MODELS[m.name].family.check_config(cfg)
   _check_sizes(cfg)
 

@@ -40,11 +40,14 @@ class BlockSpec:
   leaky_relu_alpha: float = 0.01
   residual: bool = False
   recompute: bool = False
+  # Batch norm over the global batch (an all-reduce across replicas).
+  sync_batch_norm: bool = False
 
 
 def block_spec(cfg) -> BlockSpec:
   """The BlockSpec of a validated config; `model.normalization` None follows
-  the flat `use_batch_norm` ('batch' or 'none')."""
+  the flat `use_batch_norm` ('batch' or 'none'), `model.sync_batch_norm`
+  None is off (the trainer decides it for its strategy before building)."""
   m = cfg.model
   norm_name = m.normalization
   if norm_name is None:
@@ -52,7 +55,8 @@ def block_spec(cfg) -> BlockSpec:
   return BlockSpec(rank=m.spatial_dims, normalization=norm_name,
                    num_groups=m.num_groups, activation=m.activation,
                    leaky_relu_alpha=m.leaky_relu_alpha, residual=m.residual,
-                   recompute=m.recompute_grad)
+                   recompute=m.recompute_grad,
+                   sync_batch_norm=bool(m.sync_batch_norm))
 
 
 # ----------------------------------------------------------------------------
@@ -105,13 +109,16 @@ def norm(spec: BlockSpec, channels: int, name: str):
   """The normalisation layer over the channel axis (-1), or None.
 
   Group norm uses min(num_groups, channels) groups; instance norm is group
-  norm with one group per channel.
+  norm with one group per channel. Batch norm with `spec.sync_batch_norm`
+  all-reduces its batch statistics across replicas in training (outside a
+  multi-replica strategy it is plain batch norm).
   """
   if spec.normalization == 'none':
     return None
   if spec.normalization == 'batch':
     # The Model Garden normalised axis 1 of channels-last data; -1 is right.
-    return keras.layers.BatchNormalization(axis=-1, name=name)
+    return keras.layers.BatchNormalization(
+        axis=-1, synchronized=spec.sync_batch_norm, name=name)
   if spec.normalization == 'instance':
     return keras.layers.GroupNormalization(groups=-1, name=name)
   groups = min(spec.num_groups, channels)

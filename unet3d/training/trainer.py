@@ -39,6 +39,7 @@ from unet3d.input import pipeline
 from unet3d.models import complexity
 from unet3d.training import progress as progress_lib
 from unet3d.training import signals
+from unet3d.training import gradients
 
 TRAIN_SUMMARY_DIR = 'train'
 
@@ -90,7 +91,8 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
   checkpoint of model_dir, if there is one."""
   distribute.set_precision_policy(cfg)
   with strategy.scope():
-    model = models.build_model(cfg)
+    model = models.build_model(
+        distribute.resolve_sync_batch_norm(cfg, strategy))
     lr_scale = tf.Variable(1.0, trainable=False, name='lr_scale')
     optimizer = optimizers.build_optimizer(cfg, lr_scale)
     optimizer.build(model.trainable_variables)
@@ -118,19 +120,16 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
       run_dir.restore_checked(checkpoint, latest)
       logging.info('restored %s at step %d', latest,
                    int(optimizer.iterations.numpy()))
+  distribute.check_same_on_every_worker(
+      strategy, int(optimizer.iterations.numpy()), 'checkpoint step')
   return TrainState(strategy, model, optimizer, examples, data_seed,
                     best_dice, evals_since_best, lr_scale, checkpoint, manager)
 
 
 def split_for_partitioning(cfg: Config, strategy, images, labels):
   """TPU spatial partitioning: split the batch across a replica's cores."""
-  dims = cfg.input_partition_dims
-  if not dims or not isinstance(strategy, tf.distribute.TPUStrategy):
-    return images, labels
-  images = strategy.experimental_split_to_logical_devices(images, dims)
-  label_dims = dims if labels.shape.rank == len(dims) else dims[:-1]
-  labels = strategy.experimental_split_to_logical_devices(labels, label_dims)
-  return images, labels
+  return distribute.partition_inputs(strategy, cfg.input_partition_dims,
+                                     images, labels)
 
 
 def make_train_loop(cfg: Config, state: TrainState) -> Callable:
@@ -139,9 +138,9 @@ def make_train_loop(cfg: Config, state: TrainState) -> Callable:
   strategy, model, optimizer = state.strategy, state.model, state.optimizer
   loss_fn = losses.build_loss_fn(cfg)
   global_batch = cfg.train_batch_size
-  jit = distribute.use_jit_compile(cfg)
+  jit = distribute.use_jit_compile(cfg, strategy, model)
+  gradients.disable_keras_aggregation(optimizer)
 
-  @tf.function(jit_compile=jit, reduce_retracing=True)
   def loss_and_grads(images, labels):
     with tf.GradientTape() as tape:
       outputs = model(images, training=True)
@@ -154,11 +153,16 @@ def make_train_loop(cfg: Config, state: TrainState) -> Callable:
     grads = tape.gradient(scaled, model.trainable_variables)
     return loss, grads
 
+  if jit:  # Not nested otherwise: sync batch norm cannot merge_call inside.
+    loss_and_grads = tf.function(loss_and_grads, jit_compile=True,
+                                 reduce_retracing=True)
+
   def step_fn(inputs):
     images, labels = inputs
     images, labels = split_for_partitioning(cfg, strategy, images, labels)
     loss, grads = loss_and_grads(images, labels)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    # Sum over replicas, then clip and check for overflow (not per replica).
+    gradients.apply_gradients(optimizer, grads, model.trainable_variables)
     return loss
 
   @tf.function
