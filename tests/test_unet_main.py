@@ -84,10 +84,15 @@ def test_flags_override_config_file_and_params_override(tmp_path):
     (['--config_file=/no/such.yaml'], 'config file /no/such.yaml: not found'),
     (['--mode=train', '--model_dir=/tmp/x'],
      'training_file_pattern: required for training'),
-    (['--mode=train', '--model_dir=/tmp/x', '--training_file_pattern=/x/*',
+    (['--mode=train', '--model_dir=/tmp/x', '--training_file_pattern=/x/*'],
+     "training_file_pattern: file pattern '/x/*': no files match"),
+    # Any existing file passes the input check, which comes first.
+    (['--mode=train', '--model_dir=/tmp/x',
+      f'--training_file_pattern={os.path.join(REPO, "LICENSE")}',
       '--tpu=no-such-tpu-7'],
      'tpu no-such-tpu-7: finding the TPU failed: '),
-    (['--mode=train', '--model_dir=/tmp/x', '--training_file_pattern=/x/*',
+    (['--mode=train', '--model_dir=/tmp/x',
+      f'--training_file_pattern={os.path.join(REPO, "LICENSE")}',
       '--distribution_strategy=mirrored', '--num_gpus=0,2'],
      'num_gpus: GPU ids [0, 2] are not visible'),
 ])
