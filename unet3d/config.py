@@ -50,6 +50,11 @@ class ModelConfig:
   # relu | leaky_relu | elu | prelu
   activation: str = 'relu'
   leaky_relu_alpha: float = 0.01
+  # pytorch-3dunet's conv layer order, e.g. gcr, crg, cbr, cr: c conv,
+  # g/b/i group/batch/instance norm, r/l/e relu/leaky relu/elu, in call
+  # order. Set, it replaces normalization and activation. Empty: conv ->
+  # normalization -> activation.
+  layer_order: Optional[str] = None
   residual: bool = False
   # maxpool | strided_conv
   downsampling: str = 'maxpool'
