@@ -248,7 +248,7 @@ def convert(source: cases.Source, output_dir: str,
                                options.cases_per_shard)
       jobs = [(cases.process_case, case_id,
                (by_id[case_id], source.load, plan, split == 'train',
-                source.finish), {})
+                source.finish, source.parts), {})
               for split, _, chunk in shard_plan for case_id in chunk]
       with contextlib.closing(runner.progress_bar(progress, len(jobs),
                                             'convert')) as bar:
@@ -276,8 +276,9 @@ def convert(source: cases.Source, output_dir: str,
 
 
 def _to_volume(record: cases.Processed):
+  rank = record.image.ndim - 1  # 2 for slices: their in-plane spacing
   return schema.Volume(image=record.image, label=record.label,
-                       spacing=io.spacing_of(record.affine),
+                       spacing=io.spacing_of(record.affine)[:rank],
                        affine=record.affine, case_id=record.case_id,
                        channel_mean=record.channel_mean,
                        channel_std=record.channel_std)

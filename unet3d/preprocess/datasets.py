@@ -69,6 +69,29 @@ def convert_lits(image_file_pattern: str, label_file_pattern: str,
   return convert.convert(source, output_dir, Options(**options), progress)
 
 
+def convert_lits_2d(image_file_pattern: str, label_file_pattern: str,
+                    output_dir: str, *, hu_window=lits.HU_WINDOW,
+                    slice_size: int = 320, context_slices: int = 1,
+                    skip_empty_slices: bool = False, shard_start: int = 0,
+                    shard_stride: int = 1, progress=None,
+                    **options) -> dict[str, Any]:
+  """LiTS volumes -> 2D axial-slice TFRecords for 2D models (UNet 3+).
+
+  See `lits.slice_source` for the dataset arguments and `Options` for
+  options; `target_spacing` defaults to None here (slices keep the scan's
+  grid, resized in-plane to slice_size^2).
+  """
+  options.setdefault('target_spacing', None)
+  opts = Options(**options)
+  source = lits.slice_source(
+      image_file_pattern, label_file_pattern, hu_window=hu_window,
+      slice_size=slice_size, context_slices=context_slices,
+      skip_empty_slices=skip_empty_slices, image_order=opts.image_order,
+      label_interpolation=opts.label_interpolation, shard_start=shard_start,
+      shard_stride=shard_stride)
+  return convert.convert(source, output_dir, opts, progress)
+
+
 def convert_lits_to_npy(input_path: str, output_dir: str, *,
                        num_processes: int = 1, overwrite: bool = False,
                        on_error: str = 'stop', progress=None
