@@ -194,9 +194,10 @@ def option_tables() -> str:
                 'use_batch_norm')
   model_keys = [keys[n] for n in model_flat] + [
       k for n, k in keys.items() if n.startswith('model.')]
-  letters = ', '.join(f'`{ch}` {role} {name}' if role != 'conv' else
-                      f'`{ch}` conv'
-                      for ch, (role, name) in blocks.LAYER_ORDER_LETTERS.items())
+  words = {'conv': '{}', 'norm': '{} norm', 'act': '{}'}
+  letters = ', '.join(f'`{ch}` ' + words[role].format(name)
+                      for ch, (role, name) in
+                      blocks.LAYER_ORDER_LETTERS.items())
   parts = [
       '### Models (`model.name`)', '',
       _table(['name', 'what'], [[f'`{n}`', e.description]
