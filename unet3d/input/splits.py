@@ -13,7 +13,7 @@ TensorFlow-free at import (converter workers use it).
 
 A record cut from a case (a LiTS augmented crop, a 2D slice) is named
 `<case id>#<part>`; folds list case ids, and a record belongs to the fold
-side of its case (`case_of`).
+side of its case (the input pipeline's split filter).
 """
 
 from __future__ import annotations
@@ -32,11 +32,6 @@ PART_SEPARATOR = '#'
 def part_id(case_id: str, part: str) -> str:
   """The record id of one part of a case: `volume-3#z0042`."""
   return f'{case_id}{PART_SEPARATOR}{part}'
-
-
-def case_of(record_id: str) -> str:
-  """The case id a record id belongs to (itself for a whole case)."""
-  return record_id.split(PART_SEPARATOR, 1)[0]
 
 
 def make_splits(case_ids: Sequence[str], num_folds: int = 1, seed: int = 0,
