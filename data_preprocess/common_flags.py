@@ -39,6 +39,8 @@ def define_convert_flags() -> None:
   define_output_flags()
   flags.DEFINE_integer('num_shards', 4, 'Shards per split (at most one per '
                        'case).')
+  flags.DEFINE_integer('cases_per_shard', 0, '> 0: shards of this many cases '
+                       'each, instead of --num_shards.')
   flags.DEFINE_bool('compressed', True, 'GZIP-compress the TFRecords.')
   flags.DEFINE_float('validation_fraction', 0.2, 'Share of cases in val-* '
                      'when --num_folds=1.')
@@ -70,6 +72,24 @@ def parse_floats(text, flag: str, count=None):
   return values
 
 
+def parse_label_map(text, flag: str = 'label_map'):
+  """'1:1,2:1,3:1' -> {1: 1, 2: 1, 3: 1}; errors name the flag."""
+  if not text:
+    return None
+  mapping = {}
+  for item in str(text).split(','):
+    parts = item.split(':')
+    try:
+      old, new = (int(p) for p in parts)
+    except ValueError:
+      raise ValueError(f'--{flag}: expected old:new integer pairs like '
+                       f'1:1,2:1, got {item!r}') from None
+    if old in mapping:
+      raise ValueError(f'--{flag}: label {old} is mapped twice')
+    mapping[old] = new
+  return mapping
+
+
 def convert_options() -> dict:
   """Keyword arguments for unet3d.preprocess.convert.Options from the flags."""
   spacing = FLAGS.target_spacing
@@ -77,7 +97,9 @@ def convert_options() -> dict:
     spacing = None
   elif spacing != 'median':
     spacing = parse_floats(spacing, 'target_spacing', 3)
-  return dict(num_shards=FLAGS.num_shards, compressed=FLAGS.compressed,
+  return dict(num_shards=FLAGS.num_shards,
+              cases_per_shard=FLAGS.cases_per_shard,
+              compressed=FLAGS.compressed,
               overwrite=FLAGS.overwrite,
               validation_fraction=FLAGS.validation_fraction,
               num_folds=FLAGS.num_folds, fold=FLAGS.fold, seed=FLAGS.seed,
@@ -105,11 +127,38 @@ def report(summary: dict, output_path: str) -> None:
     print(f"skipped {entry['case_id']}: {entry['error']}")
 
 
-def run(convert_fn) -> None:
+def list_cases(summary: dict) -> None:
+  """One line per stored case: split, shard, stored shape (--verbose)."""
+  for case in summary.get('cases', []):
+    shape = case.get('stored', {}).get('shape')
+    print(f"{case['case_id']}: {case.get('split')} {case.get('shard')} "
+          f"{shape}")
+
+
+def bare_flag_to(argv: list[str], short: str, long: str) -> list[str]:
+  """Rewrites a bare `-<short>` (no value after it) to `--<long>`.
+
+  NVIDIA's preprocess_data.py takes `-v` for verbose output, while absl
+  reserves `-v <level>` for its log verbosity: `-v` followed by a number
+  keeps that meaning, a bare `-v` becomes `--<long>`.
+  """
+  out = []
+  for i, arg in enumerate(argv):
+    following = argv[i + 1] if i + 1 < len(argv) else None
+    bare = following is None or not following.isdigit()
+    if i > 0 and arg in (f'-{short}', f'--{short}') and bare:
+      out.append(f'--{long}')
+    else:
+      out.append(arg)
+  return out
+
+
+def run(convert_fn, argv=None, verbose_flag: str = None) -> None:
   """app.run(main) where main calls convert_fn() -> summary and prints it.
 
   Bad flags or input (ValueError, OSError) print `error: <message>` on one
-  line and exit 1; the message names the file or flag.
+  line and exit 1; the message names the file or flag. With
+  `verbose_flag` naming a set boolean flag, every stored case is listed.
   """
 
   def main(argv):
@@ -123,6 +172,8 @@ def run(convert_fn) -> None:
       message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
       print(f'error: {message}', file=sys.stderr)
       sys.exit(1)
+    if verbose_flag and getattr(FLAGS, verbose_flag):
+      list_cases(summary)
     report(summary, FLAGS.output_path)
 
-  app.run(main)
+  app.run(main, argv=argv)

@@ -103,6 +103,61 @@ def test_cross_entropy_and_weighted_cross_entropy():
     run('weighted_cross_entropy', labels, logits)
 
 
+def np_batch_weighted_cross_entropy(labels, logits, extra=None):
+  """pytorch-3dunet WeightedCrossEntropyLoss written out: weights from the
+  batch's softmax, then torch's weighted mean over voxels."""
+  p, t = softmax(logits), one_hot(labels)
+  flat_p = p.reshape(-1, p.shape[-1])
+  w = (1 - flat_p).sum(0) / flat_p.sum(0)
+  if extra is not None:
+    w = w * np.asarray(extra)
+  ce = -(t * np.log(p)).sum(-1)
+  vw = (t * w).sum(-1)
+  return np.full(logits.shape[0], (vw * ce).sum() / vw.sum())
+
+
+def test_pytorch_3dunet_loss_names():
+  logits, labels = random_case()
+  np.testing.assert_allclose(run('ce', labels, logits),
+                             run('cross_entropy', labels, logits), rtol=1e-6)
+  np.testing.assert_allclose(run('gdl', labels, logits),
+                             run('generalized_dice', labels, logits),
+                             rtol=1e-6)
+  np.testing.assert_allclose(run('wce', labels, logits),
+                             np_batch_weighted_cross_entropy(labels, logits),
+                             rtol=1e-5)
+  np.testing.assert_allclose(
+      run('wce', labels, logits, class_weights=[1.0, 2.0, 0.5]),
+      np_batch_weighted_cross_entropy(labels, logits, [1.0, 2.0, 0.5]),
+      rtol=1e-5)
+  assert losses.canonical_name('ce') == 'cross_entropy'
+  assert losses.canonical_name('wce') == 'wce'
+
+
+def test_wce_weights_carry_no_gradient():
+  # With the weights constant, the gradient is that of a fixed-weight CE:
+  # weighted_cross_entropy with the same weights, rescaled to torch's mean.
+  logits, labels = random_case(shape=(1, 4, 4, 3))
+  p = softmax(logits).reshape(-1, C)
+  w = ((1 - p).sum(0) / p.sum(0)).astype(np.float32)
+  x = tf.Variable(logits)
+  with tf.GradientTape(persistent=True) as tape:
+    got = losses.get_loss('wce')(tf.constant(labels), x)[0]
+    fixed = losses.get_loss('weighted_cross_entropy')(
+        tf.constant(labels), x, class_weights=w.tolist())[0]
+  vw = w[labels].mean()  # weighted_cross_entropy divides by the voxel count
+  np.testing.assert_allclose(tape.gradient(got, x).numpy(),
+                             tape.gradient(fixed, x).numpy() / vw, rtol=1e-4,
+                             atol=1e-7)
+
+
+def test_wce_with_sigmoid_is_refused():
+  cfg = config.merge(config.Config(), {'loss': 'wce', 'model': {
+      'output_activation': 'sigmoid'}})
+  with pytest.raises(config.ConfigError, match="loss: 'wce' is a softmax"):
+    config.validate(cfg)
+
+
 def test_adaptive_dice32_formula_and_empty_class():
   logits, labels = random_case()
   p, t = softmax(logits), one_hot(labels)

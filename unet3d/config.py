@@ -44,19 +44,29 @@ class ModelConfig:
   """Architecture choices beyond the Model Garden's flat keys."""
   # unet3d | unet3plus | unet3plus_deepsup | unet3plus_deepsup_cgm
   name: str = 'unet3d'
+  # 3: volumes; 2: the same builders on slices.
   spatial_dims: int = 3
   # batch | instance | group | none. None follows the flat `use_batch_norm`.
   normalization: Optional[str] = None
+  # Groups of group norm (at most the layer's channels).
   num_groups: int = 8
   # relu | leaky_relu | elu | prelu
   activation: str = 'relu'
+  # Negative slope of leaky_relu.
   leaky_relu_alpha: float = 0.01
+  # pytorch-3dunet's conv layer order, e.g. gcr, crg, cbr, cr: c conv,
+  # g/b/i group/batch/instance norm, r/l/e relu/leaky relu/elu, in call
+  # order. Set, it replaces normalization and activation. Empty: conv ->
+  # normalization -> activation.
+  layer_order: Optional[str] = None
+  # Residual conv units (identity or 1x1 projection shortcut).
   residual: bool = False
   # maxpool | strided_conv
   downsampling: str = 'maxpool'
   # Per-level filters. None: num_base_filters * 2**level (unet3d), or the
   # UNet 3+ paper's [64, 128, 256, 512, 1024] scaled by num_base_filters/64.
   filters: Optional[list[int]] = None
+  # Caps every level's filters. Empty: no cap.
   max_filters: Optional[int] = None
   # UNet 3+: channels of each full-scale skip branch (64 in the paper).
   cat_channels: int = 64
@@ -83,38 +93,57 @@ class AugmentationConfig:
 
   Defaults follow nnU-Net's probabilities. Augmentation never runs in eval.
   """
+  # false: no augmentation at all (patch sampling still applies).
   enabled: bool = True
-  flip_prob: float = 0.5  # per axis
+  # Probability of a flip, per axis.
+  flip_prob: float = 0.5
   # Empty: every spatial axis.
   flip_axes: Optional[list[int]] = None
   # A flip of this axis swaps each pair of classes (e.g. left/right kidney).
   left_right_axis: Optional[int] = None
+  # Pairs of classes swapped by a flip of left_right_axis, e.g. [[1, 2]].
   left_right_label_pairs: Optional[list[list[int]]] = None
   # Rotation by 90, 180 or 270 degrees in one (square) plane.
   rot90_prob: float = 0.0
+  # The two spatial axes of the rot90 plane.
   rot90_axes: list[int] = field(default_factory=lambda: [0, 1])
   # Rotation (each angle uniform in +-rotation_degrees) and isotropic scaling
   # (> 1 zooms in), applied while the patch is cut from the whole volume.
   affine_prob: float = 0.2
+  # Largest rotation angle per axis, in degrees.
   rotation_degrees: float = 30.0
+  # Range of the isotropic scale factor.
   scale_range: list[float] = field(default_factory=lambda: [0.7, 1.4])
   # Smooth random displacement: Gaussian-smoothed noise (sigma in voxels)
   # scaled to a peak displacement of elastic_magnitude voxels.
   elastic_prob: float = 0.0
+  # Smoothing of the displacement field, in voxels.
   elastic_sigma: float = 10.0
+  # Peak displacement, in voxels.
   elastic_magnitude: float = 2.0
-  brightness_prob: float = 0.15  # multiplicative
+  # Multiplicative brightness: intensities times a factor.
+  brightness_prob: float = 0.15
+  # Range of the brightness factor.
   brightness_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+  # Contrast: intensities scaled about their mean, range kept.
   contrast_prob: float = 0.15
+  # Range of the contrast factor.
   contrast_range: list[float] = field(default_factory=lambda: [0.75, 1.25])
+  # Gamma on intensities rescaled to [0, 1] (mean and std kept).
   gamma_prob: float = 0.3
+  # Range of gamma.
   gamma_range: list[float] = field(default_factory=lambda: [0.7, 1.5])
+  # Additive Gaussian noise.
   noise_prob: float = 0.1
-  noise_std: float = 0.1  # the noise std is uniform in [0, noise_std]
+  # The noise std is uniform in [0, noise_std].
+  noise_std: float = 0.1
+  # Gaussian blur.
   blur_prob: float = 0.2
+  # Range of the blur sigma, in voxels.
   blur_sigma_range: list[float] = field(default_factory=lambda: [0.5, 1.0])
-  # Nearest down-sampling by a zoom in this range, then linear up-sampling.
+  # Simulated low resolution: nearest down-sampling, linear up-sampling.
   low_resolution_prob: float = 0.25
+  # Range of the down-sampling zoom.
   low_resolution_zoom_range: list[float] = field(
       default_factory=lambda: [0.5, 1.0])
 
@@ -135,11 +164,14 @@ class DataConfig:
   eval_image_size: Optional[list[int]] = None
   # none | memory | a file path prefix for an on-disk cache.
   cache: str = 'none'
+  # Cases in the training shuffle buffer.
   shuffle_buffer: int = 64
   # Threads for tf.data map; None lets tf.data autotune.
   num_parallel_calls: Optional[int] = None
   # Only these folds of a split file are used, when `split_file` is set.
   split_file: Optional[str] = None
+  # The fold of split_file to train (its train side) and evaluate (its val
+  # side).
   fold: int = 0
   augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
@@ -147,17 +179,28 @@ class DataConfig:
 @dataclass
 class LossConfig:
   """Options of the loss named by the flat `loss` key."""
+  # false: the dice-family losses leave class 0 (background) out.
   include_background: bool = True
+  # Dice over the whole batch (nnU-Net's option), not per example.
   batch_dice: bool = False
+  # Added to the numerator and denominator of dice-family ratios.
   smooth: float = 1e-5
+  # Per-class weights (num_classes values): weighted_cross_entropy, dice,
+  # jaccard, tversky, bce channels, extra factors of wce.
   class_weights: Optional[list[float]] = None
+  # Voxels with this label index are left out of every loss.
   ignore_label: Optional[int] = None
+  # Focal loss weight of foreground (alpha) vs background (1 - alpha).
   focal_alpha: float = 0.25
+  # Focal loss focusing exponent.
   focal_gamma: float = 2.0
+  # Tversky weight of false positives.
   tversky_alpha: float = 0.3
+  # Tversky weight of false negatives.
   tversky_beta: float = 0.7
-  # dice_ce / bce_dice weights
+  # Weight of the cross-entropy term of dice_ce / bce_dice.
   ce_weight: float = 1.0
+  # Weight of the dice term of dice_ce / bce_dice.
   dice_weight: float = 1.0
 
 
@@ -171,6 +214,7 @@ class MetricsConfig:
   brats_regions: bool = False
   # Host-side surface metrics on whole volumes (slower).
   surface_metrics: bool = False
+  # Tolerance of the normalised surface dice, in mm.
   surface_tolerance_mm: float = 1.0
 
 
@@ -195,6 +239,7 @@ class PredictConfig:
   """
   # Glob of .nii/.nii.gz files (several globs: comma-separated).
   input_pattern: Optional[str] = None
+  # Folder for the <name>_seg.nii.gz outputs.
   output_dir: Optional[str] = None
   # dataset_json: replay the converter's preprocessing (its dataset.json
   # `preprocessing` section) before inference and map the prediction back.
@@ -211,7 +256,9 @@ class TrainConfig:
   # Steps inside one tf.function call between host updates. Empty: 100 on
   # TPU, 50 on GPUs, 10 on CPU (so progress shows within seconds).
   steps_per_loop: Optional[int] = None
+  # Save a checkpoint every this many steps (and at the end).
   checkpoint_every_n_steps: int = 200
+  # Checkpoints kept in model_dir.
   keep_checkpoint_max: int = 3
   # TensorBoard scalars (loss, learning rate) every this many steps, whatever
   # steps_per_loop is.
@@ -228,20 +275,27 @@ class TrainConfig:
   # Stop when the mean foreground dice has not improved by more than
   # early_stopping_min_delta for this many evaluations; 0: never.
   early_stopping_patience: int = 0
+  # The dice gain that counts as an improvement (early stopping, plateau).
   early_stopping_min_delta: float = 0.0
-  # Multiply the learning rate by reduce_lr_factor when the dice has not
-  # improved for reduce_lr_patience evaluations (pytorch-3dunet's
-  # ReduceLROnPlateau); 0 patience: off. Not below min_learning_rate.
+  # Multiply the learning rate by reduce_lr_factor after this many
+  # evaluations without improvement (pytorch-3dunet's ReduceLROnPlateau);
+  # 0: off.
   reduce_lr_patience: int = 0
+  # The factor reduce-on-plateau applies, in (0, 1).
   reduce_lr_factor: float = 0.5
+  # Reduce-on-plateau never takes the learning rate below this.
   min_learning_rate: float = 0.0
-  # --benchmark: timed steps after warm-up steps (one step per loop).
+  # --benchmark: timed steps, one per call, after the warm-up steps.
   benchmark_steps: int = 50
+  # --benchmark: untimed steps first (tracing, pipeline start).
   benchmark_warmup_steps: int = 5
   # constant | exponential (Model Garden) | cosine | polynomial (nnU-Net)
   lr_schedule: str = 'exponential'
+  # Linear warm-up from 0 over this many steps, then the schedule.
   warmup_steps: int = 0
+  # Decoupled weight decay of the optimizer; 0: none.
   weight_decay: float = 0.0
+  # Clip gradients to this global norm. Empty: no clipping.
   gradient_clip_norm: Optional[float] = None
   # XLA-compile each replica's forward and backward pass (the all-reduce and
   # the update stay outside). None: off. Ignored on TPU, where the whole step
@@ -258,34 +312,51 @@ class TrainConfig:
 @dataclass
 class Config:
   """Every setting of a run. Flat keys are the Model Garden UNet3D's."""
-  # paths
+  # --- paths ---
+  # Checkpoints, summaries, params.yaml, reports (local or gs://).
   model_dir: str = ''
+  # Training TFRecord glob (several: comma-separated).
   training_file_pattern: Optional[str] = None
+  # Evaluation TFRecord glob (several: comma-separated).
   eval_file_pattern: Optional[str] = None
+  # The TFRecords are GZIP-compressed.
   compressed_input: bool = True
   # precision: float32 | bfloat16 | float16 (mixed precision, float32
   # variables). Empty: bfloat16 on TPU (the Model Garden default), float32
   # elsewhere.
   dtype: Optional[str] = None
+  # Dtype of one-hot training labels (use_index_label_in_train false) and of
+  # Model Garden records' labels.
   label_dtype: str = 'float32'
-  # batching and counts
+  # --- batching and counts ---
+  # Global training batch (all replicas).
   train_batch_size: int = 8
+  # Global evaluation batch.
   eval_batch_size: int = 8
+  # Sliding-window batch of eval (whole_volume) and predict.
   predict_batch_size: int = 8
+  # Training steps in all.
   train_steps: int = 100000
   # Training cases per epoch; when set, logs and TensorBoard show epochs.
   # 0: unknown.
   train_item_count: int = 0
   # Evaluate at most this many cases; 0: all records of eval_file_pattern.
   eval_item_count: int = 0
-  # optimizer
+  # --- optimizer ---
+  # The optimizer (see train.lr_schedule for the learning rate's course).
   optimizer: str = 'adam'
+  # Momentum of the momentum and rmsprop optimizers.
   momentum: float = 0.9
+  # Peak learning rate.
   init_learning_rate: float = 0.00005
+  # exponential schedule: steps per decay by lr_decay_rate.
   lr_decay_steps: int = 100000
+  # exponential schedule: factor per lr_decay_steps.
   lr_decay_rate: float = 0.5
-  # input and model
+  # --- input and model ---
+  # Training patch size (2 or 3 values), divisible by the total stride.
   input_image_size: list[int] = field(default_factory=lambda: [128, 128, 128])
+  # Image channels (modalities).
   num_channels: int = 1
   # TPU spatial partitioning: [1, *spatial splits, 1]; one replica spans
   # prod(splits) TPU cores and each core holds one tile of every volume.
@@ -297,29 +368,41 @@ class Config:
   # a replica; TensorFlow suggests it when activations dwarf the parameters,
   # as in 3D) instead of the older MPMD one.
   spmd_xla_partitioning: bool = True
+  # Up-sampling by transposed convs; false: nearest up-sampling.
   deconvolution: bool = True
+  # Output classes (mask channels for sigmoid models).
   num_classes: int = 3
+  # unet3d: filters of the first level (f, 2f per level, doubling);
+  # unet3plus: the paper's widths scaled by num_base_filters / 64.
   num_base_filters: int = 32
+  # unet3d levels (resolutions), when model.filters is empty.
   depth: int = 4
   # The Model Garden's 0.5 was never applied by its model; 0.0 keeps that.
   dropout_rate: float = 0.0
   # Decoder levels with a segmentation head (1: the final head only).
   num_segmentation_levels: int = 1
+  # Batch norm in every conv unit (when model.normalization is empty).
   use_batch_norm: bool = True
+  # Only channels_last.
   data_format: str = 'channels_last'
-  # loss
+  # --- loss ---
+  # Training labels as class indices; false: one-hot of label_dtype.
   use_index_label_in_train: bool = False
+  # The loss (see the loss table; options under loss_options).
   loss: str = 'adaptive_dice32'
-  # run. distribution_strategy empty: tpu when `tpu` is set, mirrored when
-  # GPUs are visible, else cpu.
+  # --- run ---
+  # Empty: tpu when `tpu` is set, mirrored when GPUs are visible, else cpu.
   distribution_strategy: Optional[str] = None
   # mirrored: a count N uses the first N visible GPUs (0: all of them); a
   # list uses those GPU ids (--num_gpus=0,2,3).
   num_gpus: Union[int, list[int]] = 0
+  # TPU name or address (Cloud TPU).
   tpu: Optional[str] = None
+  # Seeds Python, numpy, TF and the input pipeline. Empty: unseeded.
   seed: Optional[int] = None
+  # Deterministic TF ops and input order (with seed: repeatable runs).
   deterministic: bool = False
-  # groups
+  # --- groups ---
   model: ModelConfig = field(default_factory=ModelConfig)
   data: DataConfig = field(default_factory=DataConfig)
   loss_options: LossConfig = field(default_factory=LossConfig)

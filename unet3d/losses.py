@@ -19,7 +19,7 @@ module, which imports this one.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import tensorflow as tf
 
@@ -299,34 +299,102 @@ def bce_dice(labels, logits, ce_weight=1.0, dice_weight=1.0, **options):
           dice_weight * dice(labels, logits, **options))
 
 
-_LOSSES: dict[str, Callable] = {
-    'adaptive_dice32': adaptive_dice32,
-    'cross_entropy': cross_entropy,
-    'weighted_cross_entropy': weighted_cross_entropy,
-    'dice': dice,
-    'generalized_dice': generalized_dice,
-    'jaccard': jaccard,
-    'iou': jaccard,
-    'tversky': tversky,
-    'focal': focal,
-    'dice_ce': dice_ce,
-    'bce': bce,
-    'bce_dice': bce_dice,
-    'hybrid': hybrid,
+def batch_weighted_cross_entropy(labels, logits, ignore_label=None,
+                                 class_weights=None, **unused):
+  """pytorch-3dunet's WeightedCrossEntropyLoss (Sudre et al. 2017).
+
+  Class weights come from each batch's own softmax and carry no gradient:
+  w_c = sum(1 - p_c) / sum(p_c) over every (not ignored) voxel of the
+  batch. The loss is the weighted mean sum_v w_y(v) CE(v) / sum_v w_y(v),
+  as torch's weighted cross_entropy; `class_weights` (optional) multiply
+  w_c. It is a batch-level loss: the value is returned for every example
+  so that the mean restores it.
+  """
+  logits = tf.cast(logits, tf.float32)
+  probs, targets, mask = prepare(labels, logits, 'softmax', ignore_label)
+  axes = list(range(logits.shape.rank - 1))
+  weights = tf.stop_gradient(
+      tf.reduce_sum((1.0 - probs) * mask, axis=axes) /
+      tf.maximum(tf.reduce_sum(probs * mask, axis=axes), EPSILON))
+  if class_weights is not None:
+    weights *= tf.constant(class_weights, tf.float32)
+  voxel_weights = tf.reduce_sum(targets * weights, axis=-1) * mask[..., 0]
+  per_voxel = -tf.reduce_sum(targets * tf.nn.log_softmax(logits), axis=-1)
+  loss = tf.reduce_sum(voxel_weights * per_voxel) / tf.maximum(
+      tf.reduce_sum(voxel_weights), EPSILON)
+  return _per_example(loss, logits)
+
+
+class LossEntry(NamedTuple):
+  """A registered loss: its function, a one-line description (the README
+  and docs/config_reference.md show it) and, for an alias, the name it
+  stands for."""
+  fn: Callable
+  description: str
+  alias_of: Optional[str] = None
+
+
+def _alias(name: str, seed: str) -> LossEntry:
+  return LossEntry(LOSSES[name].fn, f'alias of `{name}` ({seed})', name)
+
+
+# `loss` -> the loss. Aliases keep other projects' names working.
+LOSSES: dict[str, LossEntry] = {
+    'adaptive_dice32': LossEntry(
+        adaptive_dice32, 'TF Model Garden adaptive dice over the whole batch, '
+        'class weights exp(-dice)'),
+    'cross_entropy': LossEntry(
+        cross_entropy, 'softmax cross-entropy, mean over voxels (BCE for '
+        'sigmoid models)'),
+    'weighted_cross_entropy': LossEntry(
+        weighted_cross_entropy, 'cross-entropy with fixed '
+        '`loss_options.class_weights`'),
+    'dice': LossEntry(dice, 'soft dice, mean over classes '
+                      '(`include_background`, `batch_dice`, `smooth`)'),
+    'generalized_dice': LossEntry(
+        generalized_dice, 'generalized dice (Sudre 2017), class weights '
+        '1/volume^2 per example'),
+    'jaccard': LossEntry(jaccard, 'soft IoU (Jaccard) loss'),
+    'iou': LossEntry(jaccard, 'alias of `jaccard`', 'jaccard'),
+    'tversky': LossEntry(tversky, 'Tversky loss (`tversky_alpha` weighs '
+                         'false positives, `tversky_beta` false negatives)'),
+    'focal': LossEntry(focal, 'focal loss (`focal_alpha`, `focal_gamma`)'),
+    'dice_ce': LossEntry(dice_ce, 'nnU-Net\'s `ce_weight` * CE + '
+                         '`dice_weight` * dice'),
+    'bce': LossEntry(bce, 'binary cross-entropy per channel (multi-label)'),
+    'bce_dice': LossEntry(bce_dice, 'BCE + sigmoid dice (pytorch-3dunet '
+                          'BCEDiceLoss)'),
+    'hybrid': LossEntry(hybrid, 'UNet 3+ hybrid: focal + (1 - MS-SSIM) + '
+                        'IoU'),
+    'wce': LossEntry(batch_weighted_cross_entropy, 'pytorch-3dunet '
+                     'WeightedCrossEntropyLoss: class weights sum(1-p)/sum(p) '
+                     'from each batch\'s softmax'),
 }
-LOSS_NAMES = tuple(_LOSSES)
+LOSSES['ce'] = _alias('cross_entropy', 'pytorch-3dunet CrossEntropyLoss')
+LOSSES['gdl'] = _alias('generalized_dice',
+                       'pytorch-3dunet GeneralizedDiceLoss')
+LOSS_NAMES = tuple(LOSSES)
+
+
+def canonical_name(name: str) -> str:
+  """The registered name an alias stands for (`ce` -> `cross_entropy`)."""
+  return LOSSES[name].alias_of or name
 
 
 def get_loss(name: str) -> Callable:
-  if name not in _LOSSES:
+  if name not in LOSSES:
     raise unknown_name('loss', name, LOSS_NAMES, 'loss')
-  return _LOSSES[name]
+  return LOSSES[name].fn
 
 
 def check_loss_config(cfg) -> None:
   """Raises ConfigError (one line naming the key) for loss keys no loss can
   honour; config validation calls it."""
   get_loss(cfg.loss)
+  if (canonical_name(cfg.loss) == 'wce' and
+      cfg.model.output_activation == 'sigmoid'):
+    raise ConfigError("loss: 'wce' is a softmax loss; sigmoid models use "
+                      "'bce' or 'bce_dice'")
   lo = cfg.loss_options
   if lo.class_weights is not None and len(lo.class_weights) != cfg.num_classes:
     raise ConfigError(f'loss_options.class_weights: expected {cfg.num_classes} '
@@ -408,7 +476,7 @@ def build_loss_fn(cfg):
       'ce_weight': lo.ce_weight,
       'dice_weight': lo.dice_weight,
   }
-  if cfg.loss == 'cross_entropy':
+  if canonical_name(cfg.loss) == 'cross_entropy':
     options['class_weights'] = None  # only weighted_cross_entropy weighs
   spec = cfg.model.deep_supervision_weights
   cgm_weight = cfg.model.cgm_loss_weight

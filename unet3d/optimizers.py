@@ -8,7 +8,7 @@ module, because config validation imports these registries.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import keras
 import tensorflow as tf
@@ -66,12 +66,23 @@ def _polynomial(cfg):
       end_learning_rate=0.0, power=0.9)
 
 
+class Entry(NamedTuple):
+  """A registered optimizer or schedule: its builder and a one-line
+  description (the README and docs/config_reference.md show it)."""
+  build: Callable
+  description: str
+
+
 # train.lr_schedule -> the schedule's builder.
-LR_SCHEDULES: dict[str, Callable] = {
-    'constant': lambda cfg: ConstantSchedule(cfg.init_learning_rate),
-    'exponential': _exponential,  # the Model Garden's
-    'cosine': _cosine,  # decays to 0 at train_steps
-    'polynomial': _polynomial,  # nnU-Net's (1 - step/train_steps) ** 0.9
+LR_SCHEDULES: dict[str, Entry] = {
+    'constant': Entry(lambda cfg: ConstantSchedule(cfg.init_learning_rate),
+                      '`init_learning_rate` throughout'),
+    'exponential': Entry(_exponential, 'the Model Garden\'s '
+                         '`init_learning_rate * lr_decay_rate ** (step / '
+                         'lr_decay_steps)`'),
+    'cosine': Entry(_cosine, 'cosine decay to 0 at `train_steps`'),
+    'polynomial': Entry(_polynomial, 'nnU-Net\'s `(1 - step / train_steps) '
+                        '** 0.9`'),
 }
 
 
@@ -101,7 +112,7 @@ def build_schedule(cfg):
     (step / lr_decay_steps); cosine: decays to 0 at train_steps;
   polynomial: nnU-Net's (1 - step/train_steps) ** 0.9.
   """
-  schedule = LR_SCHEDULES[cfg.train.lr_schedule](cfg)
+  schedule = LR_SCHEDULES[cfg.train.lr_schedule].build(cfg)
   if cfg.train.warmup_steps > 0:
     schedule = WarmupSchedule(schedule, cfg.train.warmup_steps)
   return schedule
@@ -121,12 +132,15 @@ def _adamw(cfg, weight_decay=None, **common):
 
 
 # optimizer -> builder(cfg, learning_rate=, weight_decay=, [global_clipnorm=]).
-OPTIMIZERS: dict[str, Callable] = {
-    'adam': lambda cfg, **common: keras.optimizers.Adam(**common),
-    'adamw': _adamw,
-    'sgd': lambda cfg, **common: keras.optimizers.SGD(**common),
-    'momentum': _momentum,  # Nesterov, `momentum`
-    'rmsprop': _rmsprop,
+OPTIMIZERS: dict[str, Entry] = {
+    'adam': Entry(lambda cfg, **common: keras.optimizers.Adam(**common),
+                  'Adam (`train.weight_decay`: decoupled decay)'),
+    'adamw': Entry(_adamw, 'AdamW, weight decay `train.weight_decay` or '
+                   '0.004'),
+    'sgd': Entry(lambda cfg, **common: keras.optimizers.SGD(**common),
+                 'plain SGD'),
+    'momentum': Entry(_momentum, 'SGD with Nesterov momentum `momentum`'),
+    'rmsprop': Entry(_rmsprop, 'RMSprop with momentum `momentum`'),
 }
 
 
@@ -159,7 +173,7 @@ def build_optimizer(cfg, lr_scale: Optional[tf.Variable] = None
             'weight_decay': cfg.train.weight_decay or None}
   if cfg.train.gradient_clip_norm is not None:
     common['global_clipnorm'] = cfg.train.gradient_clip_norm
-  optimizer = OPTIMIZERS[cfg.optimizer](cfg, **common)
+  optimizer = OPTIMIZERS[cfg.optimizer].build(cfg, **common)
   if keras.mixed_precision.global_policy().compute_dtype == 'float16':
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer

@@ -267,3 +267,19 @@ def test_split_file_selects_the_fold(tmp_path):
              data={'split_file': str(split), 'fold': 5})
   with pytest.raises(config.ConfigError, match='split_file: .*no fold 5'):
     pipeline.build_dataset(bad, 'eval')
+
+
+def test_split_file_keeps_the_parts_of_a_case(tmp_path):
+  """Records `<case>#<part>` (LiTS crops, 2D slices) follow their case's
+  fold side."""
+  image = np.zeros((8, 8, 8, 1), np.float32)
+  label = np.zeros((8, 8, 8), np.uint8)
+  ids = ['a', 'a#aug00', 'a#aug01', 'b', 'b#z0001', 'c']
+  _write(tmp_path / 'r.tfrecord', [_volume(i, image, label) for i in ids])
+  split = tmp_path / 'splits.json'
+  split.write_text(json.dumps({'folds': [{'train': ['a', 'c'],
+                                          'val': ['b']}]}))
+  cfg = _cfg(tmp_path / 'r.tfrecord', data={'split_file': str(split)})
+  got = [ex['case_id'].numpy().decode() for ex in
+         pipeline.build_volume_dataset(cfg, str(tmp_path / 'r.tfrecord'))]
+  assert got == ['b', 'b#z0001']

@@ -72,6 +72,32 @@ def test_model_garden_record_is_read_as_index_labels():
   np.testing.assert_array_equal(parsed['label'].numpy(), index)
 
 
+@pytest.mark.parametrize('label_dtype', ['float32', 'int64'])
+def test_model_garden_whole_ct_record_with_index_labels(label_dtype):
+  # The Model Garden's convert_lits.py writes whole-CT crops
+  # (crop_liver_region=False) without one-hot: label bytes are the indices.
+  rng = np.random.default_rng(2)
+  image = rng.normal(size=(8, 8, 8, 1)).astype(np.float32)
+  index = rng.integers(0, 3, size=(8, 8, 8))
+  record = schema.encode_model_garden_example(image, index.astype(label_dtype),
+                                              label_dtype)
+  parsed = schema.parse_model_garden_example(
+      tf.constant(record), image_size=[8, 8, 8], num_channels=1,
+      num_classes=3, label_dtype=label_dtype)
+  np.testing.assert_array_equal(parsed['label'].numpy(), index)
+
+
+def test_model_garden_record_of_another_size_is_refused():
+  image = np.zeros((8, 8, 8, 1), np.float32)
+  record = schema.encode_model_garden_example(
+      image, np.zeros((8, 8, 8), np.float32))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match='neither 64 class indices'):
+    schema.parse_model_garden_example(
+        tf.constant(record), image_size=[4, 4, 4], num_channels=8,
+        num_classes=3)
+
+
 def test_bad_volumes_are_rejected_with_the_case_named():
   volume = _volume((5, 6, 8))
   with pytest.raises(ValueError, match='case case_007: label shape'):

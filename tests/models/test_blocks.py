@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from unet3d.config import ConfigError
 from unet3d.models import blocks
+from tests.models.helpers import tiny_config
 
 
 def _interp_axis(x, axis, factor):
@@ -161,3 +162,100 @@ def test_recompute_unit_matches_plain_unit_and_gradients(normalization):
   for key, grad in grads_a.items():
     np.testing.assert_allclose(grads_b[key], grad, rtol=1e-4, atol=1e-5,
                                err_msg=key)
+
+
+@pytest.mark.parametrize('text, order, norm_name, act', [
+    ('cr', 'ca', 'none', 'relu'),
+    ('crg', 'can', 'group', 'relu'),
+    ('cbr', 'cna', 'batch', 'relu'),
+    ('gcr', 'nca', 'group', 'relu'),
+    ('cge', 'cna', 'group', 'elu'),
+    ('bcl', 'nca', 'batch', 'leaky_relu'),
+])
+def test_parse_layer_order(text, order, norm_name, act):
+  assert blocks.parse_layer_order(text) == (order, norm_name, act)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('rc', 'cannot start with an activation'),
+    ('cc', 'exactly one c'),
+    ('cgbr', 'exactly one c'),
+    ('cxr', 'may only use the letters'),
+    ('', 'may only use the letters'),
+])
+def test_bad_layer_order_names_the_key(text, message):
+  with pytest.raises(ConfigError, match=f'model.layer_order: .*{message}'):
+    blocks.parse_layer_order(text)
+
+
+def _ordered_model(order, in_channels=2, filters=(4, 4), residual=False):
+  _, norm_name, act = blocks.parse_layer_order(order)
+  spec = blocks.BlockSpec(normalization=norm_name, activation=act or 'relu',
+                          num_groups=2, residual=residual,
+                          order=blocks.parse_layer_order(order)[0])
+  return _unit_model(spec, in_channels, list(filters))
+
+
+def _group_norm(x, groups, eps=1e-3):
+  """numpy group norm over spatial axes and channel groups (gamma 1, beta 0,
+  Keras' default epsilon)."""
+  b, *spatial, c = x.shape
+  g = x.reshape(b, -1, groups, c // groups)
+  mean = g.mean(axis=(1, 3), keepdims=True)
+  var = g.var(axis=(1, 3), keepdims=True)
+  return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape)
+
+
+@pytest.mark.parametrize('order', ['gcr', 'crg', 'cgr'])
+def test_layer_order_runs_layers_in_that_order(order):
+  model = _ordered_model(order)
+  names = [l.name for l in model.layers[1:]]
+  letters = {'c': 'conv', 'g': 'norm', 'r': 'act'}
+  assert names == [f'u_{letters[ch]}{i}' for i in (1, 2) for ch in order]
+  x = np.random.default_rng(7).normal(size=(1, 4, 4, 4, 2)).astype(np.float32)
+  c1, c2 = model.get_layer('u_conv1'), model.get_layer('u_conv2')
+  ops = {'c': None, 'g': lambda t: _group_norm(t, 2),
+         'r': lambda t: np.maximum(t, 0)}
+  want = x
+  for conv_layer in (c1, c2):
+    for ch in order:
+      want = np.asarray(conv_layer(want)) if ch == 'c' else ops[ch](want)
+  np.testing.assert_allclose(model(x), want, atol=1e-4)
+
+
+def test_norm_before_conv_normalises_the_input_channels():
+  model = _ordered_model('gcr', in_channels=6, filters=(4, 4))
+  assert model.get_layer('u_norm1').gamma.shape == (6,)
+  assert model.get_layer('u_norm2').gamma.shape == (4,)
+
+
+def test_cr_has_no_norm_and_residual_keeps_the_last_activation_after_add():
+  model = _ordered_model('cr', in_channels=3, filters=(4, 3), residual=True)
+  names = [l.name for l in model.layers[1:]]
+  assert not any('norm' in n for n in names)
+  _zero_layer(model, 'u_conv2')
+  x = np.random.default_rng(8).normal(size=(1, 4, 4, 4, 3)).astype(np.float32)
+  np.testing.assert_allclose(model(x), np.maximum(x, 0), atol=1e-6)
+
+
+def test_recompute_unit_follows_the_layer_order():
+  order, norm_name, act = blocks.parse_layer_order('gcr')
+  kwargs = dict(normalization=norm_name, activation=act, num_groups=2,
+                order=order)
+  plain = _unit_model(blocks.BlockSpec(**kwargs), 2, [4, 4])
+  recomputed = _unit_model(blocks.BlockSpec(recompute=True, **kwargs), 2,
+                           [4, 4])
+  by_name = {v.path.split('/')[-2] + '/' + v.name: v for v in plain.weights}
+  for v in recomputed.weights:
+    v.assign(by_name[v.path.split('/')[-2] + '/' + v.name])
+  x = tf.random.stateless_normal((1, 4, 4, 4, 2), seed=(3, 4))
+  np.testing.assert_allclose(recomputed(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_order_from_the_config_and_default_unchanged():
+  default = blocks.block_spec(tiny_config())
+  assert (default.order, default.normalization, default.activation) == (
+      'cna', 'batch', 'relu')
+  spec = blocks.block_spec(tiny_config(layer_order='gcr', num_groups=2))
+  assert (spec.order, spec.normalization, spec.activation) == (
+      'nca', 'group', 'relu')

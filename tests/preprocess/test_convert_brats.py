@@ -1,6 +1,9 @@
 """data_preprocess/convert_brats.py and unet3d/preprocess/brats.py."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -126,3 +129,127 @@ def test_missing_modality_is_named(tmp_path):
   assert summary['skipped'] == [{'case_id': 'BraTS20_Training_002',
                                  'stage': 'convert',
                                  'error': f'{missing}: file not found'}]
+
+
+def _write_case(folder, name, naming_2023=False, seg_name=None, seed=0,
+                shape=(12, 12, 10)):
+  """One tiny case folder; returns (image [X, Y, Z, 4], label) as written.
+
+  2023 naming: `<case>-t1n/-t1c/-t2w/-t2f/-seg`, labels {0, 1, 2, 3};
+  otherwise `<case>_t1/_t1ce/_t2/_flair/_seg`, labels {0, 1, 2, 4}.
+  """
+  rng = np.random.default_rng(seed)
+  folder.mkdir(parents=True)
+  label = np.zeros(shape, np.uint8)
+  label[3:9, 3:9, 3:7] = 2
+  label[4:7, 4:7, 4:6] = 1
+  label[5, 5, 5] = 3 if naming_2023 else 4
+  names = ({'t1': 't1n', 't1ce': 't1c', 't2': 't2w', 'flair': 't2f'}
+           if naming_2023 else {m: m for m in MODALITIES})
+  sep = '-' if naming_2023 else '_'
+  affine = np.eye(4)
+  channels = []
+  for m, modality in enumerate(MODALITIES):
+    image = (100.0 * (m + 1) + 30.0 * label +
+             rng.normal(0, 5, shape)).astype(np.float32)
+    io.save_nifti(str(folder / f'{name}{sep}{names[modality]}.nii.gz'), image,
+                  affine)
+    channels.append(image)
+  io.save_nifti(str(folder / (seg_name or f'{name}{sep}seg.nii.gz')), label,
+                affine)
+  return np.stack(channels, -1), label
+
+
+def test_every_brats_layout_and_naming(tmp_path):
+  """2019 HGG/LGG, 2020 (with case 355's odd segmentation name), 2021 and
+  2023 naming: cases found, channels in t1, t1ce, t2, flair order, labels
+  mapped to {0, 1, 2, 3}."""
+  layouts = {
+      'brats2019': [('HGG/BraTS19_2013_10_1', {}),
+                    ('LGG/BraTS19_TCIA09_141_1', {})],
+      'brats2020': [('BraTS20_Training_001', {}),
+                    ('BraTS20_Training_355',
+                     {'seg_name': 'W39_1998.09.19_Segm.nii'})],
+      'brats2021': [('BraTS2021_00000', {}), ('BraTS2021_00002', {})],
+      'brats2023': [('BraTS-GLI-00000-000', {'naming_2023': True}),
+                    ('BraTS-GLI-00002-000', {'naming_2023': True})],
+  }
+  for layout, case_list in layouts.items():
+    raw = {}
+    for seed, (rel, kwargs) in enumerate(case_list):
+      name = rel.split('/')[-1]
+      raw[name] = _write_case(tmp_path / layout / rel, name, seed=seed,
+                              **kwargs)
+    out = tmp_path / f'{layout}_records'
+    datasets.convert_brats(str(tmp_path / layout), str(out),
+                           validation_fraction=0.0, reorient=False,
+                           crop_nonzero=False, target_spacing=None)
+    records = common.read_back(out / '*.tfrecord', num_classes=4)
+    assert sorted(records) == sorted(raw), layout
+    for name, (image, label) in raw.items():
+      want = np.where(label == 4, 3, label)
+      np.testing.assert_array_equal(records[name]['label'], want,
+                                    err_msg=name)
+      # Channel order t1, t1ce, t2, flair: the written means rise with m.
+      means = [image[..., c].mean() for c in range(4)]
+      assert means == sorted(means)
+      stored = records[name]['image']
+      for c in range(4):
+        expected = (image[..., c] - image[..., c].mean()) / image[..., c].std()
+        np.testing.assert_allclose(stored[..., c], expected, atol=1e-4,
+                                   err_msg=f'{layout} {name} channel {c}')
+
+
+def test_label_4_in_2023_naming_is_an_error(tmp_path):
+  image, label = _write_case(tmp_path / 'in' / 'BraTS-GLI-00001-000',
+                             'BraTS-GLI-00001-000', naming_2023=True)
+  del image
+  label[0, 0, 0] = 4
+  io.save_nifti(str(tmp_path / 'in' / 'BraTS-GLI-00001-000' /
+                    'BraTS-GLI-00001-000-seg.nii.gz'), label, np.eye(4))
+  try:
+    datasets.convert_brats(str(tmp_path / 'in'), str(tmp_path / 'out'))
+  except ValueError as e:
+    assert 'BraTS-GLI-00001-000-seg.nii.gz' in str(e) and '4' in str(e)
+  else:
+    raise AssertionError('label 4 in 2023 naming was accepted')
+
+
+def test_nvidia_command_line_short_flags(tmp_path):
+  """NVIDIA's `preprocess_data.py -i <in> -o <out> -v --vol_per_file 1`
+  runs as written on a BraTS 2019 HGG/LGG folder."""
+  for seed, rel in enumerate(['HGG/BraTS19_A_1', 'HGG/BraTS19_B_1',
+                              'LGG/BraTS19_C_1']):
+    _write_case(tmp_path / 'in' / rel, rel.split('/')[-1], seed=seed)
+  out = tmp_path / 'out'
+  args = [sys.executable, str(common.REPO / 'data_preprocess' /
+                              'convert_brats.py'),
+          '-i', str(tmp_path / 'in'), '-o', str(out), '-v',
+          '--vol_per_file', '1', '--validation_fraction=0.34']
+  result = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                          check=False,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert result.returncode == 0, result.stderr
+  # -v lists each case; --vol_per_file 1 gives one shard per case.
+  for name in ('BraTS19_A_1', 'BraTS19_B_1', 'BraTS19_C_1'):
+    assert name + ':' in result.stdout
+  summary = json.loads((out / 'dataset.json').read_text())
+  assert len(summary['shards']['train']) == summary['num_train'] == 2
+  assert len(summary['shards']['val']) == summary['num_val'] == 1
+  # --single_data_dir: HGG/ and LGG/ are not case folders.
+  result = common.run_cli('convert_brats.py', input_dir=tmp_path / 'in',
+                          output_dir=tmp_path / 'out2', single_data_dir=True)
+  assert result.returncode == 1
+  assert common.error_lines(result) and 'no BraTS case folders' in (
+      common.error_lines(result)[0])
+
+
+def test_bare_v_becomes_verbose_but_v_level_stays_absl():
+  sys.path.insert(0, str(common.REPO / 'data_preprocess'))
+  import common_flags  # pylint: disable=g-import-not-at-top
+  assert common_flags.bare_flag_to(['x', '-i', 'a', '-v'], 'v', 'verbose') == [
+      'x', '-i', 'a', '--verbose']
+  assert common_flags.bare_flag_to(['x', '-v', '-o', 'b'], 'v', 'verbose') == [
+      'x', '--verbose', '-o', 'b']
+  assert common_flags.bare_flag_to(['x', '-v', '1'], 'v', 'verbose') == [
+      'x', '-v', '1']

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from tests.preprocess import test_convert_common as common
 from unet3d.preprocess import datasets
@@ -97,3 +98,95 @@ def test_ct_channels_are_clipped_to_foreground_percentiles(tmp_path):
     np.testing.assert_allclose(record['image'][..., 0].reshape(-1), expected,
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(record['label'].reshape(-1), label[source])
+
+
+BRAIN_MODALITIES = {'0': 'FLAIR', '1': 'T1w', '2': 't1gd', '3': 'T2w'}
+BRAIN_LABELS = {'0': 'background', '1': 'edema', '2': 'non-enhancing tumor',
+                '3': 'enhancing tumour'}
+
+
+def _no_geometry_flags():
+  return dict(reorient=False, crop_nonzero=False, target_spacing='original')
+
+
+def test_cli_picks_modalities_by_name_and_merges_labels_to_masks(tmp_path):
+  """Intel's recipe: FLAIR (and here T2w) by name, labels 1-3 merged into
+  one whole-tumour mask for a sigmoid model."""
+  task = tmp_path / 'Task01_BrainTumour'
+  raw = common.write_msd_task(str(task), SPECS[:2],
+                              modalities=BRAIN_MODALITIES,
+                              labels=BRAIN_LABELS)
+  out = tmp_path / 'records'
+  result = common.run_cli(
+      'convert_decathlon.py', input_path=task, output_path=out,
+      modalities='flair,T2w', label_map='1:1,2:1,3:1',
+      label_names='background,whole_tumor', multi_label=True,
+      validation_fraction=0.0, **_no_geometry_flags())
+  assert result.returncode == 0, result.stderr
+  summary = json.loads((out / 'dataset.json').read_text())
+  assert summary['modalities'] == {'0': 'FLAIR', '1': 'T2w'}
+  assert summary['num_channels'] == 2
+  assert summary['labels'] == {'0': 'whole_tumor'}
+  assert summary['label_type'] == 'multi_label'
+  assert summary['preprocessing']['input_channels'] == [0, 3]
+  records = common.read_back(out / '*.tfrecord', num_classes=1,
+                             multi_label=True)
+  for case_id, record in records.items():
+    image, label, _ = raw[case_id]
+    for c, source in enumerate((0, 3)):
+      want = (image[..., source] - image[..., source].mean()) / (
+          image[..., source].std())
+      np.testing.assert_allclose(record['image'][..., c], want, atol=1e-4)
+    np.testing.assert_array_equal(record['label'][..., 0], label > 0)
+
+
+def test_label_map_to_index_labels_with_merged_names(tmp_path):
+  task = tmp_path / 'task'
+  raw = common.write_msd_task(str(task), SPECS[:2],
+                              modalities=BRAIN_MODALITIES,
+                              labels=BRAIN_LABELS)
+  out = tmp_path / 'records'
+  # 2 -> 1, 3 -> 2: tumour core kept apart from the rest.
+  summary = datasets.convert_decathlon(
+      str(task), str(out), modalities=['0'], label_map={2: 1, 3: 2},
+      validation_fraction=0.0, reorient=False, crop_nonzero=False,
+      target_spacing=None)
+  assert summary['labels'] == {'0': 'background',
+                               '1': 'edema+non-enhancing tumor',
+                               '2': 'enhancing tumour'}
+  records = common.read_back(out / '*.tfrecord')
+  for case_id, record in records.items():
+    label = raw[case_id][1]
+    np.testing.assert_array_equal(record['label'],
+                                  np.array([0, 1, 1, 2])[label])
+    assert record['image'].shape[-1] == 1
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'modalities': ['DWI']}, "--modalities: 'DWI' is not a modality of .*"
+                              "0=FLAIR, 1=T1w"),
+    ({'label_map': {1: 2}}, '--label_map: the new labels must be 0..K-1'),
+    ({'label_map': {7: 1}}, r'--label_map: labels \[7\] are not in'),
+    ({'label_map': {1: 1, 2: 1, 3: 1}, 'label_names': ['a', 'b', 'c']},
+     '--label_names: expected 2 names'),
+])
+def test_bad_modality_and_label_options_name_the_flag(tmp_path, kwargs,
+                                                      message):
+  task = tmp_path / 'task'
+  common.write_msd_task(str(task), SPECS[:1], modalities=BRAIN_MODALITIES,
+                        labels=BRAIN_LABELS)
+  with pytest.raises(ValueError, match=message):
+    datasets.convert_decathlon(str(task), str(tmp_path / 'out'), **kwargs)
+  assert not (tmp_path / 'out').exists()
+
+
+def test_malformed_label_map_flag_is_a_one_line_error(tmp_path):
+  task = tmp_path / 'task'
+  common.write_msd_task(str(task), SPECS[:1], modalities=BRAIN_MODALITIES,
+                        labels=BRAIN_LABELS)
+  result = common.run_cli('convert_decathlon.py', input_path=task,
+                          output_path=tmp_path / 'out', label_map='1-1')
+  assert result.returncode == 1
+  lines = common.error_lines(result)
+  assert lines == ["error: --label_map: expected old:new integer pairs like "
+                   "1:1,2:1, got '1-1'"], result.stderr

@@ -146,20 +146,20 @@ def test_model_garden_resize_and_augmented_crops(tmp_path):
   val = common.read_back(out / 'val-*.tfrecord')
   assert len(val) == 1 and summary['num_records'] == {'train': 8, 'val': 1}
   for case_id, record in {**train, **val}.items():
-    if '_aug' in case_id:
+    if '#aug' in case_id:
       continue
     image, label, affine = raw[case_id]
     assert record['label'].shape == (12, 12, 12)
     # The field of view is kept: spacing = extent / 12 per (RAS) axis.
     extent = pp.oriented_spacing(affine) * np.array(label.shape)
     np.testing.assert_allclose(record['spacing'], extent / 12, rtol=1e-5)
-  main_ids = [c for c in train if '_aug' not in c]
+  main_ids = [c for c in train if '#aug' not in c]
   assert sorted(train) == sorted(
-      main_ids + [f'{c}_aug{k:02d}' for c in main_ids for k in range(3)])
+      main_ids + [f'{c}#aug{k:02d}' for c in main_ids for k in range(3)])
   for case_id in main_ids:
     main = train[case_id]
     for k in range(3):
-      crop = train[f'{case_id}_aug{k:02d}']
+      crop = train[f'{case_id}#aug{k:02d}']
       assert crop['image'].shape == (6, 6, 6, 1)
       # A crop of the case, intensities scaled by one factor in [0.9, 1.1].
       offset = (np.linalg.inv(main['affine'].astype(np.float64)) @
@@ -190,3 +190,84 @@ def test_lits_flags_are_checked(tmp_path):
       str(tmp_path / 'Train' / 'segmentation-{}.nii'), str(tmp_path / 'o'),
       shard_start=1, shard_stride=2, validation_fraction=0.0)
   assert [c['case_id'] for c in summary['cases']] == ['volume-1']
+
+
+def _read_2d(pattern, size=(8, 8)):
+  """2D records parsed by the training pipeline, by record id."""
+  from unet3d import config  # pylint: disable=g-import-not-at-top
+  from unet3d.input import pipeline  # pylint: disable=g-import-not-at-top
+  cfg = config.build_config(None, {
+      'num_classes': 3, 'input_image_size': list(size), 'num_channels': 3,
+      'model': {'spatial_dims': 2}})
+  return {ex['case_id'].numpy().decode(): {k: v.numpy()
+                                           for k, v in ex.items()}
+          for ex in pipeline.build_volume_dataset(cfg, str(pattern))}
+
+
+def test_2d_slices_with_neighbours_window_and_empty_slice_skipping(tmp_path):
+  raw = _write_lits(tmp_path / 'Train')
+  out = tmp_path / 'slices'
+  result = common.run_cli(
+      'convert_lits_2d.py',
+      image_file_pattern=tmp_path / 'Train' / 'volume-{}.nii',
+      label_file_pattern=tmp_path / 'Train' / 'segmentation-{}.nii',
+      output_path=out, slice_size=0, skip_empty_slices=True,
+      reorient=False, crop_nonzero=False, validation_fraction=0.34)
+  assert result.returncode == 0, result.stderr
+  summary = json.loads((out / 'dataset.json').read_text())
+  assert summary['modalities'] == {'0': 'CT slice -1', '1': 'CT',
+                                   '2': 'CT slice +1'}
+  assert summary['labels'] == {'0': 'background', '1': 'liver', '2': 'tumor'}
+  mean, std = _window_statistics(raw)
+  train, val = _read_2d(out / 'train-*'), _read_2d(out / 'val-*')
+  val_cases = {r.split('#')[0] for r in val}
+  assert len(val_cases) == 1 and not val_cases & {r.split('#')[0]
+                                                  for r in train}
+  for records, is_train in ((train, True), (val, False)):
+    by_case = {}
+    for record_id, record in records.items():
+      case_id, part = record_id.split('#')
+      by_case.setdefault(case_id, []).append(int(part[1:]))
+      image, label, affine = raw[case_id]
+      k, depth = int(part[1:]), image.shape[2]
+      assert record['image'].shape == image.shape[:2] + (3,)
+      np.testing.assert_array_equal(record['label'], label[..., k])
+      for c, z in enumerate((max(k - 1, 0), k, min(k + 1, depth - 1))):
+        want = (np.clip(image[..., z], *WINDOW) - mean) / std
+        np.testing.assert_allclose(record['image'][..., c], want, atol=2e-3)
+      # In-plane spacing, and voxel (i, j) of slice k at original (i, j, k).
+      np.testing.assert_allclose(record['spacing'], SPECS[int(case_id[-1])][
+          1][:2], rtol=1e-6)
+      np.testing.assert_allclose(common.world_of(record['affine'], (2, 3, 0)),
+                                 common.world_of(affine, (2, 3, k)), atol=1e-4)
+    for case_id, ks in by_case.items():
+      label = raw[case_id][1]
+      want = [k for k in range(label.shape[2])
+              if label[..., k].any() or not is_train]
+      assert sorted(ks) == want, (case_id, is_train)
+
+
+def test_2d_slices_resized_in_plane_feed_the_2d_pipeline(tmp_path):
+  raw = _write_lits(tmp_path / 'Train')
+  out = tmp_path / 'slices'
+  summary = datasets.convert_lits_2d(
+      str(tmp_path / 'Train' / 'volume-{}.nii'),
+      str(tmp_path / 'Train' / 'segmentation-{}.nii'), str(out),
+      slice_size=8, context_slices=0, validation_fraction=0.0)
+  assert summary['num_records']['train'] == sum(
+      r[0].shape[2] for r in raw.values())
+  from unet3d import config  # pylint: disable=g-import-not-at-top
+  from unet3d.input import pipeline  # pylint: disable=g-import-not-at-top
+  cfg = config.build_config(None, {
+      'num_classes': 3, 'input_image_size': [8, 8], 'num_channels': 1,
+      'train_batch_size': 4, 'training_file_pattern': str(out / 'train-*'),
+      'model': {'spatial_dims': 2}, 'use_index_label_in_train': True,
+      'seed': 0})
+  images, labels = next(iter(pipeline.build_dataset(cfg, 'train')))
+  assert images.shape == (4, 8, 8, 1) and labels.shape == (4, 8, 8)
+  for record_id, record in _read_2d(out / 'train-*').items():
+    image, _, affine = raw[record_id.split('#')[0]]
+    assert record['image'].shape == (8, 8, 1)
+    # The field of view is kept: in-plane spacing = extent / 8 (RAS axes).
+    extent = (pp.oriented_spacing(affine) * np.array(image.shape))[:2]
+    np.testing.assert_allclose(record['spacing'], extent / 8, rtol=1e-5)

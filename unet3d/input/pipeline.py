@@ -183,8 +183,11 @@ def _records(cfg: Config, pattern: str, training: bool,
   case_ids = _split_case_ids(cfg, training)
   if case_ids is not None:
     wanted = tf.constant(case_ids or [''], tf.string)
-    dataset = dataset.filter(
-        lambda ex: tf.reduce_any(tf.equal(ex['case_id'], wanted)))
+    # Parts of a case (`<case>#<part>`: crops, 2D slices) follow their case.
+    dataset = dataset.filter(lambda ex: tf.reduce_any(tf.equal(
+        tf.strings.regex_replace(ex['case_id'],
+                                 splits.PART_SEPARATOR + '.*$', ''),
+        wanted)))
   return dataset
 
 

@@ -281,8 +281,10 @@ def parse_model_garden_example(serialized: tf.Tensor,
   """Parses a TF Model Garden UNet3D record into the same dict layout.
 
   Those records hold `image/ct_image` (float32 bytes, image_size + [C]) and
-  `image/label` (one-hot bytes of `label_dtype`, image_size + [num_classes]).
-  The one-hot label is returned as int32 class indices.
+  `image/label` of `label_dtype`: one-hot (image_size + [num_classes], its
+  liver-crop records) or class indices (image_size, its whole-CT records,
+  written without one-hot to save space). The element count tells which;
+  either way the label is returned as int32 class indices.
   """
   f = tf.io.parse_single_example(serialized, {
       MG_KEY_IMAGE: tf.io.FixedLenFeature([], tf.string),
@@ -291,8 +293,21 @@ def parse_model_garden_example(serialized: tf.Tensor,
   image = tf.io.decode_raw(f[MG_KEY_IMAGE], tf.float32)
   image = tf.reshape(image, list(image_size) + [num_channels])
   label = tf.io.decode_raw(f[MG_KEY_LABEL], tf.as_dtype(label_dtype))
-  label = tf.reshape(label, list(image_size) + [num_classes])
-  label = tf.argmax(label, axis=-1, output_type=tf.int32)
+  voxels = int(np.prod(image_size))
+  count = tf.size(label)
+  check = tf.debugging.Assert(
+      tf.logical_or(tf.equal(count, voxels),
+                    tf.equal(count, voxels * num_classes)),
+      [f'image/label holds neither {voxels} class indices nor '
+       f'{voxels}x{num_classes} one-hot values for input_image_size '
+       f'{list(image_size)}; it holds', count])
+  with tf.control_dependencies([check]):
+    label = tf.cond(
+        tf.equal(count, voxels),
+        lambda: tf.cast(tf.round(tf.cast(label, tf.float32)), tf.int32),
+        lambda: tf.argmax(tf.reshape(label, [-1, num_classes]), axis=-1,
+                          output_type=tf.int32))
+  label = tf.reshape(label, list(image_size))
   rank = len(image_size)
   return {
       'image': image,
@@ -308,7 +323,8 @@ def parse_model_garden_example(serialized: tf.Tensor,
 
 def encode_model_garden_example(image: np.ndarray, one_hot_label: np.ndarray,
                                 label_dtype: str = 'float32') -> bytes:
-  """Writes the Model Garden layout (for tests and for users' tools)."""
+  """Writes the Model Garden layout (for tests and for users' tools); the
+  label may be one-hot [*size, K] or class indices [*size]."""
   feature = {
       MG_KEY_IMAGE: _bytes([np.asarray(image, np.float32).tobytes()]),
       MG_KEY_LABEL: _bytes([np.asarray(one_hot_label, label_dtype).tobytes()]),

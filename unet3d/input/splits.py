@@ -8,6 +8,12 @@ The split file (`splits.json`, read by `data.split_file` + `data.fold`):
 With `num_folds` > 1 the validation sides of the folds partition the cases
 (every case is validated exactly once). With `num_folds` == 1 there is one
 fold whose validation side is `validation_fraction` of the cases.
+
+TensorFlow-free at import (converter workers use it).
+
+A record cut from a case (a LiTS augmented crop, a 2D slice) is named
+`<case id>#<part>`; folds list case ids, and a record belongs to the fold
+side of its case (the input pipeline's split filter).
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from unet3d import fileio
-
 # The sides of every fold; shards are named after them.
 SPLIT_NAMES = ('train', 'val')
 SPLITS_JSON = 'splits.json'
+# Separates a case id from the part of the case a record holds.
+PART_SEPARATOR = '#'
+
+
+def part_id(case_id: str, part: str) -> str:
+  """The record id of one part of a case: `volume-3#z0042`."""
+  return f'{case_id}{PART_SEPARATOR}{part}'
 
 
 def make_splits(case_ids: Sequence[str], num_folds: int = 1, seed: int = 0,
@@ -76,6 +87,9 @@ def without(splits: dict[str, Any], case_ids) -> dict[str, Any]:
 
 def write_splits(path: str, splits: dict[str, Any]) -> None:
   """Writes the split file atomically."""
+  # Imported here: converter worker processes import this module (case ids
+  # of record parts) and must not import TensorFlow, which fileio does.
+  from unet3d import fileio  # pylint: disable=g-import-not-at-top
   fileio.write_json(path, splits)
 
 

@@ -115,6 +115,8 @@ def check_model_config(cfg) -> None:
     raise ConfigError(f'model.filters: must be positive, got {m.filters}')
   if m.max_filters is not None and m.max_filters < 1:
     raise ConfigError(f'model.max_filters: must be >= 1, got {m.max_filters}')
+  if m.layer_order is not None:
+    blocks.parse_layer_order(m.layer_order)
   if m.num_groups < 1:
     raise ConfigError(f'model.num_groups: must be >= 1, got {m.num_groups}')
   normalization = blocks.block_spec(cfg).normalization

@@ -9,6 +9,12 @@ pytorch-3dunet "cr"/"cbr" idea in function form:
   residual unit: conv3 -> norm -> act -> conv3 -> norm, + shortcut -> act
                  (shortcut: identity, or conv1 + norm when shape changes)
 
+`model.layer_order` (pytorch-3dunet's string, e.g. 'gcr', 'crg', 'cbr',
+'cr') reorders conv (c), norm (g group, b batch, i instance) and activation
+(r relu, l leaky relu, e elu) inside each conv layer, and picks the norm and
+activation; a norm before the conv normalises its input channels. In a
+residual unit the last activation still comes after the addition.
+
 Units are composed from plain Keras layers, so a model stays an ordinary
 functional graph. With `recompute` the same layers live inside a
 `RecomputeUnit` layer whose forward pass is re-run during back-propagation
@@ -28,6 +34,39 @@ from unet3d.errors import ConfigError
 NORMALIZATIONS = ('batch', 'instance', 'group', 'none')
 ACTIVATIONS = ('relu', 'leaky_relu', 'elu', 'prelu')
 DOWNSAMPLINGS = ('maxpool', 'strided_conv')
+# pytorch-3dunet's layer_order letters -> (role, our name).
+LAYER_ORDER_LETTERS = {
+    'c': ('conv', 'conv'),
+    'g': ('norm', 'group'), 'b': ('norm', 'batch'), 'i': ('norm', 'instance'),
+    'r': ('act', 'relu'), 'l': ('act', 'leaky_relu'), 'e': ('act', 'elu'),
+}
+# The order of the default unit: conv, norm, activation.
+DEFAULT_ORDER = 'cna'
+
+
+def parse_layer_order(text: str) -> tuple[str, str, Optional[str]]:
+  """'gcr' -> ('nca', 'group', 'relu'): the generic order (c conv, n norm,
+  a activation), the normalization ('none' without one) and the activation
+  (None without one). Raises ConfigError naming model.layer_order."""
+  key = 'model.layer_order'
+  letters = ''.join(sorted(LAYER_ORDER_LETTERS))
+  bad = [ch for ch in text if ch not in LAYER_ORDER_LETTERS]
+  if bad or not text:
+    raise ConfigError(f'{key}: {text!r} may only use the letters {letters} '
+                      '(c conv; g/b/i group/batch/instance norm; r/l/e '
+                      'relu/leaky relu/elu), e.g. gcr, crg, cbr, cr')
+  roles = [LAYER_ORDER_LETTERS[ch] for ch in text]
+  counts = {role: sum(r == role for r, _ in roles)
+            for role in ('conv', 'norm', 'act')}
+  if counts['conv'] != 1 or counts['norm'] > 1 or counts['act'] > 1:
+    raise ConfigError(f'{key}: {text!r} needs exactly one c and at most one '
+                      'norm and one activation letter')
+  if roles[0][0] == 'act':
+    raise ConfigError(f'{key}: {text!r} cannot start with an activation')
+  order = ''.join({'conv': 'c', 'norm': 'n', 'act': 'a'}[r] for r, _ in roles)
+  norm_name = next((n for r, n in roles if r == 'norm'), 'none')
+  act_name = next((n for r, n in roles if r == 'act'), None)
+  return order, norm_name, act_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,20 +81,29 @@ class BlockSpec:
   recompute: bool = False
   # Batch norm over the global batch (an all-reduce across replicas).
   sync_batch_norm: bool = False
+  # Generic order of each conv layer: c conv, n norm, a activation (no 'n':
+  # no norm; no 'a': no activation).
+  order: str = DEFAULT_ORDER
 
 
 def block_spec(cfg) -> BlockSpec:
   """The BlockSpec of a validated config; `model.normalization` None follows
-  the flat `use_batch_norm` ('batch' or 'none'), `model.sync_batch_norm`
-  None is off (the trainer decides it for its strategy before building)."""
+  the flat `use_batch_norm` ('batch' or 'none'). `model.layer_order`, when
+  set, gives the order, the norm and the activation instead.
+  `model.sync_batch_norm` None is off (the trainer decides it for its
+  strategy before building)."""
   m = cfg.model
   norm_name = m.normalization
   if norm_name is None:
     norm_name = 'batch' if cfg.use_batch_norm else 'none'
+  act_name, order = m.activation, DEFAULT_ORDER
+  if m.layer_order:
+    order, norm_name, act_name = parse_layer_order(m.layer_order)
+    act_name = act_name or m.activation  # unused when order has no 'a'
   return BlockSpec(rank=m.spatial_dims, normalization=norm_name,
-                   num_groups=m.num_groups, activation=m.activation,
+                   num_groups=m.num_groups, activation=act_name,
                    leaky_relu_alpha=m.leaky_relu_alpha, residual=m.residual,
-                   recompute=m.recompute_grad,
+                   recompute=m.recompute_grad, order=order,
                    sync_batch_norm=bool(m.sync_batch_norm))
 
 
@@ -147,21 +195,47 @@ def activation(spec: BlockSpec, name: str) -> keras.layers.Layer:
 # ----------------------------------------------------------------------------
 
 
+def _sequence(spec: BlockSpec, num_convs: int) -> list[str]:
+  """Layer keys in call order, e.g. ['conv1', 'norm1', 'act1', ...]; in a
+  residual unit 'add' comes before the last activation."""
+  keys = []
+  for i in range(1, num_convs + 1):
+    keys += [{'c': 'conv', 'n': 'norm', 'a': 'act'}[ch] + str(i)
+             for ch in spec.order]
+  if spec.residual and num_convs == 2:
+    last_act = f'act{num_convs}'
+    if last_act in keys:
+      keys.remove(last_act)
+      keys += ['add', last_act]
+    else:
+      keys.append('add')
+  return keys
+
+
 def _unit_layers(spec: BlockSpec, in_channels: int, filters: list[int],
                  strides: int, name: str) -> dict:
   """Creates the layers of a unit with len(filters) (1 or 2) convs."""
   layers = {}
+  norm_first = spec.order.index('n') < spec.order.index('c') if (
+      'n' in spec.order) else False
+  channels_in = in_channels
   for i, f in enumerate(filters, start=1):
     layers[f'conv{i}'] = conv(spec.rank, f, 3, strides if i == 1 else 1,
                               name=f'{name}_conv{i}')
-    layers[f'norm{i}'] = norm(spec, f, f'{name}_norm{i}')
-    layers[f'act{i}'] = activation(spec, f'{name}_act{i}')
+    if 'n' in spec.order:
+      layers[f'norm{i}'] = norm(spec, channels_in if norm_first else f,
+                                f'{name}_norm{i}')
+    if 'a' in spec.order:
+      layers[f'act{i}'] = activation(spec, f'{name}_act{i}')
+    channels_in = f
   if spec.residual and len(filters) == 2:
     if in_channels != filters[-1] or strides != 1:
       layers['proj'] = conv(spec.rank, filters[-1], 1, strides,
                             name=f'{name}_proj')
-      layers['proj_norm'] = norm(spec, filters[-1], f'{name}_proj_norm')
+      if 'n' in spec.order:
+        layers['proj_norm'] = norm(spec, filters[-1], f'{name}_proj_norm')
     layers['add'] = keras.layers.Add(name=f'{name}_add')
+  layers['sequence'] = _sequence(spec, len(filters))
   return layers
 
 
@@ -173,18 +247,18 @@ def _apply_unit(layers: dict, x, training=None):
   otherwise fall back to its inference mode.
   """
   shortcut = x
-  n = 2 if 'conv2' in layers else 1
-  for i in range(1, n + 1):
-    x = layers[f'conv{i}'](x)
-    if layers[f'norm{i}'] is not None:
-      x = layers[f'norm{i}'](x, training=training)
-    if i == n and 'add' in layers:
+  for key in layers['sequence']:
+    if key == 'add':
       if 'proj' in layers:
         shortcut = layers['proj'](shortcut)
-        if layers['proj_norm'] is not None:
+        if layers.get('proj_norm') is not None:
           shortcut = layers['proj_norm'](shortcut, training=training)
       x = layers['add']([x, shortcut])
-    x = layers[f'act{i}'](x)
+      continue
+    layer = layers[key]
+    if layer is None:  # normalization 'none'
+      continue
+    x = layer(x, training=training) if key.startswith('norm') else layer(x)
   return x
 
 
@@ -209,9 +283,9 @@ class RecomputeUnit(keras.layers.Layer):
 
   def build(self, input_shape):
     shape = tuple(input_shape)
-    for key in ('conv1', 'norm1', 'act1', 'conv2', 'norm2', 'act2'):
+    for key in self.unit['sequence']:
       layer = self.unit.get(key)
-      if layer is None:
+      if layer is None or key == 'add':
         continue
       if not layer.built:
         layer.build(shape)
@@ -219,7 +293,7 @@ class RecomputeUnit(keras.layers.Layer):
     if 'proj' in self.unit:
       self.unit['proj'].build(tuple(input_shape))
       proj_shape = self.unit['proj'].compute_output_shape(tuple(input_shape))
-      if self.unit['proj_norm'] is not None:
+      if self.unit.get('proj_norm') is not None:
         self.unit['proj_norm'].build(proj_shape)
     self.built = True
 
@@ -240,20 +314,21 @@ class RecomputeUnit(keras.layers.Layer):
     """[(layer, [input shapes], output_shape)] of the inner layers."""
     out, shape = [], tuple(input_shape)
     start = shape
-    for key in ('conv1', 'norm1', 'act1', 'conv2', 'norm2', 'act2'):
+    for key in self.unit['sequence']:
       layer = self.unit.get(key)
       if layer is None:
+        continue
+      if key == 'add':
+        if 'proj' in self.unit:
+          new = self.unit['proj'].compute_output_shape(start)
+          out.append((self.unit['proj'], [start], new))
+          if self.unit.get('proj_norm') is not None:
+            out.append((self.unit['proj_norm'], [new], new))
+        out.append((layer, [shape, shape], shape))
         continue
       new = layer.compute_output_shape(shape)
       out.append((layer, [shape], new))
       shape = new
-    if 'proj' in self.unit:
-      new = self.unit['proj'].compute_output_shape(start)
-      out.append((self.unit['proj'], [start], new))
-      if self.unit['proj_norm'] is not None:
-        out.append((self.unit['proj_norm'], [new], new))
-    if 'add' in self.unit:
-      out.append((self.unit['add'], [shape, shape], shape))
     return out
 
   def get_config(self):

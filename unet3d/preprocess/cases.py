@@ -73,6 +73,9 @@ Loader = Callable[[Case], RawCase]
 GeometryFn = Callable[[Case], tuple[tuple[int, ...], np.ndarray]]
 # (main record, is_train, rng) -> records; the first is the case's record.
 Finisher = Callable[[Processed, bool, np.random.Generator], list[Processed]]
+# (record, is_train, rng) -> the records written in its place (e.g. 2D
+# slices), each named `<case id>#<part>` (`splits.part_id`).
+PartsFn = Callable[[Processed, bool, np.random.Generator], list[Processed]]
 
 
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
@@ -261,14 +264,17 @@ def to_stored_grid(image: np.ndarray, label: Optional[np.ndarray],
 
 
 def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
-                 finish: Optional[Finisher] = None
+                 finish: Optional[Finisher] = None,
+                 parts: Optional[PartsFn] = None
                 ) -> tuple[list[Processed], dict[str, Any]]:
   """Loads and preprocesses one case.
 
   Returns (records, info): records[0] is the case itself (finish may add
-  more, e.g. augmented crops); info is the case's dataset.json entry
-  (original and stored geometry, crop box, class voxel counts, statistics)
-  plus 'samples' of foreground intensities before normalisation.
+  more, e.g. augmented crops) unless `parts` replaces each record by its
+  parts (e.g. 2D slices); info is the case's dataset.json entry (original
+  and stored geometry of the whole case, crop box, class voxel counts,
+  statistics) plus 'samples' of foreground intensities before
+  normalisation.
   """
   raw = load(case)
   info: dict[str, Any] = {
@@ -293,11 +299,18 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   info['stored'] = _geometry(main.image.shape, main.affine)
   info['channel_mean'] = main.channel_mean.tolist()
   info['channel_std'] = main.channel_std.tolist()
-  info['num_records'] = len(records)
   info['class_voxel_counts'] = ([] if main.label is None else
                                 pp.class_voxel_counts(main.label, 0))
   info['label_type'] = (None if main.label is None else 'multi_label'
                         if main.label.ndim == 4 else 'index')
+  if parts is not None:
+    rng = case_rng(plan.seed + 2, case.case_id)
+    records = [p for r in records for p in parts(r, is_train, rng)]
+    if not records:
+      raise ValueError(f'{case.image_files[0]}: no record left for case '
+                       f'{case.case_id} (every slice was skipped)')
+    info['record_spatial_dims'] = records[0].image.ndim - 1
+  info['num_records'] = len(records)
   return records, info
 
 
@@ -338,6 +351,8 @@ class Source:
   # How each channel is normalised (CT parameters resolved later).
   norms: tuple[pp.ChannelNorm, ...]
   finish: Optional[Finisher] = None
+  # Records written in place of each case record (e.g. 2D slices).
+  parts: Optional[PartsFn] = None
   # False when the files carry no orientation (e.g. HDF5).
   has_orientation: bool = True
   # Dataset-specific steps for dataset.json's `preprocessing`.

@@ -56,6 +56,9 @@ class Options:
     Model Garden's fixed resize; the spacing follows from it).
   """
   num_shards: int = 4
+  # > 0: as many shards as needed for this many cases each (NVIDIA's
+  # vol_per_file), instead of num_shards.
+  cases_per_shard: int = 0
   compressed: bool = True
   overwrite: bool = False
   validation_fraction: float = 0.2
@@ -78,6 +81,9 @@ def check_options(options: Options) -> None:
   """One-line errors naming the flag."""
   if options.num_shards < 1:
     raise ValueError(f'--num_shards: must be >= 1, got {options.num_shards}')
+  if options.cases_per_shard < 0:
+    raise ValueError('--cases_per_shard: must be >= 0, got '
+                     f'{options.cases_per_shard}')
   if options.num_processes < 1:
     raise ValueError('--num_processes: must be >= 1, got '
                      f'{options.num_processes}')
@@ -172,10 +178,12 @@ def _resolve_plan(source: cases.Source, options: Options,
       norms=tuple(norms), num_samples=options.num_samples, seed=options.seed)
 
 
-def _shard_plan(split_ids: dict[str, list[str]], num_shards: int, seed: int
+def _shard_plan(split_ids: dict[str, list[str]], num_shards: int, seed: int,
+                cases_per_shard: int = 0
                ) -> list[tuple[str, str, list[str]]]:
   """[(split, shard file name, case ids)]: each split's cases in a seeded
-  order, cut into contiguous shards so they can be written one by one."""
+  order, cut into contiguous shards so they can be written one by one:
+  num_shards of them, or ceil(cases / cases_per_shard) when that is set."""
   plan = []
   for split in splits_lib.SPLIT_NAMES:
     ids = split_ids[split]
@@ -183,6 +191,8 @@ def _shard_plan(split_ids: dict[str, list[str]], num_shards: int, seed: int
       continue
     order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
     count = min(num_shards, len(ids))
+    if cases_per_shard > 0:
+      count = -(-len(ids) // cases_per_shard)
     for k, chunk in enumerate(np.array_split(np.array(order, object), count)):
       plan.append((split, f'{split}-{k:05d}-of-{count:05d}.tfrecord',
                    list(chunk)))
@@ -234,10 +244,11 @@ def convert(source: cases.Source, output_dir: str,
                                       options.validation_fraction)
       fold = splits_lib.check_fold(splits, options.fold)
       by_id = {c.case_id: c for c in source.cases}
-      shard_plan = _shard_plan(fold, options.num_shards, options.seed)
+      shard_plan = _shard_plan(fold, options.num_shards, options.seed,
+                               options.cases_per_shard)
       jobs = [(cases.process_case, case_id,
                (by_id[case_id], source.load, plan, split == 'train',
-                source.finish), {})
+                source.finish, source.parts), {})
               for split, _, chunk in shard_plan for case_id in chunk]
       with contextlib.closing(runner.progress_bar(progress, len(jobs),
                                             'convert')) as bar:
@@ -265,8 +276,9 @@ def convert(source: cases.Source, output_dir: str,
 
 
 def _to_volume(record: cases.Processed):
+  rank = record.image.ndim - 1  # 2 for slices: their in-plane spacing
   return schema.Volume(image=record.image, label=record.label,
-                       spacing=io.spacing_of(record.affine),
+                       spacing=io.spacing_of(record.affine)[:rank],
                        affine=record.affine, case_id=record.case_id,
                        channel_mean=record.channel_mean,
                        channel_std=record.channel_std)

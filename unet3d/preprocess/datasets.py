@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from unet3d.preprocess import brats
 from unet3d.preprocess import convert
@@ -23,6 +23,10 @@ from unet3d.preprocess.convert import Options
 def convert_decathlon(task_dir: str, output_dir: str, *,
                       nonzero_mask: bool = False,
                       ct_window: Optional[Sequence[float]] = None,
+                      modalities: Optional[Sequence[str]] = None,
+                      label_map: Optional[Mapping[int, int]] = None,
+                      label_names: Optional[Sequence[str]] = None,
+                      multi_label: bool = False,
                       progress=None, **options) -> dict[str, Any]:
   """A Medical Segmentation Decathlon task folder -> TFRecords.
 
@@ -32,13 +36,17 @@ def convert_decathlon(task_dir: str, output_dir: str, *,
     nonzero_mask: MRI channels are z-scored within the nonzero mask.
     ct_window: clip CT channels to this window instead of the foreground
       [0.5, 99.5] percentiles.
+    modalities, label_map, label_names, multi_label: see
+      `decathlon.source`.
     progress: see `convert`.
     **options: fields of `Options` (num_shards=4, compressed=True,
       overwrite=False, validation_fraction=0.2, seed=0, num_folds,
       fold, num_processes, on_error, target_spacing, ...).
   """
   source = decathlon.source(task_dir, nonzero_mask=nonzero_mask,
-                            ct_window=ct_window)
+                            ct_window=ct_window, modalities=modalities,
+                            label_map=label_map, label_names=label_names,
+                            multi_label=multi_label)
   return convert.convert(source, output_dir, Options(**options), progress)
 
 
@@ -59,6 +67,29 @@ def convert_lits(image_file_pattern: str, label_file_pattern: str,
                        augment_times=augment_times, shard_start=shard_start,
                        shard_stride=shard_stride)
   return convert.convert(source, output_dir, Options(**options), progress)
+
+
+def convert_lits_2d(image_file_pattern: str, label_file_pattern: str,
+                    output_dir: str, *, hu_window=lits.HU_WINDOW,
+                    slice_size: int = 320, context_slices: int = 1,
+                    skip_empty_slices: bool = False, shard_start: int = 0,
+                    shard_stride: int = 1, progress=None,
+                    **options) -> dict[str, Any]:
+  """LiTS volumes -> 2D axial-slice TFRecords for 2D models (UNet 3+).
+
+  See `lits.slice_source` for the dataset arguments and `Options` for
+  options; `target_spacing` defaults to None here (slices keep the scan's
+  grid, resized in-plane to slice_size^2).
+  """
+  options.setdefault('target_spacing', None)
+  opts = Options(**options)
+  source = lits.slice_source(
+      image_file_pattern, label_file_pattern, hu_window=hu_window,
+      slice_size=slice_size, context_slices=context_slices,
+      skip_empty_slices=skip_empty_slices, image_order=opts.image_order,
+      label_interpolation=opts.label_interpolation, shard_start=shard_start,
+      shard_stride=shard_stride)
+  return convert.convert(source, output_dir, opts, progress)
 
 
 def convert_lits_to_npy(input_path: str, output_dir: str, *,
@@ -100,10 +131,12 @@ def convert_lits_to_npy(input_path: str, output_dir: str, *,
 
 def convert_brats(input_path: str, output_dir: str, *,
                   modalities: Sequence[str] = brats.MODALITIES,
-                  regions: bool = False, progress=None,
-                  **options) -> dict[str, Any]:
-  """BraTS case folders -> TFRecords; see `brats.source`."""
-  source = brats.source(input_path, modalities=modalities, regions=regions)
+                  regions: bool = False, single_data_dir: bool = False,
+                  progress=None, **options) -> dict[str, Any]:
+  """BraTS case folders (or HGG/ and LGG/ of them) -> TFRecords; see
+  `brats.source`."""
+  source = brats.source(input_path, modalities=modalities, regions=regions,
+                        single_data_dir=single_data_dir)
   return convert.convert(source, output_dir, Options(**options), progress)
 
 

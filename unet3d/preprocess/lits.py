@@ -2,11 +2,14 @@
 
 Files are `volume-N` (CT, Hounsfield units) and `segmentation-N` (0
 background, 1 liver, 2 tumour) as `.nii`, `.nii.gz`, or `.npy` with a
-geometry sidecar (see `io.save_npy`). Numpy only: runs in worker processes.
+geometry sidecar (see `io.save_npy`). `source` describes 3D records;
+`slice_source` 2D axial slices for 2D models (UNet 3+'s LiTS setup). Numpy
+only: runs in worker processes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import os
@@ -15,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from unet3d.input import splits
 from unet3d.preprocess import cases
 from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
@@ -141,7 +145,7 @@ def finish(record: cases.Processed, is_train: bool, rng: np.random.Generator,
   augment_times: for training cases, add this many random crops of
     output_size^3 (around the liver when cropping to it), each with the
     Model Garden's random intensity scaling, as records
-    `<case_id>_aug<k>`. 0: none.
+    `<case_id>#aug<k>` (`splits.part_id`). 0: none.
   """
   shape = np.array(record.image.shape[:3])
   size = np.full(3, output_size)
@@ -172,7 +176,7 @@ def finish(record: cases.Processed, is_train: bool, rng: np.random.Generator,
       start = np.clip(np.round(centre + jitter - crop_size // 2).astype(int),
                       0, shape - crop_size)
     crop = _crop_record(record, start, start + crop_size,
-                        f'{record.case_id}_aug{k:02d}')
+                        splits.part_id(record.case_id, f'aug{k:02d}'))
     crop.image = _intensity_change(crop.image, rng)
     out.append(crop)
   return out
@@ -208,3 +212,86 @@ def source(image_file_pattern: str, label_file_pattern: str, *,
       description={'liver_crop': ({'min_size': output_size} if
                                   crop_liver_region else None),
                    'augmented_crops_per_train_case': times})
+
+
+# ----------------------------------------------------------------------------
+# 2D slices (UNet 3+)
+# ----------------------------------------------------------------------------
+
+
+def to_slices(record: cases.Processed, is_train: bool,
+              rng: np.random.Generator, *, slice_size: int,
+              context_slices: int, skip_empty_slices: bool,
+              image_order: int = 3, label_interpolation: str = 'linear'
+             ) -> list[cases.Processed]:
+  """One 2D record per axial slice of a (RAS) case record.
+
+  Each record's image is [X', Y', 2 * context_slices + 1]: the slice and its
+  neighbours below and above as channels (edge slices repeat), as UNet 3+
+  feeds the slice to segment with its upper and lower slices. With
+  slice_size > 0 each slice is resized in-plane to slice_size^2 (cubic
+  image, one-hot linear labels by default); the affine of record `k` maps
+  (i, j, 0) to the world point of that voxel of slice k. With
+  skip_empty_slices, training cases keep only slices with a label
+  (validation cases keep every slice, so eval counts false positives).
+  """
+  del rng
+  image, label, affine = record.image[..., 0], record.label, record.affine
+  if slice_size > 0:
+    grid = pp.resample_grid(image.shape, io.spacing_of(affine),
+                            target_shape=(slice_size, slice_size,
+                                          image.shape[2]))
+    image = pp.resample_image(image[..., None], grid, image_order)[..., 0]
+    label = pp.resample_label(label, grid, label_interpolation)
+    affine = pp.resampled_affine(affine, grid)
+  depth = image.shape[2]
+  out = []
+  for k in range(depth):
+    if skip_empty_slices and is_train and not label[..., k].any():
+      continue
+    neighbours = np.clip(np.arange(k - context_slices,
+                                   k + context_slices + 1), 0, depth - 1)
+    out.append(cases.Processed(
+        splits.part_id(record.case_id, f'z{k:04d}'),
+        np.ascontiguousarray(image[..., neighbours]),
+        np.ascontiguousarray(label[..., k]),
+        pp.crop_affine(affine, [0, 0, k]),
+        np.repeat(record.channel_mean, len(neighbours)),
+        np.repeat(record.channel_std, len(neighbours))))
+  return out
+
+
+def slice_source(image_file_pattern: str, label_file_pattern: str, *,
+                 hu_window: Optional[Sequence[float]] = HU_WINDOW,
+                 slice_size: int = 320, context_slices: int = 1,
+                 skip_empty_slices: bool = False, image_order: int = 3,
+                 label_interpolation: str = 'linear', shard_start: int = 0,
+                 shard_stride: int = 1) -> cases.Source:
+  """LiTS as 2D axial slices for `convert.convert` (see `to_slices`).
+
+  The CT is clipped to `hu_window` and z-scored with the dataset's
+  foreground statistics, as the 3D records; splits stay per case.
+  """
+  if slice_size < 0:
+    raise ValueError(f'--slice_size: must be >= 0, got {slice_size}')
+  if context_slices < 0:
+    raise ValueError(f'--context_slices: must be >= 0, got {context_slices}')
+  base = source(image_file_pattern, label_file_pattern, hu_window=hu_window,
+                crop_liver_region=False, shard_start=shard_start,
+                shard_stride=shard_stride)
+  channels = 2 * context_slices + 1
+  offsets = range(-context_slices, context_slices + 1)
+  return dataclasses.replace(
+      base, finish=None,
+      parts=functools.partial(to_slices, slice_size=slice_size,
+                              context_slices=context_slices,
+                              skip_empty_slices=skip_empty_slices,
+                              image_order=image_order,
+                              label_interpolation=label_interpolation),
+      modalities={str(c): f'CT slice {o:+d}' if o else 'CT'
+                  for c, o in enumerate(offsets)} if channels > 1 else
+      {'0': 'CT'},
+      description={'slices': {
+          'axis': 2, 'in_plane_size': slice_size or None,
+          'context_slices': context_slices,
+          'skip_empty_training_slices': skip_empty_slices}})

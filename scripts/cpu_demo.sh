@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The CPU demo: synthetic volumes -> Decathlon folder -> TFRecords -> train
+# -> per-class dice, in about 6 minutes on 2 cores.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+  cat <<'USAGE'
+usage: [WORK_DIR=demo_output] [DRY_RUN=1] scripts/cpu_demo.sh
+Runs scripts/run_demo.py on the CPU; the report is
+$WORK_DIR/model/eval_results.json.
+USAGE
+}
+if help_requested "$@"; then usage; exit 0; fi
+WORK_DIR="${WORK_DIR:-demo_output}"
+require WORK_DIR
+
+cd "$REPO"
+run "$PYTHON" scripts/run_demo.py --work_dir="$WORK_DIR"

@@ -1,0 +1,56 @@
+"""Writes docs/config_reference.md and the README's option tables from the
+config schema and the registries (unet3d/config_reference.py).
+
+  python scripts/make_config_reference.py          # write both
+  python scripts/make_config_reference.py --check  # exit 1 when out of date
+"""
+
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from unet3d import startup  # pylint: disable=g-import-not-at-top
+
+REFERENCE = os.path.join(REPO, 'docs', 'config_reference.md')
+README = os.path.join(REPO, 'README.md')
+
+
+def expected() -> dict[str, str]:
+  """{path: the text it should hold}."""
+  startup.import_tensorflow()  # the registries import it; quietly
+  from unet3d import config_reference  # pylint: disable=g-import-not-at-top
+  with open(README) as f:
+    readme = f.read()
+  return {REFERENCE: config_reference.config_reference(),
+          README: config_reference.replace_readme_block(readme)}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--check', action='store_true',
+                      help='only report files that are out of date')
+  args = parser.parse_args()
+  stale = []
+  for path, text in expected().items():
+    current = open(path).read() if os.path.exists(path) else None
+    if current == text:
+      continue
+    stale.append(os.path.relpath(path, REPO))
+    if not args.check:
+      tmp = path + '.tmp'
+      with open(tmp, 'w') as f:
+        f.write(text)
+      os.replace(tmp, path)
+  if args.check and stale:
+    print('out of date: ' + ', '.join(stale) +
+          ' (run python scripts/make_config_reference.py)', file=sys.stderr)
+    sys.exit(1)
+  print(('wrote ' if stale else 'up to date: ') +
+        ', '.join(stale or ['docs/config_reference.md', 'README.md']))
+
+
+if __name__ == '__main__':
+  main()
