@@ -6,6 +6,7 @@ Importing this module must stay cheap and TensorFlow-free: worker processes
 
 import functools
 import os
+import signal
 import sys
 
 from absl import app
@@ -56,6 +57,9 @@ def define_convert_flags() -> None:
   flags.DEFINE_integer('image_order', 3, 'Spline order for image resampling.')
   flags.DEFINE_enum('label_interpolation', 'linear', ['linear', 'nearest'],
                     'Label resampling: one-hot linear or nearest.')
+  flags.DEFINE_bool('nan_to_num', False, 'Replace NaN image voxels by 0 and '
+                    "inf by the channel's finite extremes, instead of "
+                    'stopping at the file.')
 
 
 def parse_floats(text, flag: str, count=None):
@@ -106,7 +110,8 @@ def convert_options() -> dict:
               num_processes=FLAGS.num_processes, on_error=FLAGS.on_error,
               reorient=FLAGS.reorient, crop_nonzero=FLAGS.crop_nonzero,
               target_spacing=spacing, image_order=FLAGS.image_order,
-              label_interpolation=FLAGS.label_interpolation)
+              label_interpolation=FLAGS.label_interpolation,
+              nan_to_num=FLAGS.nan_to_num)
 
 
 def progress_bar():
@@ -153,6 +158,16 @@ def bare_flag_to(argv: list[str], short: str, long: str) -> list[str]:
   return out
 
 
+class _Terminated(BaseException):
+  """SIGTERM arrived (a BaseException, like KeyboardInterrupt, so no
+  `except Exception` of a reader swallows it)."""
+
+
+def _raise_terminated(number, frame):
+  del number, frame
+  raise _Terminated()
+
+
 def run(convert_fn, argv=None, verbose_flag: str = None) -> None:
   """app.run(main) where main calls convert_fn() -> summary and prints it.
 
@@ -165,8 +180,16 @@ def run(convert_fn, argv=None, verbose_flag: str = None) -> None:
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     startup.import_tensorflow()  # the records writer needs it
+    # SIGTERM unwinds like Ctrl-C, so the staged output folder and the
+    # worker processes are cleaned up instead of left behind.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
       summary = convert_fn()
+    except (_Terminated, KeyboardInterrupt) as e:
+      name = 'SIGINT' if isinstance(e, KeyboardInterrupt) else 'SIGTERM'
+      print(f'error: {name}: conversion stopped; nothing was written to '
+            f'{FLAGS.output_path}', file=sys.stderr)
+      sys.exit(128 + (signal.SIGINT if name == 'SIGINT' else signal.SIGTERM))
     except (ValueError, OSError) as e:
       logging.debug('failed', exc_info=True)
       message = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)

@@ -11,6 +11,7 @@ import re
 import subprocess
 import uuid
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -392,3 +393,57 @@ def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
     dice = 2 * np.sum((restored > 0) & (label > 0)) / (
         np.sum(restored > 0) + np.sum(label > 0))
     assert dice > 0.9, (case_id, dice)
+
+
+# ----------------------------------------------------------------------------
+# Non-finite voxels and signals
+# ----------------------------------------------------------------------------
+
+
+def _with_nan(task_dir, case='case_002'):
+  path = task_dir / 'imagesTr' / f'{case}.nii.gz'
+  image, affine, _ = io.load_nifti(str(path))
+  image = image.astype(np.float32)
+  image[3, 4, 5] = np.nan
+  image[1, 1, 1] = np.inf
+  io.save_nifti(str(path), image, affine)
+  return path
+
+
+def test_a_nan_voxel_stops_at_its_file_or_is_replaced(task, tmp_path):
+  task_dir, _ = task
+  path = _with_nan(task_dir)
+  result = run_cli('convert_decathlon.py', input_path=task_dir,
+                   output_path=tmp_path / 'out')
+  assert result.returncode == 1
+  assert error_lines(result) == [
+      f'error: {path}: 2 non-finite voxel(s) (NaN or inf); fix the file, or '
+      "convert with --nan_to_num (NaN -> 0, inf -> the channel's finite "
+      'extremes)']
+  assert _leftovers(tmp_path) == []
+  datasets.convert_decathlon(str(task_dir), str(tmp_path / 'fixed'),
+                             nan_to_num=True, target_spacing=None,
+                             crop_nonzero=False)
+  records = read_back(tmp_path / 'fixed' / '*.tfrecord')
+  assert all(np.isfinite(r['image']).all() for r in records.values())
+
+
+def test_sigterm_leaves_no_staging_folder(tmp_path):
+  # Enough cases that the run is still converting when the signal comes.
+  task_dir = tmp_path / 'Task02_Big'
+  write_msd_task(str(task_dir), [((40, 40, 32), (1.0, 1.0, 1.5))] * 24)
+  out = tmp_path / 'out'
+  args = [sys.executable, str(REPO / 'data_preprocess' /
+                              'convert_decathlon.py'),
+          f'--input_path={task_dir}', f'--output_path={out}']
+  proc = subprocess.Popen(args, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while not list(tmp_path.glob('out.tmp-*')) and time.time() < deadline:
+    time.sleep(0.05)
+  proc.terminate()
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 128 + 15, err[-2000:]
+  assert [l for l in err.splitlines() if l.startswith('error: ')] == [
+      f'error: SIGTERM: conversion stopped; nothing was written to {out}']
+  assert _leftovers(tmp_path) == []

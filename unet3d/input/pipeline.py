@@ -276,6 +276,12 @@ def training_stream(records: tf.data.Dataset, shuffle_buffer: int,
   seed = tf.constant(position.seed, tf.int64)
 
   def epoch(e):
+    # The shuffle's seed is a tensor here. With a TF global seed set (e.g. by
+    # keras.utils.set_random_seed(0)), tf.random's seed logic compares it as
+    # a Python bool and fails; without one the order is a function of our
+    # seed alone, which is what resuming needs. So this function's graph
+    # gets no global seed.
+    tf.compat.v1.get_default_graph().seed = None
     return records.shuffle(shuffle_buffer, seed=seed * 1_000_003 + e,
                            reshuffle_each_iteration=False)
 

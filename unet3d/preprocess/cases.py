@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import zlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -129,6 +130,38 @@ def read_images(files: Sequence[str], load=io.load_volume
                        arrays[0].shape, affine, 'channel')
     arrays.append(data.astype(np.float32).reshape(data.shape[:3] + (-1,)))
   return np.concatenate(arrays, axis=-1), affine
+
+
+def load_finite(case: Case, load: Loader, nan_to_num: bool = False
+               ) -> RawCase:
+  """`load(case)` with every image voxel checked finite.
+
+  A NaN or inf voxel would spread through resampling and normalisation into
+  the whole stored volume, so it stops the case with one line naming the
+  file, or with `nan_to_num` is replaced (NaN by 0, +-inf by the channel's
+  finite extremes).
+  """
+  raw = load(case)
+  finite = np.isfinite(raw.image)
+  if finite.all():
+    return raw
+  bad_channels = np.flatnonzero(~finite.reshape(-1, finite.shape[-1]).all(0))
+  files = case.image_files
+  path = (files[bad_channels[0]] if len(files) == raw.image.shape[-1]
+          else files[0])
+  if not nan_to_num:
+    raise ValueError(
+        f'{path}: {int((~finite).sum())} non-finite voxel(s) (NaN or inf); fix '
+        'the file, or convert with --nan_to_num (NaN -> 0, inf -> the '
+        "channel's finite extremes)")
+  image = raw.image.copy()
+  for c in bad_channels:
+    channel = image[..., c]
+    values = channel[np.isfinite(channel)]
+    low, high = (float(values.min()), float(values.max())) if values.size else (
+        0.0, 0.0)
+    image[..., c] = np.nan_to_num(channel, nan=0.0, posinf=high, neginf=low)
+  return dataclasses.replace(raw, image=image)
 
 
 def read_label(path: str, image: np.ndarray, affine: np.ndarray,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -75,6 +76,9 @@ class Options:
   label_interpolation: str = 'linear'
   # Foreground voxels sampled per case for intensity statistics.
   num_samples: int = 10000
+  # Replace non-finite image voxels (NaN -> 0, inf -> the channel's finite
+  # extremes) instead of stopping at the file.
+  nan_to_num: bool = False
 
 
 def check_options(options: Options) -> None:
@@ -117,13 +121,21 @@ def check_options(options: Options) -> None:
                      f'{list(shape)}')
 
 
+def _finite_loader(source: cases.Source, options: Options):
+  """The source's loader with the non-finite voxel check (picklable, for
+  worker processes)."""
+  return functools.partial(cases.load_finite, load=source.load,
+                           nan_to_num=options.nan_to_num)
+
+
 def _survey(pool, source: cases.Source, options: Options,
             ct_channels: list[int], errors: runner.Errors, window: int,
             progress) -> dict[str, dict[str, Any]]:
   """{case_id: cases.survey_case(...)} of the cases that could be read."""
   reorient = options.reorient and source.has_orientation
+  load = _finite_loader(source, options)
   jobs = [(cases.survey_case, c.case_id,
-           (c, source.geometry, source.load, reorient, ct_channels,
+           (c, source.geometry, load, reorient, ct_channels,
             options.num_samples, options.seed), {})
           for c in source.cases]
   survey = {}
@@ -246,8 +258,9 @@ def convert(source: cases.Source, output_dir: str,
       by_id = {c.case_id: c for c in source.cases}
       shard_plan = _shard_plan(fold, options.num_shards, options.seed,
                                options.cases_per_shard)
+      load = _finite_loader(source, options)
       jobs = [(cases.process_case, case_id,
-               (by_id[case_id], source.load, plan, split == 'train',
+               (by_id[case_id], load, plan, split == 'train',
                 source.finish, source.parts), {})
               for split, _, chunk in shard_plan for case_id in chunk]
       with contextlib.closing(runner.progress_bar(progress, len(jobs),
