@@ -212,9 +212,9 @@ class PredictConfig:
   # training_file_pattern's shards, when there is one.
   dataset_json: Optional[str] = None
   # Per-class probabilities beside each segmentation: none | nifti
-  # (<name>_probabilities.nii.gz, float16 [X, Y, Z, K]) | hdf5
-  # (<name>_probabilities.h5, dataset `predictions` float16 [K, Z, Y, X]
-  # as pytorch-3dunet writes).
+  # (<name>_probabilities.nii.gz, [X, Y, Z, K] as scaled uint16, since NIfTI
+  # has no float16) | hdf5 (<name>_probabilities.h5, dataset `predictions`
+  # float16 [K, Z, Y, X] as pytorch-3dunet writes).
   save_probabilities: str = 'none'
   # Keep only the largest connected component (face connectivity) of each
   # foreground class (true), or of these classes (a list; sigmoid models:

@@ -171,9 +171,9 @@ def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
 
 def report_dir(cfg: Config) -> str:
   """Where the tables and overlays go: model_dir/eval, or
-  model_dir/eval/ensemble for an ensemble (so a member's own report
-  stays)."""
-  folder = fileio.join(cfg.model_dir, report_lib.EVAL_SUMMARY_DIR)
+  model_dir/eval/ensemble for an ensemble (so a member's own report stays;
+  model_dir defaults to the first member)."""
+  folder = fileio.join(ensemble.home_dir(cfg), report_lib.EVAL_SUMMARY_DIR)
   return fileio.join(folder, 'ensemble') if ensemble.is_ensemble(cfg) \
       else folder
 
@@ -209,7 +209,7 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   names = dataset_info.class_names(
       [cfg.eval_file_pattern, cfg.training_file_pattern],
       cfg.num_classes) or [f'class_{c}' for c in range(cfg.num_classes)]
-  writes = bool(cfg.model_dir) and distribute.is_chief()
+  writes = bool(ensemble.home_dir(cfg)) and distribute.is_chief()
   folder = report_dir(cfg) if writes else None
   overlay_dir = (fileio.join(folder, 'overlays')
                  if writes and cfg.metrics.overlays else None)
@@ -237,6 +237,6 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
         'ensemble': members})
     report['report_dir'] = folder
     report['report_files'] = {**files, 'overlays': scores.overlays}
-    report_lib.write_report(cfg.model_dir, report,
+    report_lib.write_report(ensemble.home_dir(cfg), report,
                             results_dir=folder if members else None)
   return report

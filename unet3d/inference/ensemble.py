@@ -37,6 +37,11 @@ def member_dirs(cfg: Config) -> list[str]:
   return list(cfg.inference.ensemble) or [cfg.model_dir]
 
 
+def home_dir(cfg: Config) -> str:
+  """Where reports go: model_dir, else the first ensemble member."""
+  return cfg.model_dir or (cfg.inference.ensemble or [''])[0]
+
+
 def is_ensemble(cfg: Config) -> bool:
   return len(cfg.inference.ensemble) > 1
 
