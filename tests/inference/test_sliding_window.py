@@ -523,7 +523,7 @@ def test_window_starts_cover_the_axis_with_the_overlap():
     sw.window_starts(32, 16, 1.0)
 
 
-def test_gaussian_map_matches_the_formula():
+def test_gaussian_map_with_sigma_scale_matches_the_formula():
   weights = sw.gaussian_importance_map((9, 5), sigma_scale=0.25)
   z = np.arange(9) - 4.0
   y = np.arange(5) - 2.0
