@@ -329,14 +329,13 @@ def _sliding_window_graph(predict_fn: PredictFn, image, patch_size,
       (count, accumulated, weight_sum), parallel_iterations=1)
   accumulated = tf.reshape(accumulated, tf.concat([padded_shape, [classes]],
                                                  0))
-  if outputs.shape[-1] is not None:
-    accumulated = tf.ensure_shape(accumulated,
-                                  [None] * ndim + [outputs.shape[-1]])
   # Forwarded in place: the result reuses the accumulator's buffer.
   result = accumulated / weight_sum[..., None]
   # The same buffer unless the image was padded.
-  return tf.slice(result, tf.zeros([ndim + 1], tf.int32),
-                  tf.concat([spatial, [-1]], 0))
+  result = tf.slice(result, tf.zeros([ndim + 1], tf.int32),
+                    tf.concat([spatial, [-1]], 0))
+  # The dynamic slice loses the static class count; callers want it.
+  return tf.ensure_shape(result, [None] * ndim + [outputs.shape[-1]])
 
 
 def runs_on_device(predict_fn: PredictFn) -> bool:
