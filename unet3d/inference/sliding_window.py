@@ -159,7 +159,10 @@ def mirrored(predict_fn: PredictFn, mirror_axes: Sequence[int], ndim: int
     total = None
     for axes in flips:
       flip = [a + 1 for a in axes]
-      x = tf.reverse(batch, flip) if flip else batch
+      # One flip after the other: in a graph the passes are independent,
+      # and running them at once would hold every pass's activations.
+      with tf.control_dependencies([] if total is None else [total]):
+        x = tf.reverse(batch, flip) if flip else tf.identity(batch)
       y = tf.cast(predict_fn(x), tf.float32)
       y = tf.reverse(y, flip) if flip else y
       total = y if total is None else total + y
