@@ -2,8 +2,9 @@
 
   python unet_main.py --mode=train_and_eval --config_file=configs/demo.yaml \
       --model_dir=/tmp/run --training_file_pattern='data/train-*.tfrecord'
-  python unet_main.py --mode=predict --model_dir=/tmp/run --params_override=\
-      "predict.input_pattern='scans/*.nii.gz',predict.output_dir=/tmp/seg"
+  python unet_main.py --mode=predict --model_dir=/tmp/run \
+      --input='scans/*.nii.gz' --output_dir=/tmp/seg
+  python unet_main.py --mode=eval --model_dir=/tmp/fold0,/tmp/fold1  # ensemble
 """
 
 import signal
@@ -21,7 +22,10 @@ flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
 flags.DEFINE_string('config_file', None, 'A YAML config file.')
 flags.DEFINE_string('params_override', None,
                     "YAML/JSON string or 'a.b=c,d=e' applied after the file.")
-flags.DEFINE_string('model_dir', None, 'Checkpoints, summaries, params.yaml.')
+flags.DEFINE_string('model_dir', None,
+                    'Checkpoints, summaries, params.yaml. Several, comma-'
+                    'separated: an ensemble for eval, predict and export '
+                    '(inference.ensemble; reports go to the first).')
 flags.DEFINE_string('training_file_pattern', None, 'Training TFRecord glob.')
 flags.DEFINE_string('eval_file_pattern', None, 'Evaluation TFRecord glob.')
 flags.DEFINE_enum('distribution_strategy', None,
@@ -42,6 +46,11 @@ flags.DEFINE_bool('benchmark', False,
                   'train: time steps with the input pipeline and print JSON '
                   '(train.benchmark_steps after train.benchmark_warmup_steps'
                   '); writes nothing.')
+flags.DEFINE_string('input', None,
+                    'predict: a NIfTI file, a folder or a glob (comma-'
+                    'separated for several); predict.input_pattern.')
+flags.DEFINE_string('output_dir', None,
+                    'predict: where segmentations go; predict.output_dir.')
 FLAGS = flags.FLAGS
 
 # Flags that set a config key of the same (dotted) name.
@@ -75,8 +84,17 @@ def resolve_config(argv_flags):
     overrides['num_gpus'] = config.parse_num_gpus(argv_flags.num_gpus)
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
-  saved = (run_dir.load_params(argv_flags.model_dir)
-           if argv_flags.model_dir else None)
+  predict = {k: v for k, v in (('input_pattern', argv_flags.input),
+                               ('output_dir', argv_flags.output_dir))
+             if v is not None}
+  if predict:
+    overrides['predict'] = predict
+  members = [d.strip() for d in (argv_flags.model_dir or '').split(',')
+             if d.strip()]
+  if len(members) > 1:  # an ensemble; the first folder holds the reports
+    overrides['model_dir'] = members[0]
+    overrides['inference'] = {'ensemble': members}
+  saved = run_dir.load_params(members[0]) if members else None
   from_run = argv_flags.mode in _FROM_RUN
   cfg = config.build_config(argv_flags.config_file,
                             argv_flags.params_override, overrides,
@@ -112,8 +130,8 @@ def run(mode: str, cfg, checkpoint: str = 'latest',
   if mode == 'predict':
     from unet3d.inference import predict
     report = predict.predict_files(cfg, checkpoint)
-    for item in report['files']:
-      print(f"{item['input']} -> {item['output']}")
+    print(predict.format_summary(report))
+    predict.raise_for_failures(report)
     return report
   if mode == 'summary':
     from unet3d import distribute

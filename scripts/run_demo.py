@@ -6,7 +6,8 @@
 2. converts them to TFRecords with the same converter real MSD data uses;
 3. trains and evaluates a small 3D U-Net (configs/demo.yaml) on the CPU;
 4. prints per-class dice on held-out volumes; the JSON report is
-   `<work_dir>/model/eval_results.json`.
+   `<work_dir>/model/eval_results.json`, per-case tables (CSV, JSON) and PNG
+   overlays are in `<work_dir>/model/eval/`.
 
 The data is synthetic, not medical data.
 """
@@ -87,7 +88,8 @@ def main(argv):
                     'num_eval_cases': report['num_cases'],
                     'seconds': round(elapsed, 1),
                     'report': os.path.join(model_dir,
-                                          report_lib.EVAL_RESULTS_FILE)}))
+                                          report_lib.EVAL_RESULTS_FILE),
+                    'report_dir': report.get('report_dir')}))
 
 
 if __name__ == '__main__':

@@ -141,6 +141,18 @@ def test_float_from_yaml_scientific_string(tmp_path):
     ('distribution_strategy=gpu', 'distribution_strategy: expected one of'),
     ('model.name=unet4d', "model.name: unknown model 'unet4d'"),
     ('loss_options.class_weights=[1,2]', 'expected 3 weights'),
+    ('inference.mirror_axes=[0,3]',
+     'inference.mirror_axes: expected distinct spatial axes in 0..2'),
+    ('inference.mirror_axes=[1,1]', 'inference.mirror_axes: expected distinct'),
+    ('inference.ensemble=[a,a]', 'inference.ensemble: expected distinct'),
+    ('predict.save_probabilities=npz',
+     'predict.save_probabilities: expected one of none, nifti, hdf5'),
+    ('predict.largest_component=[0,1]',
+     'predict.largest_component: expected classes in 1..2, got [0, 1]'),
+    ('predict.largest_component=maybe',
+     'predict.largest_component: expected bool or list of int'),
+    ('metrics.surface_tolerance_mm=-1',
+     'metrics.surface_tolerance_mm: must be >= 0'),
 ])
 def test_validation_errors_are_one_line_naming_the_key(override, message):
   with pytest.raises(ConfigError) as e:

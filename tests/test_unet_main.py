@@ -78,6 +78,25 @@ def test_flags_override_config_file_and_params_override(tmp_path):
   assert cfg.distribution_strategy == 'mirrored'
 
 
+def test_input_output_and_an_ensemble_of_model_dirs(tmp_path):
+  saved = config.build_config(params_override=(
+      f'num_classes=5,model_dir={tmp_path / "a"}'))
+  run_dir.save_params(saved)
+  cfg = unet_main.resolve_config(_flags([
+      '--mode=predict', f'--model_dir={tmp_path / "a"},{tmp_path / "b"}',
+      '--input=scans/', '--output_dir=/tmp/seg']))
+  # The first folder's params.yaml is the run's config and gets the reports.
+  assert cfg.num_classes == 5
+  assert cfg.model_dir == str(tmp_path / 'a')
+  assert cfg.inference.ensemble == [str(tmp_path / 'a'), str(tmp_path / 'b')]
+  assert (cfg.predict.input_pattern, cfg.predict.output_dir) == (
+      'scans/', '/tmp/seg')
+  # One folder is no ensemble.
+  cfg = unet_main.resolve_config(_flags(['--mode=eval',
+                                         f'--model_dir={tmp_path / "a"}']))
+  assert cfg.inference.ensemble == [] and cfg.predict.input_pattern is None
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--params_override=train_batch_sise=2'],
      "unknown config key 'train_batch_sise'; did you mean 'train_batch_size'?"),

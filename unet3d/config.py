@@ -212,19 +212,33 @@ class MetricsConfig:
   empty_class: str = 'one'
   # Report BraTS whole tumour / tumour core / enhancing regions as well.
   brats_regions: bool = False
-  # Host-side surface metrics on whole volumes (slower).
-  surface_metrics: bool = False
-  # Tolerance of the normalised surface dice, in mm.
+  # HD95, ASSD and NSD per case and class on the host (scipy distance
+  # transforms inside the masks' bounding box). Off: those report columns
+  # stay empty, for faster periodic evaluation of large volumes.
+  surface_metrics: bool = True
+  # NSD counts surface voxels within this distance (mm) of the other surface.
   surface_tolerance_mm: float = 1.0
+  # PNG overlays (three orthogonal slices through each case's foreground
+  # centre: image, label and prediction contours) in model_dir/eval/overlays.
+  overlays: bool = True
 
 
 @dataclass
 class InferenceConfig:
-  """Sliding-window inference over whole volumes (eval whole_volume mode)."""
+  """Sliding-window inference over whole volumes: eval (whole_volume mode),
+  predict and the exported SavedModel."""
   # Fraction of a window shared with its neighbour along each axis.
   overlap: float = 0.5
   # gaussian (nnU-Net / MONAI importance map) | constant
   weighting: str = 'gaussian'
+  # Test-time augmentation: every subset of these spatial axes (0-based) is
+  # flipped, predicted, flipped back, and the probabilities averaged
+  # (2^len passes). Empty: off. nnU-Net mirrors [0, 1, 2].
+  mirror_axes: list[int] = field(default_factory=list)
+  # Model folders whose probabilities are averaged (eval, predict, export),
+  # each restored with the architecture of its own params.yaml. Empty: the
+  # one model of model_dir. `--model_dir=a,b,c` sets it.
+  ensemble: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -248,6 +262,15 @@ class PredictConfig:
   # The converter's dataset.json. Empty: the one next to
   # training_file_pattern's shards, when there is one.
   dataset_json: Optional[str] = None
+  # Per-class probabilities beside each segmentation: none | nifti
+  # (<name>_probabilities.nii.gz, [X, Y, Z, K] as scaled uint16, since NIfTI
+  # has no float16) | hdf5 (<name>_probabilities.h5, dataset `predictions`
+  # float16 [K, Z, Y, X] as pytorch-3dunet writes).
+  save_probabilities: str = 'none'
+  # Keep only the largest connected component (face connectivity) of each
+  # foreground class (true), or of these classes (a list; sigmoid models:
+  # mask channels), as nnU-Net's post-processing. false: off.
+  largest_component: Union[bool, list[int]] = False
 
 
 @dataclass
@@ -432,6 +455,7 @@ CHOICES = {
     'metrics.empty_class': ('one', 'exclude'),
     'inference.weighting': ('gaussian', 'constant'),
     'predict.preprocessing': ('dataset_json', 'none'),
+    'predict.save_probabilities': ('none', 'nifti', 'hdf5'),
 }
 
 
@@ -702,6 +726,7 @@ def validate(cfg: Config) -> None:
   if not 0.0 <= cfg.inference.overlap < 1.0:
     raise ConfigError('inference.overlap: must be in [0, 1), got '
                       f'{cfg.inference.overlap}')
+  _validate_inference(cfg)
   _validate_train(cfg.train)
   if not 0.0 <= cfg.data.foreground_oversample <= 1.0:
     raise ConfigError('data.foreground_oversample: must be in [0, 1], got '
@@ -715,6 +740,28 @@ def validate(cfg: Config) -> None:
   losses.check_loss_config(cfg)
   optimizers.check_optimizer_config(cfg)
   _validate_augmentation(cfg.data.augmentation, cfg.input_image_size)
+
+
+def _validate_inference(cfg: Config) -> None:
+  """mirror_axes, ensemble members and largest_component classes."""
+  rank = cfg.model.spatial_dims
+  axes = cfg.inference.mirror_axes
+  if len(set(axes)) != len(axes) or any(not 0 <= a < rank for a in axes):
+    raise ConfigError(f'inference.mirror_axes: expected distinct spatial axes '
+                      f'in 0..{rank - 1}, got {axes}')
+  members = cfg.inference.ensemble
+  if any(not m for m in members) or len(set(members)) != len(members):
+    raise ConfigError('inference.ensemble: expected distinct, non-empty model '
+                      f'folders, got {members}')
+  if cfg.metrics.surface_tolerance_mm < 0:
+    raise ConfigError('metrics.surface_tolerance_mm: must be >= 0, got '
+                      f'{cfg.metrics.surface_tolerance_mm}')
+  classes = cfg.predict.largest_component
+  if isinstance(classes, list):
+    first = 0 if cfg.model.output_activation == 'sigmoid' else 1
+    if any(not first <= c < cfg.num_classes for c in classes):
+      raise ConfigError(f'predict.largest_component: expected classes in '
+                        f'{first}..{cfg.num_classes - 1}, got {classes}')
 
 
 def _validate_train(train: TrainConfig) -> None:

@@ -234,6 +234,21 @@ def partition_inputs(strategy: tf.distribute.Strategy,
   return images, labels
 
 
+def partitioned(predict_fn, strategy: Optional[tf.distribute.Strategy],
+                dims: Optional[list[int]]):
+  """predict_fn with its input batch [b, *spatial, C] split over the
+  replica's TPU cores by `dims` (it runs inside strategy.run, e.g. the
+  sliding window's batches); predict_fn itself off TPU or without dims."""
+  if not dims or not isinstance(strategy, tf.distribute.TPUStrategy):
+    return predict_fn
+
+  def split_then_predict(batch):
+    return predict_fn(strategy.experimental_split_to_logical_devices(
+        batch, list(dims)))
+
+  return split_then_predict
+
+
 def check_same_on_every_worker(strategy: tf.distribute.Strategy, value: int,
                                what: str) -> None:
   """Raises ConfigError when the workers of a MultiWorkerMirroredStrategy

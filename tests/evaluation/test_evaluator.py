@@ -1,6 +1,7 @@
 """Tests for unet3d/evaluation/evaluator.py: crop and whole-volume eval
 against numpy dice of the model's own predictions."""
 
+import csv
 import json
 import os
 
@@ -14,6 +15,7 @@ from unet3d import distribute
 from unet3d import run_dir
 from unet3d.evaluation import evaluator
 from unet3d.evaluation import report as report_lib
+from unet3d.evaluation import tables
 from unet3d.inference import sliding_window
 from unet3d.models import heads
 from unet3d.training import trainer
@@ -108,3 +110,103 @@ def test_two_replicas_report_what_one_device_reports(records, tmp_path):
       ['/cpu:0', '/cpu:1']))
   assert one['num_cases'] == two['num_cases'] == 3
   assert one == two
+
+
+def test_eval_writes_case_and_summary_tables_and_overlays(records, tmp_path):
+  root, val_volumes = records
+  cfg = _cfg(root, tmp_path / 'run')
+  from unet3d import models  # pylint: disable=g-import-not-at-top
+  model = models.build_model(cfg)
+  report = evaluator.evaluate(cfg, model=model, step=0)
+  folder = tmp_path / 'run' / 'eval'
+  assert report['report_dir'] == str(folder)
+  assert 'report: ' + str(folder) in report_lib.format_report(report)
+  with open(folder / 'cases.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert tuple(rows[0]) == tables.CASE_COLUMNS
+  names = list(report['per_class'])
+  # 3 cases x 3 foreground classes; each row's dice is numpy's dice of the
+  # model's centre-crop prediction.
+  assert len(rows) == 9
+  assert {r['class'] for r in rows} == set(names[1:])
+  start = (24 - SIZE) // 2
+  crop = slice(start, start + SIZE)
+  by_id = {v.case_id: v for v in val_volumes}
+  for row in rows:
+    volume = by_id[row['case_id']]
+    logits = heads.inference_logits(model(volume.image[None, crop, crop, crop],
+                                          training=False))
+    pred = np.argmax(np.asarray(logits), axis=-1)[0]
+    cls = names.index(row['class'])
+    assert float(row['dice']) == pytest.approx(
+        _numpy_dice(pred, volume.label[crop, crop, crop], cls), abs=1e-5)
+    assert int(row['label_voxels']) == int(
+        (volume.label[crop, crop, crop] == cls).sum())
+    assert row['hd95'] != '' and row['nsd'] != ''  # surface metrics are on
+  with open(folder / 'summary.csv') as f:
+    summary = {r['class']: r for r in csv.DictReader(f)}
+  assert list(summary) == names[1:] + [tables.MEAN_FOREGROUND]
+  for name in names[1:]:
+    assert float(summary[name]['dice_mean']) == pytest.approx(
+        report['per_class'][name]['dice'], abs=1e-5)
+  with open(folder / 'summary.json') as f:
+    content = json.load(f)
+  assert content['step'] == 0 and content['num_cases'] == 3
+  assert len(content['classes']) == 4
+  with open(folder / 'cases.json') as f:
+    assert len(json.load(f)) == 9
+  pngs = sorted(p.name for p in (folder / 'overlays').iterdir())
+  assert pngs == sorted(f'{v.case_id}.png' for v in val_volumes)
+
+
+def test_an_ensemble_averages_the_members_probabilities(records, tmp_path):
+  root, val_volumes = records
+  # Two runs of different architectures: each is restored from its own
+  # params.yaml.
+  first = _cfg(root, tmp_path / 'a', train_steps=2)
+  second = _cfg(root, tmp_path / 'b', train_steps=2, num_base_filters=3,
+                model={'normalization': 'instance'})
+  trainer.train(first)
+  trainer.train(second)
+  cfg = _cfg(root, tmp_path / 'a', data={'eval_mode': 'whole_volume'},
+             metrics={'surface_metrics': False, 'overlays': False},
+             inference={'ensemble': [str(tmp_path / 'a'),
+                                     str(tmp_path / 'b')]})
+  report = evaluator.evaluate(cfg)
+  assert [m['step'] for m in report['ensemble']] == [2, 2]
+  assert report['report_dir'] == str(tmp_path / 'a' / 'eval' / 'ensemble')
+  assert os.path.isfile(os.path.join(report['report_dir'],
+                                     report_lib.EVAL_RESULTS_FILE))
+  assert not os.path.exists(tmp_path / 'a' / report_lib.EVAL_RESULTS_FILE)
+
+  members = [run_dir.restore_model(c)[0] for c in (first, second)]
+
+  def mean_probabilities(batch):
+    return np.mean([tf.nn.softmax(m(batch, training=False)).numpy()
+                    for m in members], axis=0)
+
+  names = list(report['per_class'])
+  preds = [np.argmax(sliding_window.sliding_window_inference(
+      mean_probabilities, v.image, [SIZE] * 3, overlap=0.5), -1)
+           for v in val_volumes]
+  for cls in range(1, 4):
+    expected = np.mean([_numpy_dice(p, v.label, cls)
+                        for p, v in zip(preds, val_volumes)])
+    assert report['per_class'][names[cls]]['dice'] == pytest.approx(
+        expected, abs=1e-5)
+
+
+def test_ensemble_members_must_share_the_interface(records, tmp_path):
+  root, _ = records
+  trainer.train(_cfg(root, tmp_path / 'a', train_steps=2))
+  trainer.train(_cfg(root, tmp_path / 'b', train_steps=2, num_classes=3))
+  cfg = _cfg(root, tmp_path / 'a', inference={
+      'ensemble': [str(tmp_path / 'a'), str(tmp_path / 'b')]})
+  with pytest.raises(config.ConfigError,
+                     match=r'inference.ensemble: .*b has num_classes=3, the '
+                     'run has 4'):
+    evaluator.evaluate(cfg)
+  cfg = _cfg(root, tmp_path / 'a', inference={
+      'ensemble': [str(tmp_path / 'a'), str(tmp_path / 'none')]})
+  with pytest.raises(config.ConfigError, match='none has no params.yaml'):
+    evaluator.evaluate(cfg)

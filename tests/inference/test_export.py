@@ -1,14 +1,25 @@
-"""Tests for unet3d/inference/export.py: SavedModel round trip."""
+"""Tests for unet3d/inference/export.py: the `patches` signature against
+the Keras model, and `serving_default` on raw volumes in a process that
+cannot import unet3d against `--mode=predict`."""
 
+import json
 import os
+import subprocess
+import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.inference import test_predict
 from unet3d import config
 from unet3d import models
 from unet3d.inference import export
+from unet3d.preprocess import cases
+from unet3d.preprocess import dataset_json
+from unet3d.preprocess import io
+from unet3d.preprocess import preprocessing as pp
 
 
 def _cfg(tmp_path, **model):
@@ -26,7 +37,7 @@ def test_saved_model_reproduces_the_keras_model(tmp_path, activation):
   path = export.export_saved_model(model, cfg, str(tmp_path / 'export'))
   assert os.path.isfile(os.path.join(path, 'params.yaml'))
   assert not os.path.exists(path + '.tmp-incomplete')
-  serve = tf.saved_model.load(path).signatures['serving_default']
+  serve = tf.saved_model.load(path).signatures['patches']
   # Any size divisible by the stride, not only the training size.
   image = np.random.default_rng(0).normal(size=(2, 8, 12, 16, 1)).astype(
       np.float32)
@@ -51,3 +62,115 @@ def test_export_refuses_an_existing_folder_and_needs_a_checkpoint(tmp_path):
     export.export_saved_model(model, cfg, str(tmp_path / 'export'))
   with pytest.raises(config.ConfigError, match='no checkpoint'):
     export.export_model(cfg)
+
+
+# ----------------------------------------------------------------------------
+# Raw volumes in, the same labels as --mode=predict out
+# ----------------------------------------------------------------------------
+
+# Runs in a fresh interpreter that cannot import unet3d: serving needs only
+# TensorFlow and the SavedModel.
+_SERVE_SCRIPT = '''
+import importlib.abc, importlib.util, sys
+
+
+class _NoProject(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name == 'unet3d' or name.startswith('unet3d.'):
+      raise ImportError('serving must not import unet3d')
+    return None
+
+
+sys.meta_path.insert(0, _NoProject())
+import numpy as np
+import tensorflow as tf
+assert 'unet3d' not in sys.modules
+export_dir, volume, out = sys.argv[1:]
+serve = tf.saved_model.load(export_dir).signatures['serving_default']
+result = serve(image=tf.constant(np.load(volume)))
+np.save(out + '_classes.npy', result['classes'].numpy())
+np.save(out + '_probabilities.npy', result['probabilities'].numpy())
+assert not [m for m in sys.modules if m.startswith('unet3d')]
+'''
+
+
+def _raw_volume_at_training_spacing(task_dir, info):
+  """case_001's raw intensities, reoriented and resampled to the training
+  grid (not normalised), made 40 x 13 x ~16 voxels (one axis shorter than
+  the 16^3 window) with a zero slab that the nonzero crop removes.
+  Returns (float32 [X, Y, Z], its RAS affine)."""
+  plan = dataset_json.plan_from_dataset_info(info)
+  image, affine = cases.read_images(
+      [str(task_dir / 'imagesTr' / 'case_001.nii.gz')])
+  image, affine = pp.reorient(image, affine)
+  grid = pp.resample_grid(image.shape, io.spacing_of(affine),
+                          plan.target_spacing)
+  image = pp.resample_image(image, grid, plan.image_order)[..., 0]
+  affine = pp.resampled_affine(affine, grid)
+  volume = np.concatenate([image, image[::-1]], axis=0)[:40, :13]
+  volume[:, :, -3:] = 0
+  return np.ascontiguousarray(volume, np.float32), affine
+
+
+def test_saved_model_segments_raw_volumes_like_predict(tmp_path):
+  task_dir, records, info = test_predict._convert(  # pylint: disable=protected-access
+      tmp_path, nonzero_mask=True)
+  model_dir = tmp_path / 'model'
+  cfg = test_predict._cfg(  # pylint: disable=protected-access
+      model_dir=str(model_dir),
+      training_file_pattern=str(records / 'train-*'), train_batch_size=1,
+      train_steps=2, loss='dice_ce', use_index_label_in_train=True,
+      train={'steps_per_loop': 2}, data={'shuffle_buffer': 1})
+  test_predict.unet_main.run('train', cfg)
+
+  volume, affine = _raw_volume_at_training_spacing(task_dir, info)
+  assert volume.shape[1] < 16 and volume.shape != (16, 16, 16)
+  scan = tmp_path / 'scan.nii.gz'
+  io.save_nifti(str(scan), volume, affine)
+  override = '--params_override=inference.mirror_axes=[0,2]'
+  proc = test_predict._run_main(  # pylint: disable=protected-access
+      '--mode=predict', f'--model_dir={model_dir}', f'--input={scan}',
+      f'--output_dir={tmp_path / "seg"}', override)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  proc = test_predict._run_main(  # pylint: disable=protected-access
+      '--mode=export', f'--model_dir={model_dir}', override)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  export_dir = model_dir / 'saved_model' / '2'
+  assert f'exported SavedModel to {export_dir}' in proc.stdout
+
+  with open(export_dir / export.EXPORT_INFO_FILE) as f:
+    export_info = json.load(f)
+  preprocessing = info['preprocessing']
+  assert export_info['input_channels'] == 1
+  assert export_info['classes'] == [info['labels'][k] for k in ('0', '1',
+                                                                '2')]
+  assert export_info['spacing'] == preprocessing['resample'][
+      'target_spacing']
+  assert export_info['normalization'] == preprocessing['normalization']
+  assert export_info['patch_size'] == [16, 16, 16]
+  assert export_info['mirror_axes'] == [0, 2]
+  assert export_info['crop_to_nonzero'] is True
+
+  np.save(tmp_path / 'volume.npy', volume[..., None])
+  script = tmp_path / 'serve.py'
+  script.write_text(_SERVE_SCRIPT)
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  env['TF_CPP_MIN_LOG_LEVEL'] = '3'
+  proc = subprocess.run(
+      [sys.executable, '-I', str(script), str(export_dir),
+       str(tmp_path / 'volume.npy'), str(tmp_path / 'served')],
+      cwd=str(tmp_path), env=env, capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  served = np.load(tmp_path / 'served_classes.npy')
+  probabilities = np.load(tmp_path / 'served_probabilities.npy')
+  predicted = np.asarray(nib.load(tmp_path / 'seg' / 'scan_seg.nii.gz')
+                         .dataobj)
+  assert served.shape == predicted.shape == volume.shape
+  agreement = np.mean(served == predicted)
+  assert agreement >= 0.999, agreement
+  # Outside the nonzero box: background, probability 1.
+  assert (served[:, :, -3:] == 0).all()
+  np.testing.assert_allclose(probabilities[:, :, -3:, 0], 1.0)
+  np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+  assert len(np.unique(served[:, :, :-3])) > 1  # not a trivial prediction

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -322,3 +323,157 @@ def test_missing_keys_and_checkpoint_name_the_key(trained, tmp_path):
     with pytest.raises(config.ConfigError, match=f'^{message}'):
       predict.predict_files(cfg)
 
+
+
+# ----------------------------------------------------------------------------
+# Bad files do not stop the batch; inputs; optional outputs
+# ----------------------------------------------------------------------------
+
+
+def _scan(path, shape=(16, 16, 12), channels=None, seed=0):
+  rng = np.random.default_rng(seed)
+  size = shape + ((channels,) if channels else ())
+  io.save_nifti(str(path), rng.normal(size=size).astype(np.float32),
+                np.diag([1.0, 1.0, 1.5, 1.0]))
+  return str(path)
+
+
+def test_a_folder_with_bad_files_predicts_the_others_and_names_them(
+    converted, trained, tmp_path):
+  task_dir, _, _ = converted
+  scans = tmp_path / 'scans'
+  scans.mkdir()
+  for case_id in ('case_000', 'case_001'):
+    shutil.copy(task_dir / 'imagesTr' / f'{case_id}.nii.gz', scans)
+  corrupt, _ = _truncated(tmp_path)
+  shutil.move(corrupt, scans / 'corrupt.nii.gz')
+  _scan(scans / 'two.nii.gz', channels=2)
+  (scans / 'notes.txt').write_text('not a volume')  # not listed
+  out = tmp_path / 'seg'
+  proc = _run_main('--mode=predict', f'--model_dir={trained}',
+                   f'--input={scans}', f'--output_dir={out}')
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert sorted(os.listdir(out)) == ['case_000_seg.nii.gz',
+                                     'case_001_seg.nii.gz']
+  failures = [l for l in proc.stderr.splitlines() if l.startswith('failed:')]
+  assert failures == [
+      f'failed: {scans}/two.nii.gz: 2 channel(s), but the model expects '
+      'num_channels=1 (a 3D volume, or 4D [X, Y, Z, C])',
+      f'failed: {scans}/corrupt.nii.gz: cannot read NIfTI (EOFError: '
+      + failures[1].split('(EOFError: ', 1)[1]]
+  assert 'predicted 2 of 4 file(s)' in proc.stdout
+  assert f'  {scans}/corrupt.nii.gz: cannot read NIfTI' in proc.stdout
+  errors = common.error_lines(proc)
+  assert errors == [f'error: 2 of 4 input files failed: '
+                    f'{scans}/corrupt.nii.gz, {scans}/two.nii.gz']
+
+
+def test_input_accepts_files_folders_and_globs(tmp_path):
+  (tmp_path / 'a').mkdir()
+  first = _scan(tmp_path / 'a' / 'x.nii.gz')
+  second = _scan(tmp_path / 'a' / 'y.nii')
+  (tmp_path / 'a' / 'z.json').write_text('{}')
+  third = _scan(tmp_path / 'w.nii.gz')
+  assert predict.input_files(str(tmp_path / 'a')) == [first, second]
+  assert predict.input_files(f'{tmp_path}/a/*.nii*, {third}') == [
+      first, second, third]
+  # A glob keeps other files; they fail one by one in the run.
+  assert predict.input_files(f'{tmp_path}/a/z*') == [
+      str(tmp_path / 'a' / 'z.json')]
+  with pytest.raises(ValueError, match=r'z.json: expected a .nii or .nii.gz'):
+    predict.check_input(str(tmp_path / 'a' / 'z.json'), 1)
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match='empty: no .nii or .nii.gz files'):
+    predict.input_files(str(tmp_path / 'empty'))
+
+
+def test_largest_component_keeps_the_biggest_blob_per_class():
+  labels = np.zeros((12, 12, 12), np.uint8)
+  labels[0:3, 0:3, 0:3] = 1    # 27 voxels
+  labels[6:8, 6:8, 6:8] = 1    # 8 voxels
+  labels[10, 10, 10] = 1       # 1 voxel, diagonal neighbour of nothing
+  labels[0:2, 8:10, 0:2] = 2   # 8 voxels
+  labels[5, 0, 0] = 2          # 1 voxel
+  kept = predict.keep_largest_component(labels, [1])
+  expected = labels.copy()
+  expected[6:8, 6:8, 6:8] = 0
+  expected[10, 10, 10] = 0
+  np.testing.assert_array_equal(kept, expected)  # class 2 untouched
+  both = predict.keep_largest_component(labels, [1, 2])
+  assert both[5, 0, 0] == 0 and (both == 2).sum() == 8
+  # Face connectivity: two voxels touching at an edge are two components.
+  edge = np.zeros((4, 4, 4), np.uint8)
+  edge[0, 0, 0] = edge[1, 1, 0] = edge[2, 2, 0] = 1
+  edge[3, 3, 3] = 1
+  assert predict.keep_largest_component(edge, [1]).sum() == 1
+  # Masks [X, Y, Z, K]: per channel.
+  masks = np.stack([labels == 1, labels == 2], -1).astype(np.uint8)
+  kept = predict.keep_largest_component(masks, [0, 1])
+  np.testing.assert_array_equal(kept[..., 0], expected == 1)
+  assert kept[..., 1].sum() == 8
+
+
+def test_probabilities_are_written_as_nifti_and_hdf5(tmp_path):
+  import h5py  # pylint: disable=g-import-not-at-top
+  shape = (18, 16, 12)
+  label = common.blobs(shape, seed=3)
+  image = np.array([100.0, 250.0, 400.0], np.float32)[label]
+  image[:3] = 0  # cropped away by crop_to_nonzero
+  source = tmp_path / 'scan.nii.gz'
+  io.save_nifti(str(source), image, common.lps_affine((1.0, 1.2, 2.0)))
+
+  def soft(batch):  # smooth probabilities of the threshold classes
+    return 0.7 * _threshold_predict_fn(batch) + 0.1
+
+  cfg = _cfg(predict={'largest_component': True})
+  outputs = {}
+  for kind in ('nifti', 'hdf5'):
+    out = tmp_path / kind / 'scan_seg.nii.gz'
+    probabilities = predict.probabilities_path(str(tmp_path / kind),
+                                               str(source), kind)
+    predict.predict_file(str(source), str(out), soft, cfg, _ct_info(None),
+                         probabilities_out=probabilities,
+                         class_names=['bg', 'a', 'b'])
+    outputs[kind] = probabilities
+    segmentation = np.asarray(nib.load(out).dataobj)
+  written = nib.load(outputs['nifti'])
+  assert outputs['nifti'].endswith('scan_probabilities.nii.gz')
+  assert written.get_data_dtype() == np.uint16  # scaled: 2 bytes a voxel
+  np.testing.assert_allclose(written.affine, nib.load(source).affine)
+  probs = written.get_fdata().astype(np.float32)
+  assert probs.shape == shape + (3,)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=2e-3)
+  # Inside the crop: the model's values; the zero slab: background 1.
+  np.testing.assert_allclose(
+      probs[3:], 0.7 * np.eye(3)[np.digitize(image[3:], THRESHOLDS)] + 0.1,
+      atol=1e-3)
+  np.testing.assert_allclose(probs[:3], np.broadcast_to([1.0, 0, 0],
+                                                        probs[:3].shape),
+                             atol=1e-3)
+  expected = predict.keep_largest_component(np.argmax(probs, -1), [1, 2])
+  np.testing.assert_array_equal(segmentation, expected)
+  with h5py.File(outputs['hdf5']) as f:
+    dataset = f['predictions']
+    assert dataset.dtype == np.float16 and dataset.shape == (3, 12, 16, 18)
+    assert dataset.attrs['axis_order'] == 'CZYX'
+    assert list(dataset.attrs['class_names']) == ['bg', 'a', 'b']
+    np.testing.assert_allclose(dataset[...].astype(np.float32),
+                               np.transpose(probs, (3, 2, 1, 0)), atol=1e-3)
+
+
+def test_an_ensemble_of_copies_predicts_what_the_model_does(
+    converted, trained, tmp_path):
+  task_dir, _, _ = converted
+  copy = tmp_path / 'copy'
+  shutil.copytree(trained, copy)
+  scan = str(task_dir / 'imagesTr' / 'case_001.nii.gz')
+  for name, model_dir in (('single', trained), ('pair', f'{trained},{copy}')):
+    proc = _run_main('--mode=predict', f'--model_dir={model_dir}',
+                     f'--input={scan}', f'--output_dir={tmp_path / name}',
+                     '--params_override=inference.mirror_axes=[0,2]')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+  single = np.asarray(nib.load(tmp_path / 'single' / 'case_001_seg.nii.gz')
+                      .dataobj)
+  pair = np.asarray(nib.load(tmp_path / 'pair' / 'case_001_seg.nii.gz')
+                    .dataobj)
+  np.testing.assert_array_equal(single, pair)

@@ -83,3 +83,33 @@ def test_per_case_report_and_summary():
       report['per_class']['class_1']['hd95'])
   with pytest.raises(ValueError, match='does not match label shape'):
     surface.per_case_report(pred[:-1], label, (1, 1, 1), 2)
+
+
+def _full_volume_distances(pred, label, spacing):
+  """Reference without the bounding-box crop: brute force over all surface
+  voxel pairs."""
+  from scipy import ndimage
+  structure = ndimage.generate_binary_structure(3, 1)
+
+  def points(mask):
+    edge = mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
+    return np.argwhere(edge) * np.asarray(spacing)
+
+  a, b = points(pred), points(label)
+  d = np.sqrt(((a[:, None, :] - b[None, :, :])**2).sum(-1))
+  return d.min(1), d.min(0)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_distances_in_the_bounding_box_equal_the_whole_volume(seed):
+  # Masks touching the volume's faces, and small ones far inside, with
+  # anisotropic voxels: the crop must not change any surface or distance.
+  rng = np.random.default_rng(seed)
+  shape, spacing = (30, 26, 22), (0.7, 1.1, 2.5)
+  pred = ball(shape, rng.uniform(0, 30, 3), rng.uniform(3, 9), spacing)
+  label = box(shape, rng.integers(0, 10, 3), rng.integers(14, 27, 3))
+  pred[0, 0, :] = True  # touches the volume's edge
+  got = surface.surface_distances(pred, label, spacing)
+  want = _full_volume_distances(pred, label, spacing)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(np.sort(g), np.sort(w), rtol=1e-9)

@@ -1,15 +1,23 @@
-"""The evaluation loops: per-class metrics of a model on the eval records.
+"""The evaluation loop: a model's (or an ensemble's) segmentation of every
+eval case, scored per case and written as reports.
 
-`data.eval_mode: center_crop` evaluates a centre crop/pad of each case
-(`data.eval_image_size`) in batches under the strategy;
-`whole_volume` segments each whole case with the sliding window that predict
-uses (`unet3d.inference.whole_volume`) and scores the hard label maps, with
-surface metrics when `metrics.surface_metrics` is on.
+```
+eval records ──center_crop: centre crop/pad of data.eval_image_size,
+               batches split over the strategy's replicas
+             ──whole_volume: the sliding window that predict uses
+               (unet3d.inference.whole_volume), windows on the replicas
+──▶ per case: image, label, prediction, spacing on the host
+──▶ confusion counts, surface metrics, PNG overlay, table rows
+──▶ eval_results.json, TensorBoard, eval/cases.csv, summary.csv, .json,
+    eval/overlays/<case>.png (unet3d.evaluation.report, tables, overlays)
+```
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import dataclasses
+import re
+from typing import Any, Iterator, Optional
 
 import keras
 import numpy as np
@@ -17,104 +25,164 @@ import tensorflow as tf
 
 from unet3d import config as config_lib
 from unet3d import distribute
-from unet3d import run_dir
+from unet3d import fileio
 from unet3d.config import Config, ConfigError
+from unet3d.evaluation import overlays
 from unet3d.evaluation import report as report_lib
+from unet3d.evaluation import tables
+from unet3d.inference import ensemble
+from unet3d.inference import sliding_window
 from unet3d.inference import whole_volume
+from unet3d.input import dataset_info
 from unet3d.input import pipeline
 from unet3d.metrics import overlap
 from unet3d.metrics import surface
 from unet3d.models import heads
 
 
-def make_eval_step(cfg: Config, model: keras.Model,
-                   strategy: tf.distribute.Strategy) -> Callable:
-  """Returns run(inputs) -> per-case integer counts [b, C, 4] (and [b, R, 4]
-  BraTS region counts when metrics.brats_regions), gathered from all
-  replicas. On TPU with partitioning, each replica's crops are split over
-  its cores by eval_input_partition_dims (default input_partition_dims), as
-  in training, so a model that needs partitioning to fit also evaluates."""
-  activation = cfg.model.output_activation
-  num_classes = cfg.num_classes
-  ignore_label = cfg.loss_options.ignore_label
-  regions = cfg.metrics.brats_regions
-  partition_dims = config_lib.eval_partition_dims(cfg)
+@dataclasses.dataclass
+class CaseResult:
+  """One evaluated case on the host.
 
-  def step_fn(inputs):
-    images, labels = inputs
-    images, labels = distribute.partition_inputs(strategy, partition_dims,
-                                                 images, labels)
-    logits = heads.inference_logits(model(images, training=False), activation)
-    counts = overlap.confusion_counts(labels, logits, num_classes,
-                                      output_activation=activation,
-                                      ignore_label=ignore_label)
-    if regions:
-      return counts, overlap.region_counts(labels, logits)
-    return (counts,)
+  image: float32 [*spatial, C] as the model saw it; label: class indices
+  [*spatial] or masks [*spatial, K]; prediction: uint8, the label's layout;
+  spacing: mm per spatial axis.
+  """
+  case_id: str
+  image: np.ndarray
+  label: np.ndarray
+  prediction: np.ndarray
+  spacing: np.ndarray
+
+
+class _CaseNames:
+  """Unique, file-safe case names: the record's case_id, `case_NNNN` when
+  it has none, a `-2`, `-3` suffix when it repeats."""
+
+  def __init__(self):
+    self._seen: dict[str, int] = {}
+
+  def __call__(self, raw: bytes) -> str:
+    name = raw.decode() if isinstance(raw, bytes) else str(raw)
+    name = re.sub(r'[^\w.-]+', '_', name) or f'case_{len(self._seen):04d}'
+    count = self._seen.get(name, 0) + 1
+    self._seen[name] = count
+    return name if count == 1 else f'{name}-{count}'
+
+
+def _crop_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
+               ) -> Iterator[CaseResult]:
+  """Centre crops/pads of `data.eval_image_size`, eval_batch_size at a
+  time, each batch split evenly over the strategy's replicas."""
+  batch = cfg.eval_batch_size
+  replicas = strategy.num_replicas_in_sync
+  if batch % replicas:
+    raise ConfigError(f'eval_batch_size: {batch} is not divisible by the '
+                      f'{replicas} replicas in sync')
+  activation = cfg.model.output_activation
+  # On TPU each replica's crops are split over its cores as in training
+  # (eval_input_partition_dims, default input_partition_dims), so a model
+  # that needs partitioning to fit also evaluates.
+  predict_fn = distribute.partitioned(predict_fn, strategy,
+                                      config_lib.eval_partition_dims(cfg))
+  mirrored = sliding_window.mirrored(predict_fn, cfg.inference.mirror_axes,
+                                     cfg.model.spatial_dims)
+  run = sliding_window.distributed(mirrored, strategy)
 
   @tf.function
-  def run(inputs):
-    per_replica = strategy.run(step_fn, args=(inputs,))
-    return tuple(strategy.gather(t, axis=0) for t in per_replica)
+  def segment(images):
+    return whole_volume.segmentation_tensor(run(images, batch), activation)
 
-  return run
-
-
-def _crop_counts(cfg: Config, model: keras.Model,
-                 strategy: tf.distribute.Strategy
-                ) -> tuple[np.ndarray, Optional[np.ndarray], list]:
-  """Per-case counts [N, C, 4] (+ region counts) on centre crops, batched
-  and distributed."""
-  dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: pipeline.build_dataset(cfg, 'eval', input_context=ctx))
-  run = make_eval_step(cfg, model, strategy)
-  counts, regions = [], []
-  for inputs in dataset:
-    outputs = run(inputs)
-    counts.append(outputs[0].numpy().astype(np.int64))
-    if len(outputs) > 1:
-      regions.append(outputs[1].numpy().astype(np.int64))
-    if cfg.eval_item_count and sum(len(c) for c in counts) >= cfg.eval_item_count:
-      break
-  if not counts:
-    return np.zeros([0]), None, []
-  return (np.concatenate(counts),
-          np.concatenate(regions) if regions else None, [])
+  names = _CaseNames()
+  for chunk in pipeline.build_eval_cases(cfg).batch(batch):
+    images = chunk['image'].numpy()
+    count = len(images)
+    if count < batch:  # the last batch: the same shape, padded with zeros
+      images = np.concatenate(
+          [images, np.zeros((batch - count,) + images.shape[1:],
+                            images.dtype)])
+    predictions = segment(images).numpy()
+    for i in range(count):
+      yield CaseResult(names(chunk['case_id'][i].numpy()), images[i],
+                       chunk['label'][i].numpy(), predictions[i],
+                       chunk['spacing'][i].numpy())
 
 
-def _volume_counts(cfg: Config, model: keras.Model
-                  ) -> tuple[np.ndarray, Optional[np.ndarray], list]:
-  """Segments every whole eval volume as predict does and scores the label
-  maps: counts [N, C, 4], BraTS region counts [N, R, 4] or None, and
-  per-case surface reports when metrics.surface_metrics is on."""
-  predict_fn = whole_volume.probabilities_fn(cfg, model)
-  activation = cfg.model.output_activation
-  counts, regions, surface_reports = [], [], []
+def _volume_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
+                 ) -> Iterator[CaseResult]:
+  """Whole volumes through the sliding window, as predict segments them."""
+  volume = whole_volume.volume_fn(cfg, predict_fn, strategy)
+  names = _CaseNames()
   for case in pipeline.build_volume_dataset(cfg, cfg.eval_file_pattern):
-    label = case['label'].numpy()
-    prediction = whole_volume.segmentation(
-        whole_volume.predict_volume(predict_fn, case['image'].numpy(), cfg),
-        activation)
-    predicted = overlap.label_map_predictions(prediction[None],
+    image = case['image'].numpy()
+    prediction = whole_volume.segmentation(volume(image),
+                                           cfg.model.output_activation)
+    yield CaseResult(names(case['case_id'].numpy()), image,
+                     case['label'].numpy(), prediction,
+                     case['spacing'].numpy())
+
+
+@dataclasses.dataclass
+class _Scores:
+  counts: list = dataclasses.field(default_factory=list)
+  regions: list = dataclasses.field(default_factory=list)
+  surfaces: list = dataclasses.field(default_factory=list)
+  rows: list = dataclasses.field(default_factory=list)
+  overlays: list = dataclasses.field(default_factory=list)
+
+
+def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
+           overlay_dir: Optional[str]) -> _Scores:
+  """Per-case counts, region counts, surface reports and table rows; PNG
+  overlays into overlay_dir when given."""
+  activation = cfg.model.output_activation
+  multi_label = activation == 'sigmoid'
+  first = 0 if multi_label or cfg.num_classes == 1 else 1
+  scores = _Scores()
+  for result in results:
+    predicted = overlap.label_map_predictions(result.prediction[None],
                                               cfg.num_classes, activation)
-    counts.append(overlap.counts_from_predictions(
-        label[None], predicted, cfg.num_classes,
-        ignore_label=cfg.loss_options.ignore_label).numpy().astype(np.int64))
+    counts = overlap.counts_from_predictions(
+        result.label[None], predicted, cfg.num_classes,
+        ignore_label=cfg.loss_options.ignore_label).numpy()[0]
+    scores.counts.append(counts)
+    regions = None
     if cfg.metrics.brats_regions:
-      regions.append(overlap.region_counts_from_classes(
-          label[None], prediction[None]).numpy().astype(np.int64))
+      regions = overlap.region_counts_from_classes(
+          result.label[None], result.prediction[None]).numpy()[0]
+      scores.regions.append(regions)
+    case_surface = None
     if cfg.metrics.surface_metrics:
-      case_report = surface.per_case_report(
-          prediction, label, case['spacing'].numpy(), cfg.num_classes,
-          tolerance_mm=cfg.metrics.surface_tolerance_mm)
-      case_report['case_id'] = case['case_id'].numpy().decode()
-      surface_reports.append(case_report)
-    if cfg.eval_item_count and len(counts) >= cfg.eval_item_count:
+      case_surface = surface.per_case_report(
+          result.prediction, result.label, result.spacing, cfg.num_classes,
+          tolerance_mm=cfg.metrics.surface_tolerance_mm, class_names=names)
+      case_surface['case_id'] = result.case_id
+      scores.surfaces.append(case_surface)
+    rows = tables.case_rows(
+        result.case_id, counts, names, first, cfg.metrics.empty_class,
+        case_surface, regions, list(overlap.BRATS_REGIONS))
+    scores.rows.extend(rows)
+    if overlay_dir:
+      dice = [r['dice'] for r in rows[:len(names) - first]
+              if r['dice'] is not None]
+      title = (f'{result.case_id}: mean foreground dice '
+               f'{np.mean(dice):.3f}' if dice else result.case_id)
+      scores.overlays.append(overlays.write_overlay(
+          fileio.join(overlay_dir, f'{result.case_id}.png'),
+          result.image[..., 0], result.label, result.prediction,
+          result.spacing, names, multi_label, title))
+    if cfg.eval_item_count and len(scores.counts) >= cfg.eval_item_count:
       break
-  if not counts:
-    return np.zeros([0]), None, surface_reports
-  return (np.concatenate(counts),
-          np.concatenate(regions) if regions else None, surface_reports)
+  return scores
+
+
+def report_dir(cfg: Config) -> str:
+  """Where the tables and overlays go: model_dir/eval, or
+  model_dir/eval/ensemble for an ensemble (so a member's own report stays;
+  model_dir defaults to the first member)."""
+  folder = fileio.join(ensemble.home_dir(cfg), report_lib.EVAL_SUMMARY_DIR)
+  return fileio.join(folder, 'ensemble') if ensemble.is_ensemble(cfg) \
+      else folder
 
 
 def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
@@ -122,33 +190,62 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
              checkpoint: str = 'latest') -> dict[str, Any]:
   """Evaluates a model on eval_file_pattern (the eval mode).
 
-  Without `model`, restores `checkpoint` ('latest' or a path) of model_dir
-  under the strategy. Writes the report into model_dir (see
-  `unet3d.evaluation.report`) and returns it: per-class dice, IoU,
-  precision and recall (means over cases), the mean foreground dice, the
-  step and the empty-class convention.
+  Without `model`, restores `checkpoint` ('latest' or a path) of model_dir,
+  or of every `inference.ensemble` member, under the strategy. Writes the
+  reports into model_dir (module docstring; `report_dir`) on the chief and
+  returns the report: per-class dice, IoU, precision and recall (means over
+  cases), the mean foreground dice, surface metrics, the step, the
+  empty-class convention and the written files.
   """
   if not cfg.eval_file_pattern:
     raise ConfigError('eval_file_pattern: required for evaluation')
+  members = None
+  if model is None and ensemble.is_ensemble(cfg):
+    ensemble.member_configs(cfg)  # interface checks before the strategy
   strategy = strategy or distribute.build_strategy(cfg, training=False)
   if model is None:
-    model, step = run_dir.restore_model(cfg, checkpoint, strategy)
-  if cfg.data.eval_mode == 'whole_volume':
-    all_counts, region_counts, surface_reports = _volume_counts(cfg, model)
+    models, steps = ensemble.restore_models(cfg, checkpoint, strategy)
+    step = steps[0] if len(steps) == 1 else None
+    if ensemble.is_ensemble(cfg):
+      members = ensemble.describe(cfg, steps)
   else:
-    all_counts, region_counts, surface_reports = _crop_counts(cfg, model,
-                                                               strategy)
-  if not len(all_counts):
+    models = [model]
+  predict_fn = whole_volume.probabilities_fn(cfg, models)
+  cases = (_volume_cases if cfg.data.eval_mode == 'whole_volume'
+           else _crop_cases)(cfg, predict_fn, strategy)
+  names = dataset_info.class_names(
+      [cfg.eval_file_pattern, cfg.training_file_pattern],
+      cfg.num_classes) or [f'class_{c}' for c in range(cfg.num_classes)]
+  writes = bool(ensemble.home_dir(cfg)) and distribute.is_chief()
+  folder = report_dir(cfg) if writes else None
+  overlay_dir = (fileio.join(folder, 'overlays')
+                 if writes and cfg.metrics.overlays else None)
+  scores = _score(cfg, cases, names, overlay_dir)
+  if not scores.counts:
     raise ValueError(f'eval_file_pattern {cfg.eval_file_pattern}: no '
                      'evaluation records')
-  if cfg.eval_item_count:
-    all_counts = all_counts[:cfg.eval_item_count]
-    if region_counts is not None:
-      region_counts = region_counts[:cfg.eval_item_count]
-  report = report_lib.build_report(cfg, all_counts, region_counts,
-                                   surface_reports, step)
-  if cfg.model_dir and distribute.is_chief():
-    report_lib.write_report(cfg.model_dir, report)
+  report = report_lib.build_report(
+      cfg, np.stack(scores.counts),
+      np.stack(scores.regions) if scores.regions else None, scores.surfaces,
+      step)
+  if members:
+    report['ensemble'] = members
+  if writes:
+    first = 0 if cfg.model.output_activation == 'sigmoid' else 1
+    summary = tables.summary_rows(scores.rows, names[first:])
+    files = tables.write_tables(folder, scores.rows, summary, {
+        'step': step, 'num_cases': report['num_cases'],
+        'eval_mode': cfg.data.eval_mode,
+        'empty_class': cfg.metrics.empty_class,
+        'surface_metrics': cfg.metrics.surface_metrics,
+        'surface_tolerance_mm': cfg.metrics.surface_tolerance_mm,
+        'surface_empty_convention': surface.EMPTY_CONVENTION,
+        'mirror_axes': list(cfg.inference.mirror_axes),
+        'ensemble': members})
+    report['report_dir'] = folder
+    report['report_files'] = {**files, 'overlays': scores.overlays}
+    report_lib.write_report(ensemble.home_dir(cfg), report,
+                            results_dir=folder if members else None)
   return report
 
 

@@ -3,7 +3,11 @@ table printed to the terminal.
 
 Files in model_dir:
   eval_results.json   the latest evaluation (`build_report`'s dict)
-  eval/               TensorBoard scalars of every evaluation
+  eval/               TensorBoard scalars of every evaluation, and the
+                      latest evaluation's tables (cases.csv, summary.csv,
+                      cases.json, summary.json: `unet3d.evaluation.tables`)
+                      and PNG overlays (eval/overlays/<case>.png)
+  eval/ensemble/      an ensemble's eval_results.json, tables and overlays
 """
 
 from __future__ import annotations
@@ -57,8 +61,14 @@ def _flat_scalars(report: dict[str, Any], prefix: str = '') -> dict[str, float]:
   return out
 
 
-def write_report(model_dir: str, report: dict[str, Any]) -> None:
-  """Writes `eval_results.json` and the report's scalars to TensorBoard."""
+def write_report(model_dir: str, report: dict[str, Any],
+                 results_dir: Optional[str] = None) -> None:
+  """Writes `eval_results.json` into model_dir and the report's scalars to
+  TensorBoard; with results_dir (an ensemble's report folder), only
+  eval_results.json, there."""
+  if results_dir:
+    fileio.write_json(fileio.join(results_dir, EVAL_RESULTS_FILE), report)
+    return
   fileio.write_json(fileio.join(model_dir, EVAL_RESULTS_FILE), report)
   writer = tf.summary.create_file_writer(
       fileio.join(model_dir, EVAL_SUMMARY_DIR))
@@ -69,19 +79,32 @@ def write_report(model_dir: str, report: dict[str, Any]) -> None:
 
 
 def format_report(report: dict) -> str:
-  """Human-readable per-class lines of a `overlap.summarize` report."""
-  def fmt(value):
-    return 'n/a' if value is None else f'{value:.4f}'
+  """Human-readable per-class lines of a `build_report` report: overlap
+  scores, and HD95 (mm) and NSD when surface metrics were computed; then
+  the report folder."""
+  def fmt(value, digits=4):
+    return 'n/a' if value is None else f'{value:.{digits}f}'
 
-  lines = [f"{'class':>16s}  {'dice':>7s}  {'iou':>7s}  {'prec':>7s}  "
-           f"{'recall':>7s}"]
+  surface_means = (report.get('surface_metrics') or {}).get('mean', {})
+  header = (f"{'class':>16s}  {'dice':>7s}  {'iou':>7s}  {'prec':>7s}  "
+            f"{'recall':>7s}")
+  if surface_means:
+    header += f"  {'hd95 mm':>8s}  {'nsd':>7s}"
+  lines = [header]
   rows = list(report['per_class'].items()) + list(
       (report.get('regions') or {}).items())
   for name, s in rows:
-    lines.append(f"{name:>16s}  {fmt(s['dice']):>7s}  {fmt(s['iou']):>7s}  "
-                 f"{fmt(s['precision']):>7s}  {fmt(s['recall']):>7s}")
+    line = (f"{name:>16s}  {fmt(s['dice']):>7s}  {fmt(s['iou']):>7s}  "
+            f"{fmt(s['precision']):>7s}  {fmt(s['recall']):>7s}")
+    if name in surface_means:
+      line += (f"  {fmt(surface_means[name]['hd95'], 2):>8s}  "
+               f"{fmt(surface_means[name]['nsd']):>7s}")
+    lines.append(line)
   lines.append(f"{'mean foreground':>16s}  "
                f"{fmt(report['mean_foreground_dice']):>7s}")
   lines.append(f"({report['num_cases']} cases; a class empty in both label "
                f"and prediction counts as: {report['empty_class']})")
+  if report.get('report_dir'):
+    lines.append(f"report: {report['report_dir']} (cases.csv, summary.csv, "
+                 'JSON, overlays/)')
   return '\n'.join(lines)

@@ -1,15 +1,40 @@
-"""Exports a trained model as a TensorFlow SavedModel for serving.
+"""Exports a trained model (or an ensemble) as a TensorFlow SavedModel that
+segments raw volumes of any size; serving needs only TensorFlow.
 
-The serving signature `serving_default` takes `image`: float32
-[B, *spatial, C] of any spatial size divisible by the model's total stride,
-already preprocessed like the training records, and returns
-`probabilities` float32 [B, *spatial, K] (softmax or sigmoid as configured,
-CGM-gated when the model has that head) and `classes` int32 [B, *spatial]
-(argmax; for sigmoid models, the probabilities > 0.5 as uint8 masks in
-`masks`).
+Signatures:
+
+- `serving_default`: `image` float32 [X, Y, Z, C], one raw (not normalised)
+  volume, channels last, any size. Inside the graph, as `--mode=predict`
+  does on the stored grid:
+  ```
+  image ──crop to the nonzero box (when the converter cropped)──▶
+  normalisation recorded in dataset.json (CT clip/mean/std, z-score in the
+  nonzero mask, none) ──▶ Gaussian sliding window of input_image_size
+  (inference.overlap, inference.mirror_axes; ensemble mean) ──▶ back into
+  the full box
+  ```
+  Returns `probabilities` float32 [X, Y, Z, K] (outside the nonzero box:
+  background 1 for softmax, 0 for sigmoid), and `classes` int32 [X, Y, Z]
+  (argmax; 0 outside the box) or, for sigmoid models, `masks` uint8
+  [X, Y, Z, K] (probability > 0.5).
+  Not in the graph: reorientation and resampling. The volume must be in
+  the converter's stored voxel order (RAS when dataset.json's
+  preprocessing.orientation is RAS) at the training spacing
+  (export_info.json `spacing`).
+- `patches`: `image` float32 [B, *spatial, C] already preprocessed, any
+  size divisible by the model's stride; returns the model's own
+  `probabilities` and `classes` / `masks` (no window), for callers that
+  tile themselves.
+
+Beside saved_model.pb: `export_info.json` (input channels, classes,
+spacing, orientation, normalisation, patch size, window settings, the
+signatures) and the run's `params.yaml`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
@@ -18,35 +43,152 @@ from unet3d import config as config_lib
 from unet3d import fileio
 from unet3d import run_dir
 from unet3d.config import Config
-from unet3d.models import heads
+from unet3d.inference import ensemble
+from unet3d.inference import graph_preprocess
+from unet3d.inference import predict
+from unet3d.inference import sliding_window
+from unet3d.inference import whole_volume
+from unet3d.preprocess import dataset_json
+
+EXPORT_INFO_FILE = 'export_info.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Preprocessing:
+  """What the serving graph replays of the converter's preprocessing."""
+  crop_nonzero: bool
+  norms: tuple  # pp.ChannelNorm per channel; () for none
+
+
+def _preprocessing(info: Optional[Mapping[str, Any]]) -> _Preprocessing:
+  if info is None:
+    return _Preprocessing(False, ())
+  plan = dataset_json.plan_from_dataset_info(info)
+  return _Preprocessing(plan.crop_nonzero, tuple(plan.norms))
 
 
 class _Serving(tf.Module):
-  """A tf.Module holding the model and its serving function."""
+  """The models and the two serving functions."""
 
-  def __init__(self, model: keras.Model, cfg: Config):
+  def __init__(self, models: Sequence[keras.Model], cfg: Config,
+               preprocessing: _Preprocessing):
     super().__init__()
-    self.model = model
+    self.models = list(models)
+    self._cfg = cfg
+    self._preprocessing = preprocessing
     self._activation = cfg.model.output_activation
-    self._sigmoid = self._activation == 'sigmoid'
-    spec = tf.TensorSpec([None] * (cfg.model.spatial_dims + 1) +
-                         [cfg.num_channels], tf.float32, name='image')
-    self.serve = tf.function(self._serve, input_signature=[spec])
+    self._probabilities = whole_volume.probabilities_fn(cfg, self.models)
+    dims, channels = cfg.model.spatial_dims, cfg.num_channels
+    volume = tf.TensorSpec([None] * dims + [channels], tf.float32,
+                           name='image')
+    patches = tf.TensorSpec([None] * (dims + 1) + [channels], tf.float32,
+                            name='image')
+    self.serve = tf.function(self._serve, input_signature=[volume])
+    self.serve_patches = tf.function(self._serve_patches,
+                                     input_signature=[patches])
 
-  def _serve(self, image):
-    logits = tf.cast(heads.inference_logits(self.model(image, training=False),
-                                           self._activation), tf.float32)
-    if self._sigmoid:
-      probabilities = tf.sigmoid(logits)
+  def _outputs(self, probabilities):
+    if self._activation == 'sigmoid':
       return {'probabilities': probabilities,
               'masks': tf.cast(probabilities > 0.5, tf.uint8)}
-    return {'probabilities': tf.nn.softmax(logits),
-            'classes': tf.argmax(logits, axis=-1, output_type=tf.int32)}
+    return {'probabilities': probabilities,
+            'classes': tf.argmax(probabilities, axis=-1,
+                                 output_type=tf.int32)}
+
+  def _serve_patches(self, image):
+    return self._outputs(self._probabilities(image))
+
+  def _serve(self, image):
+    cfg, dims = self._cfg, self._cfg.model.spatial_dims
+    shape = tf.shape(image)
+    if self._preprocessing.crop_nonzero:
+      start, stop = graph_preprocess.nonzero_box(image)
+    else:
+      start, stop = tf.zeros([dims], tf.int32), shape[:dims]
+    box = tf.slice(image, tf.concat([start, [0]], 0),
+                   tf.concat([stop - start, [-1]], 0))
+    if self._preprocessing.norms:
+      box = graph_preprocess.normalize(box, self._preprocessing.norms)
+    probabilities = sliding_window.sliding_window_inference(
+        self._probabilities, box, cfg.input_image_size,
+        overlap=cfg.inference.overlap, batch_size=cfg.predict_batch_size,
+        weighting=cfg.inference.weighting,
+        mirror_axes=cfg.inference.mirror_axes)
+    # Back into the full volume: outside the box nothing was predicted.
+    paddings = tf.concat([tf.stack([start, shape[:dims] - stop], 1),
+                          [[0, 0]]], 0)
+    classes = probabilities.shape[-1]
+    probabilities = tf.pad(probabilities, paddings)
+    if self._activation == 'softmax':
+      inside = tf.pad(tf.ones(tf.shape(box)[:dims]), paddings[:dims])
+      probabilities += ((1.0 - inside)[..., None] *
+                        tf.one_hot(0, classes, dtype=tf.float32))
+    return self._outputs(tf.ensure_shape(probabilities,
+                                         [None] * dims + [classes]))
 
 
-def export_saved_model(model: keras.Model, cfg: Config, export_dir: str,
-                       overwrite: bool = False) -> str:
-  """Writes the SavedModel (and the run's params.yaml) to export_dir.
+def export_info(cfg: Config, info: Optional[Mapping[str, Any]],
+                steps: Sequence[int]) -> dict[str, Any]:
+  """What a server needs to know, for export_info.json."""
+  section = (info or {}).get('preprocessing') or {}
+  resample = section.get('resample') or {}
+  labels = (info or {}).get('labels')
+  names = ([labels[k] for k in sorted(labels, key=int)]
+           if isinstance(labels, dict) and len(labels) == cfg.num_classes
+           else [f'class_{c}' for c in range(cfg.num_classes)])
+  outputs = {'probabilities': 'float32 [X, Y, Z, K]'}
+  if cfg.model.output_activation == 'sigmoid':
+    outputs['masks'] = 'uint8 [X, Y, Z, K]'
+  else:
+    outputs['classes'] = 'int32 [X, Y, Z]'
+  return {
+      'signatures': {
+          'serving_default': {
+              'inputs': {'image': f'float32 [X, Y, Z, {cfg.num_channels}], '
+                                  'raw intensities, any size'},
+              'outputs': outputs},
+          'patches': {
+              'inputs': {'image': f'float32 [B, X, Y, Z, {cfg.num_channels}]'
+                                  ', preprocessed, sizes divisible by the '
+                                  'model stride'},
+              'outputs': outputs}},
+      'input_channels': cfg.num_channels,
+      'modalities': (info or {}).get('modalities'),
+      'num_classes': cfg.num_classes,
+      'classes': names,
+      'output_activation': cfg.model.output_activation,
+      'spacing': resample.get('target_spacing'),
+      'orientation': section.get('orientation'),
+      'resampling': ('not in the graph: give volumes at `spacing` mm in the '
+                     '`orientation` voxel order'),
+      'crop_to_nonzero': bool(section.get('crop_to_nonzero', False)),
+      'normalization': section.get('normalization'),
+      'patch_size': list(cfg.input_image_size),
+      'overlap': cfg.inference.overlap,
+      'weighting': cfg.inference.weighting,
+      'mirror_axes': list(cfg.inference.mirror_axes),
+      'windows_per_step': cfg.predict_batch_size,
+      'step': steps[0] if len(steps) == 1 else None,
+      'ensemble': list(cfg.inference.ensemble) or None,
+      'tensorflow': tf.__version__,
+  }
+
+
+def export_saved_model(model: Union[keras.Model, Sequence[keras.Model]],
+                       cfg: Config, export_dir: str, overwrite: bool = False,
+                       dataset_info: Optional[Mapping[str, Any]] = None,
+                       steps: Sequence[int] = ()) -> str:
+  """Writes the SavedModel, export_info.json and params.yaml to export_dir.
+
+  Args:
+    model: the model, or an ensemble's models (probabilities averaged).
+    cfg: window, activation and channel settings.
+    export_dir: the folder to create (local or a TensorFlow filesystem).
+    overwrite: replace an existing folder; otherwise it is an error.
+    dataset_info: the converter's dataset.json, whose nonzero crop and
+      normalisation go into the graph; None: the graph takes preprocessed
+      volumes.
+    steps: the checkpoint step of each model, for export_info.json.
 
   Written under a temporary name and renamed when complete.
   """
@@ -55,14 +197,18 @@ def export_saved_model(model: keras.Model, cfg: Config, export_dir: str,
       raise ValueError(f'{export_dir}: export folder exists; remove it or '
                        'export to another folder')
     fileio.remove(export_dir)
+  models = list(model) if isinstance(model, (list, tuple)) else [model]
   tmp = export_dir.rstrip('/') + '.tmp-incomplete'
   fileio.remove(tmp)
-  module = _Serving(model, cfg)
+  module = _Serving(models, cfg,
+                    _preprocessing(dataset_info))
   try:
-    tf.saved_model.save(module, tmp,
-                        signatures={'serving_default': module.serve})
+    tf.saved_model.save(module, tmp, signatures={
+        'serving_default': module.serve, 'patches': module.serve_patches})
     fileio.write_text(fileio.join(tmp, run_dir.PARAMS_FILE),
                       config_lib.to_yaml(cfg))
+    fileio.write_json(fileio.join(tmp, EXPORT_INFO_FILE),
+                      export_info(cfg, dataset_info, steps))
     fileio.publish_dir(tmp, export_dir)
   finally:
     fileio.remove(tmp)
@@ -71,12 +217,21 @@ def export_saved_model(model: keras.Model, cfg: Config, export_dir: str,
 
 def export_model(cfg: Config, checkpoint: str = 'latest',
                  export_dir: str | None = None) -> str:
-  """Exports a checkpoint of cfg.model_dir (the export mode).
+  """Exports a checkpoint of cfg.model_dir, or an ensemble (the export
+  mode), with the preprocessing of `predict.dataset_json` (or the
+  dataset.json beside the training records; `predict.preprocessing: none`
+  for a graph that takes preprocessed volumes).
 
-  export_dir defaults to `model_dir/saved_model/<step>`.
+  export_dir defaults to `model_dir/saved_model/<step>`
+  (`model_dir/saved_model/ensemble` for an ensemble).
   """
-  run_dir.find_checkpoint(cfg.model_dir, checkpoint)
-  model, step = run_dir.restore_model(cfg, checkpoint)
-  export_dir = export_dir or fileio.join(cfg.model_dir, 'saved_model',
-                                         str(step))
-  return export_saved_model(model, cfg, export_dir, overwrite=True)
+  ensemble.member_configs(cfg)
+  ensemble.check_checkpoints(cfg, checkpoint)
+  info = predict.load_dataset_info(cfg)
+  models, steps = ensemble.restore_models(cfg, checkpoint)
+  name = 'ensemble' if ensemble.is_ensemble(cfg) else str(steps[0])
+  export_dir = export_dir or fileio.join(ensemble.home_dir(cfg),
+                                         'saved_model', name)
+  return export_saved_model(models, cfg, export_dir, overwrite=True,
+                            dataset_info=info, steps=steps)
+

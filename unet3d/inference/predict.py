@@ -2,15 +2,19 @@
 
 ```
 input.nii.gz ──preprocess_for_inference (the converter's steps, read from
-its dataset.json)──▶ stored grid ──predict_volume (sliding window)──▶
-probabilities ──segmentation──▶ labels ──restore_original──▶ input grid
-──▶ <output_dir>/<input name>_seg.nii.gz with the input's affine and header
+its dataset.json)──▶ stored grid ──whole_volume (sliding window, mirroring,
+ensemble)──▶ probabilities ──segmentation──▶ labels ──restore_original──▶
+input grid ──largest component (optional)──▶
+<output_dir>/<input name>_seg.nii.gz with the input's affine and header
+(+ <name>_probabilities.nii.gz or .h5, optional)
 ```
 
 Each input file is one case: a 3D volume (one channel) or a 4D [X, Y, Z, C]
 volume holding every channel. Softmax models write uint8 class indices
 [X, Y, Z]; sigmoid (multi-label) models write uint8 masks [X, Y, Z, K]
-(probability > 0.5), the same outputs as the exported SavedModel.
+(probability > 0.5), the same outputs as the exported SavedModel. A file
+that cannot be read, or has the wrong channels, fails alone: the others
+still run, and the run reports every failure at the end.
 
 Dataset-specific converter steps that need the label (LiTS's liver crop,
 augmented crops) cannot be replayed: prediction covers the whole volume.
@@ -18,17 +22,23 @@ augmented crops) cannot be replayed: prediction covers the whole volume.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
-from typing import Any, Mapping, Optional
+import sys
+from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
+import tensorflow as tf
+import tqdm
 
+from unet3d import distribute
 from unet3d import fileio
-from unet3d import run_dir
 from unet3d.config import Config, ConfigError
+from unet3d.inference import ensemble
 from unet3d.inference import whole_volume
 from unet3d.inference.whole_volume import PredictFn
 from unet3d.input import dataset_info
@@ -38,6 +48,8 @@ from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
 
 SEG_SUFFIX = '_seg.nii.gz'
+PROBABILITIES_SUFFIX = {'nifti': '_probabilities.nii.gz',
+                        'hdf5': '_probabilities.h5'}
 
 
 # ----------------------------------------------------------------------------
@@ -78,31 +90,92 @@ def preprocess_for_inference(image: np.ndarray, affine: np.ndarray,
   return normalized, grid.affine, record
 
 
-def segment(image: np.ndarray, affine: np.ndarray, predict_fn: PredictFn,
-            cfg: Config, dataset_info: Optional[Mapping[str, Any]]
-           ) -> np.ndarray:
+@dataclasses.dataclass
+class Prediction:
+  """One volume's prediction on its input grid.
+
+  labels: uint8 [X, Y, Z] class indices, or [X, Y, Z, K] masks (sigmoid);
+  probabilities: float32 [X, Y, Z, K], or None when not asked for.
+  """
+  labels: np.ndarray
+  probabilities: Optional[np.ndarray] = None
+
+
+def _restore_probabilities(probabilities: np.ndarray, record: Mapping,
+                           activation: str) -> np.ndarray:
+  """Probabilities back on the input grid (linear). Outside the stored box
+  (the nonzero crop) softmax models get background 1, as nnU-Net."""
+  restored = pp.restore_original(probabilities, record, order=1).astype(
+      np.float32)
+  if activation == 'softmax':
+    missing = np.clip(1.0 - restored.sum(axis=-1), 0.0, 1.0)
+    restored[..., 0] += missing
+  return restored
+
+
+def segment(image: np.ndarray, affine: np.ndarray,
+            volume: whole_volume.VolumeFn, cfg: Config,
+            dataset_info: Optional[Mapping[str, Any]],
+            with_probabilities: bool = False) -> Prediction:
   """The segmentation of one input volume on its own grid.
 
   Args:
     image: float32 [X, Y, Z, C] as read from the file.
     affine: its voxel-to-world matrix.
-    predict_fn: patch batch [b, *input_image_size, C] -> probabilities
-      [b, *input_image_size, K].
-    cfg: patch size, overlap, batch size, output activation.
+    volume: image [*spatial, C] -> probabilities [*spatial, K] (the sliding
+      window, `whole_volume.volume_fn`).
+    cfg: output activation and `predict.largest_component`.
     dataset_info: the converter's dataset.json, or None when the input is
       already preprocessed (`predict.preprocessing: none`).
-
-  Returns uint8 [X, Y, Z] (or [X, Y, Z, K] masks), see
-  `whole_volume.segmentation`.
+    with_probabilities: also return the probabilities on the input grid.
   """
   activation = cfg.model.output_activation
   if dataset_info is None:
-    return whole_volume.segmentation(
-        whole_volume.predict_volume(predict_fn, image, cfg), activation)
-  stored, _, record = preprocess_for_inference(image, affine, dataset_info)
-  labels = whole_volume.segmentation(
-      whole_volume.predict_volume(predict_fn, stored, cfg), activation)
-  return pp.restore_original(labels, record, order=0)
+    probabilities = volume(image)
+    labels = whole_volume.segmentation(probabilities, activation)
+  else:
+    stored, _, record = preprocess_for_inference(image, affine, dataset_info)
+    probabilities = volume(stored)
+    labels = pp.restore_original(
+        whole_volume.segmentation(probabilities, activation), record, order=0)
+    if with_probabilities:
+      probabilities = _restore_probabilities(probabilities, record,
+                                             activation)
+  classes = largest_component_classes(cfg)
+  if classes:
+    labels = keep_largest_component(labels, classes)
+  return Prediction(labels, probabilities if with_probabilities else None)
+
+
+def largest_component_classes(cfg: Config) -> list[int]:
+  """The classes (or mask channels) `predict.largest_component` names."""
+  setting = cfg.predict.largest_component
+  if setting is True:
+    first = 0 if cfg.model.output_activation == 'sigmoid' else 1
+    return list(range(first, cfg.num_classes))
+  return list(setting) if setting else []
+
+
+def keep_largest_component(labels: np.ndarray, classes: Sequence[int]
+                          ) -> np.ndarray:
+  """Keeps the largest face-connected component of each class (index
+  labels [X, Y, Z]: other components become background 0) or of each mask
+  channel ([X, Y, Z, K]: set to 0), nnU-Net's post-processing."""
+  labels = labels.copy()
+  structure = ndimage.generate_binary_structure(3, 1)
+  for c in classes:
+    mask = labels[..., c] > 0 if labels.ndim == 4 else labels == c
+    components, count = ndimage.label(mask, structure)
+    if count < 2:
+      continue
+    sizes = np.bincount(components.reshape(-1))
+    sizes[0] = 0
+    removed = mask & (components != int(np.argmax(sizes)))
+    if labels.ndim == 4:
+      labels[..., c][removed] = 0
+    else:
+      labels[removed] = 0
+  return labels
 
 
 # ----------------------------------------------------------------------------
@@ -111,27 +184,35 @@ def segment(image: np.ndarray, affine: np.ndarray, predict_fn: PredictFn,
 
 
 def input_files(pattern: str) -> list[str]:
-  """The sorted .nii/.nii.gz files of a (comma-separated) glob.
+  """The sorted files of `--input` / `predict.input_pattern`: a file, a
+  folder (its .nii and .nii.gz files), or a glob; several separated by
+  commas.
 
-  Raises a one-line ValueError naming the missing file or the pattern.
+  Raises a one-line ValueError naming a missing file or folder, or a glob
+  that matches nothing. Files of other types that a glob matches are kept,
+  and fail one by one in the run.
   """
   found = []
   for part in (p.strip() for p in pattern.split(',')):
     if not part:
       continue
-    if not glob.has_magic(part):
-      if not os.path.isfile(part):
-        raise ValueError(f'{part}: file not found (predict.input_pattern)')
+    if os.path.isdir(part):
+      matches = sorted(os.path.join(part, n) for n in os.listdir(part)
+                       if n.endswith(io.NIFTI_SUFFIXES) and
+                       os.path.isfile(os.path.join(part, n)))
+      if not matches:
+        raise ValueError(f'{part}: no .nii or .nii.gz files in this folder')
+      found.extend(matches)
+    elif glob.has_magic(part):
+      matches = sorted(p for p in glob.glob(part) if os.path.isfile(p))
+      if not matches:
+        raise ValueError(f'{part}: no files match predict.input_pattern '
+                         '(expected .nii or .nii.gz volumes)')
+      found.extend(matches)
+    elif os.path.isfile(part):
       found.append(part)
-      continue
-    matches = sorted(p for p in glob.glob(part) if os.path.isfile(p))
-    if not matches:
-      raise ValueError(f'{part}: no files match predict.input_pattern '
-                       '(expected .nii or .nii.gz volumes)')
-    found.extend(matches)
-  for path in found:
-    if not path.endswith(io.NIFTI_SUFFIXES):
-      raise ValueError(f'{path}: expected a .nii or .nii.gz volume')
+    else:
+      raise ValueError(f'{part}: file not found (predict.input_pattern)')
   return sorted(set(found))
 
 
@@ -140,8 +221,17 @@ def output_path(output_dir: str, input_path: str) -> str:
   return os.path.join(output_dir, io.strip_suffix(input_path) + SEG_SUFFIX)
 
 
+def probabilities_path(output_dir: str, input_path: str, kind: str) -> str:
+  """`<output_dir>/<name>_probabilities.nii.gz` (kind 'nifti') or `.h5`."""
+  suffix = PROBABILITIES_SUFFIX[kind]
+  return os.path.join(output_dir, io.strip_suffix(input_path) + suffix)
+
+
 def check_input(path: str, num_channels: int) -> None:
-  """Header-only check: a 3D volume or 4D [X, Y, Z, C] with num_channels."""
+  """Header-only check: a .nii(.gz) 3D volume or 4D [X, Y, Z, C] with
+  num_channels."""
+  if not path.endswith(io.NIFTI_SUFFIXES):
+    raise ValueError(f'{path}: expected a .nii or .nii.gz volume')
   shape, _ = io.nifti_geometry(path)
   channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None
   if channels is None:
@@ -192,16 +282,64 @@ def write_segmentation(path: str, labels: np.ndarray, input_path: str) -> None:
   io.save_nifti(path, labels.astype(np.uint8), reference.affine, header)
 
 
+def write_probabilities(path: str, probabilities: np.ndarray,
+                        input_path: str, class_names: Sequence[str]) -> None:
+  """Saves probabilities [X, Y, Z, K] in [0, 1] atomically.
+
+  NIfTI has no float16: the 4D volume (the input's affine) is stored as
+  uint16 with scl_slope/scl_inter (2 bytes a voxel like float16, steps of at
+  most 1/65535 instead of float16's 4.9e-4 near 1); nibabel's `get_fdata`,
+  ITK and other readers that apply the scaling get floats. HDF5: dataset
+  `predictions` float16 [K, Z, Y, X] (pytorch-3dunet's channel-first
+  (C, Z, Y, X) order) with attributes `axis_order`, `class_names` and the
+  input's `affine`.
+  """
+  reference = nib.load(input_path)
+  if path.endswith(io.NIFTI_SUFFIXES):
+    header = reference.header.copy()
+    header.set_data_dtype(np.uint16)  # nibabel scales the floats into it
+    header.set_intent('none')
+    header['cal_min'], header['cal_max'] = 0, 1
+    io.save_nifti(path, np.clip(probabilities, 0.0, 1.0).astype(np.float32),
+                  reference.affine, header)
+    return
+  import h5py  # pylint: disable=g-import-not-at-top
+  with fileio.published(path, suffix='.h5') as local:
+    with h5py.File(local, 'w') as f:
+      dataset = f.create_dataset(
+          'predictions', data=np.transpose(probabilities.astype(np.float16),
+                                           (3, 2, 1, 0)),
+          compression='gzip')
+      dataset.attrs['axis_order'] = 'CZYX'
+      dataset.attrs['class_names'] = list(class_names)
+      dataset.attrs['affine'] = np.asarray(reference.affine, np.float64)
+
+
 def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
-                 cfg: Config, dataset_info: Optional[Mapping[str, Any]]
-                ) -> str:
-  """Reads one volume, segments it, writes `out_path`; returns out_path."""
+                 cfg: Config, dataset_info: Optional[Mapping[str, Any]],
+                 volume: Optional[whole_volume.VolumeFn] = None,
+                 probabilities_out: Optional[str] = None,
+                 class_names: Sequence[str] = ()) -> str:
+  """Reads one volume, segments it, writes `out_path` (and the
+  probabilities to `probabilities_out` when given); returns out_path.
+
+  predict_fn: window batch -> probabilities; `volume` (the sliding window
+  around it, built once for many files) is built here when not given.
+  The probabilities are written first: a segmentation marks a finished file.
+  """
   image, affine = cases.read_images([input_path])
   if image.shape[-1] != cfg.num_channels:
     raise ValueError(f'{input_path}: {image.shape[-1]} channel(s), but the '
                      f'model expects num_channels={cfg.num_channels}')
-  labels = segment(image, affine, predict_fn, cfg, dataset_info)
-  write_segmentation(out_path, labels, input_path)
+  volume = volume or whole_volume.volume_fn(cfg, predict_fn)
+  prediction = segment(image, affine, volume, cfg, dataset_info,
+                       with_probabilities=probabilities_out is not None)
+  if probabilities_out is not None:
+    names = list(class_names) or [f'class_{c}' for c in
+                                  range(prediction.probabilities.shape[-1])]
+    write_probabilities(probabilities_out, prediction.probabilities,
+                        input_path, names)
+  write_segmentation(out_path, prediction.labels, input_path)
   return out_path
 
 
@@ -211,11 +349,14 @@ def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
 
 
 def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
-  """[(input, output)] after checking every input's header."""
+  """[(input, output)] of every input file; the output names are checked
+  (no two alike, none overwriting an input)."""
   if not cfg.predict.input_pattern:
-    raise ConfigError('predict.input_pattern: required for predict')
+    raise ConfigError('predict.input_pattern: required for predict (or '
+                      '--input)')
   if not cfg.predict.output_dir:
-    raise ConfigError('predict.output_dir: required for predict')
+    raise ConfigError('predict.output_dir: required for predict (or '
+                      '--output_dir)')
   if os.path.exists(cfg.predict.output_dir) and not os.path.isdir(
       cfg.predict.output_dir):
     raise ConfigError(f'predict.output_dir: {cfg.predict.output_dir} is not '
@@ -226,7 +367,6 @@ def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
   files = input_files(cfg.predict.input_pattern)
   pairs, inputs, seen = [], {os.path.realpath(p) for p in files}, {}
   for path in files:
-    check_input(path, cfg.num_channels)
     out = output_path(cfg.predict.output_dir, path)
     if out in seen:
       raise ValueError(f'{path}: same output name {os.path.basename(out)} as '
@@ -239,25 +379,99 @@ def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
   return pairs
 
 
+def _one_line(error: BaseException, path: str) -> str:
+  """The error's message as one line that names the file."""
+  message = ' '.join(str(error).split()) or type(error).__name__
+  return message if message.startswith(path) else f'{path}: {message}'
+
+
 def predict_files(cfg: Config, checkpoint: str = 'latest') -> dict[str, Any]:
   """Segments every `predict.input_pattern` file with a checkpoint of
-  model_dir ('latest' or a path; the predict mode).
+  model_dir, or the `inference.ensemble` members ('latest', 'best' or a
+  path; the predict mode).
 
-  Inputs, dataset.json and the checkpoint are checked before the model is
-  built. Each output is written atomically, so a bad file stops the run
-  with the earlier outputs complete and nothing half-written.
+  Every input's header is checked before the model is built; dataset.json
+  and the checkpoints must be sound. A file that cannot be read or has the
+  wrong channels is reported on one line (`failed: <file>: <problem>` on
+  stderr) and the others still run; outputs are written atomically. A
+  progress bar with ETA runs on a terminal.
 
-  Returns {'step', 'output_dir', 'files': [{'input', 'output'}]}.
+  Returns {'step', 'output_dir', 'files': [{'input', 'output'}],
+  'failed': [{'input', 'error'}], 'ensemble'}; `format_summary` prints it
+  and `raise_for_failures` turns failures into a one-line error.
   """
   pairs = _plan_outputs(cfg)
   info = load_dataset_info(cfg)
-  run_dir.find_checkpoint(cfg.model_dir, checkpoint)  # fail before building
-  model, step = run_dir.restore_model(cfg, checkpoint)
-  predict_fn = whole_volume.probabilities_fn(cfg, model)
-  written = []
+  failed, runnable = [], []
   for input_path, out in pairs:
-    logging.info('predicting %s', input_path)
-    predict_file(input_path, out, predict_fn, cfg, info)
-    written.append({'input': input_path, 'output': out})
+    try:
+      check_input(input_path, cfg.num_channels)
+      runnable.append((input_path, out))
+    except ValueError as e:
+      failed.append({'input': input_path, 'error': _one_line(e, input_path)})
+      _report_failure(failed[-1]['error'])
+  ensemble.member_configs(cfg)
+  ensemble.check_checkpoints(cfg, checkpoint)  # fail before building
+  written, step, members = [], None, None
+  if runnable:
+    strategy = distribute.build_strategy(cfg)
+    models, steps = ensemble.restore_models(cfg, checkpoint, strategy)
+    step = steps[0] if len(steps) == 1 else None
+    if ensemble.is_ensemble(cfg):
+      members = ensemble.describe(cfg, steps)
+    volume = whole_volume.volume_fn(
+        cfg, whole_volume.probabilities_fn(cfg, models), strategy)
+    kind = cfg.predict.save_probabilities
+    names = dataset_info.class_names(
+        [cfg.training_file_pattern, cfg.eval_file_pattern], cfg.num_classes)
+    progress = tqdm.tqdm(runnable, desc='predict', unit='file', disable=None)
+    for input_path, out in progress:
+      progress.set_postfix_str(os.path.basename(input_path))
+      probabilities_out = (None if kind == 'none' else probabilities_path(
+          cfg.predict.output_dir, input_path, kind))
+      try:
+        predict_file(input_path, out, None, cfg, info, volume=volume,
+                     probabilities_out=probabilities_out,
+                     class_names=names or ())
+      except (ValueError, OSError, MemoryError,
+              tf.errors.ResourceExhaustedError) as e:
+        failed.append({'input': input_path,
+                       'error': _one_line(e, input_path)})
+        _report_failure(failed[-1]['error'])
+        continue
+      entry = {'input': input_path, 'output': out}
+      if probabilities_out:
+        entry['probabilities'] = probabilities_out
+      written.append(entry)
+  order = {p: i for i, (p, _) in enumerate(pairs)}
+  failed.sort(key=lambda f: order[f['input']])
   return {'step': step, 'output_dir': cfg.predict.output_dir,
-          'files': written}
+          'files': written, 'failed': failed, 'ensemble': members}
+
+
+def _report_failure(message: str) -> None:
+  tqdm.tqdm.write(f'failed: {message}', file=sys.stderr)
+
+
+def format_summary(report: Mapping[str, Any]) -> str:
+  """`input -> output` per written file, then the failures, one a line."""
+  lines = [f"{f['input']} -> {f['output']}" for f in report['files']]
+  total = len(report['files']) + len(report['failed'])
+  lines.append(f"predicted {len(report['files'])} of {total} file(s) into "
+               f"{report['output_dir']}")
+  if report['failed']:
+    lines.append(f"{len(report['failed'])} file(s) failed:")
+    lines.extend(f"  {f['error']}" for f in report['failed'])
+  return '\n'.join(lines)
+
+
+def raise_for_failures(report: Mapping[str, Any]) -> None:
+  """A one-line ValueError when any file failed: that file's error, or the
+  count and the failed files."""
+  failed = report['failed']
+  if len(failed) == 1:
+    raise ValueError(failed[0]['error'])
+  if failed:
+    total = len(report['files']) + len(failed)
+    raise ValueError(f'{len(failed)} of {total} input files failed: ' +
+                     ', '.join(f['input'] for f in failed))

@@ -1,17 +1,53 @@
-"""Sliding-window inference over whole volumes, with Gaussian importance weights.
+"""Sliding-window inference over whole volumes, with Gaussian importance
+weights and test-time mirroring: the one function that eval (whole_volume
+mode), predict and the exported SavedModel share.
 
-One function that eval (whole_volume mode) and predict share. Patches
-are placed nnU-Net style: evenly spaced so that the first starts at 0 and the
-last ends at the volume's edge, with at least the requested overlap.
+The loop is TensorFlow ops on the image's dynamic shape, so the same code
+runs eagerly, inside any `tf.function`, and in a SavedModel signature whose
+input is [*spatial, C] of unknown size:
+
+```
+image [*S, C] ──pad each axis to >= patch (pad_value)──▶ window corners [N, n]
+  (nnU-Net placement per axis, computed from tf.shape)
+  tf.while_loop over batches of `batch_size` windows:
+    tf.slice the windows ──▶ predict_fn (each flip of mirror_axes, flipped
+    back and averaged; split over a tf.distribute strategy's replicas when
+    one is given) ──▶ × importance map ──▶ added in place into float32
+    accumulators [*S', K] and [*S']
+  ──▶ accumulated / weight sum ──crop the padding──▶ float32 [*S, K]
+```
+
+Memory: besides the image, the loop holds the two accumulators (the
+volume's probabilities once, plus 1/K of that for the weights) and one batch
+of windows; the accumulator is updated in place and the division reuses its
+buffer.
+
+Where `predict_fn` runs:
+- device path (TF ops): a `tf.function` or Keras model, any call inside a
+  `tf.function`, or any call with a `strategy`;
+- host path: any other callable is called with numpy batches through
+  `tf.numpy_function` and may return numpy (tests, non-TF models). The
+  placement, weighting, mirroring and accumulation are the same code.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+WEIGHTINGS = ('gaussian', 'constant')
+# batch [b, *patch, C] -> per-voxel outputs [b, *patch, K] (probabilities).
+PredictFn = Callable[[Any], Any]
+
+
+# ----------------------------------------------------------------------------
+# Static pieces: importance map, placement, flips
+# ----------------------------------------------------------------------------
 
 
 def gaussian_importance_map(patch_size: Sequence[int],
@@ -19,7 +55,8 @@ def gaussian_importance_map(patch_size: Sequence[int],
   """A Gaussian centred on the patch, sigma = sigma_scale * size per axis.
 
   Returns float32 [*patch_size], maximum 1, strictly positive everywhere (so
-  every voxel of a covered volume gets weight).
+  every voxel of a covered volume gets weight); nnU-Net's `compute_gaussian`
+  up to its value scaling.
   """
   axes = []
   for size in patch_size:
@@ -35,77 +72,378 @@ def gaussian_importance_map(patch_size: Sequence[int],
   return np.maximum(weights, floor).astype(np.float32)
 
 
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-  """Start offsets along one axis; the last window ends at `size`."""
+def importance_map(patch_size: Sequence[int], weighting: str = 'gaussian',
+                   sigma_scale: float = 0.125) -> np.ndarray:
+  """float32 [*patch_size]: the Gaussian map, or ones for 'constant'."""
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f"weighting: expected 'gaussian' or 'constant', got "
+                     f'{weighting!r}')
+  if weighting == 'constant':
+    return np.ones(tuple(patch_size), np.float32)
+  return gaussian_importance_map(patch_size, sigma_scale)
+
+
+def step_size(patch: int, overlap: float) -> int:
+  """The largest spacing (voxels) between window starts that keeps
+  `overlap`."""
   if not 0.0 <= overlap < 1.0:
     raise ValueError(f'overlap: must be in [0, 1), got {overlap}')
+  return max(1, int(patch * (1.0 - overlap)))
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+  """Start offsets along one axis of a volume of `size` voxels.
+
+  nnU-Net placement: ceil((size - patch) / step) + 1 windows spread evenly,
+  the first at 0 and the last ending at `size` (start i is
+  round(i * (size - patch) / (count - 1))). Sizes up to `patch` give [0]
+  (the volume is padded to the patch). `window_starts_tensor` is the same
+  for a dynamic size.
+  """
+  step = step_size(patch, overlap)
   if size <= patch:
     return [0]
-  step = max(1, int(patch * (1.0 - overlap)))
   count = math.ceil((size - patch) / step) + 1
   return [int(round(i * (size - patch) / (count - 1))) for i in range(count)]
 
 
+def window_starts_tensor(size, patch: int, overlap: float) -> tf.Tensor:
+  """int32 [count]: `window_starts` for a size that may be a tensor.
+
+  Exact integer arithmetic, rounding halves to even like Python's round.
+  """
+  step = step_size(patch, overlap)
+  size = tf.maximum(tf.cast(size, tf.int64), patch)
+  span = size - patch
+  count = (span + step - 1) // step + 1
+  denominator = tf.maximum(count - 1, 1)
+  numerator = tf.range(count, dtype=tf.int64) * span
+  quotient = numerator // denominator
+  twice_rest = 2 * (numerator - quotient * denominator)
+  round_up = (twice_rest > denominator) | (
+      (twice_rest == denominator) & (quotient % 2 == 1))
+  return tf.cast(quotient + tf.cast(round_up, tf.int64), tf.int32)
+
+
+def window_corners(spatial_shape, patch_size: Sequence[int],
+                   overlap: float) -> tf.Tensor:
+  """int32 [N, n]: every window's first voxel, the last axis fastest."""
+  spatial_shape = tf.unstack(tf.cast(spatial_shape, tf.int32),
+                             num=len(patch_size))
+  starts = [window_starts_tensor(s, p, overlap)
+            for s, p in zip(spatial_shape, patch_size)]
+  grids = tf.meshgrid(*starts, indexing='ij')
+  return tf.reshape(tf.stack(grids, axis=-1), [-1, len(patch_size)])
+
+
+def mirror_flips(mirror_axes: Sequence[int], ndim: int
+                ) -> list[tuple[int, ...]]:
+  """Every subset of mirror_axes (spatial axes, 0-based), identity first."""
+  axes = sorted({int(a) for a in mirror_axes})
+  if any(not 0 <= a < ndim for a in axes) or len(axes) != len(mirror_axes):
+    raise ValueError(f'mirror_axes: expected distinct spatial axes in '
+                     f'[0, {ndim}), got {tuple(mirror_axes)}')
+  return [c for r in range(len(axes) + 1)
+          for c in itertools.combinations(axes, r)]
+
+
+def mirrored(predict_fn: PredictFn, mirror_axes: Sequence[int], ndim: int
+            ) -> Callable[[tf.Tensor], tf.Tensor]:
+  """Test-time mirroring of a batch model: batch [b, *spatial, C] ->
+  float32 [b, *spatial, K], the mean over every flip of mirror_axes of
+  flip(predict_fn(flip(batch))). Without axes, predict_fn cast to float32.
+  """
+  flips = mirror_flips(mirror_axes, ndim)
+
+  def predict(batch):
+    total = None
+    for axes in flips:
+      flip = [a + 1 for a in axes]
+      # One flip after the other: in a graph the passes are independent,
+      # and running them at once would hold every pass's activations.
+      with tf.control_dependencies([] if total is None else [total]):
+        x = tf.reverse(batch, flip) if flip else tf.identity(batch)
+      y = tf.cast(predict_fn(x), tf.float32)
+      y = tf.reverse(y, flip) if flip else y
+      total = y if total is None else total + y
+    return total / float(len(flips)) if len(flips) > 1 else total
+
+  return predict
+
+
+def distributed(predict_fn: Callable[[tf.Tensor], tf.Tensor],
+                strategy: tf.distribute.Strategy
+               ) -> Callable[[tf.Tensor, Any], tf.Tensor]:
+  """(batch [B, ...], count) -> predict_fn of the first `count` rows,
+  computed by `strategy.run` on every replica and gathered in order.
+
+  B must be a multiple of num_replicas_in_sync; each replica gets an equal
+  share (rows past `count` are padding, dropped afterwards). Call inside a
+  `tf.function`; build predict_fn's model under `strategy.scope()`.
+  """
+  replicas = strategy.num_replicas_in_sync
+
+  def run(batch, count):
+    per_replica = (tf.cast(count, tf.int32) + replicas - 1) // replicas
+
+    def replica_slice(context):
+      start = context.replica_id_in_sync_group * per_replica
+      return batch[start:start + per_replica]
+
+    inputs = strategy.experimental_distribute_values_from_function(
+        replica_slice)
+    outputs = strategy.run(predict_fn, args=(inputs,))
+    return strategy.gather(outputs, axis=0)[:count]
+
+  return run
+
+
+# ----------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------
+
+
+def _check(patch_size, overlap, batch_size, weighting, mirror_axes, strategy
+          ) -> tuple[int, ...]:
+  """Validates every static argument; returns patch_size as ints."""
+  patch_size = tuple(int(p) for p in patch_size)
+  if not patch_size or any(p < 1 for p in patch_size):
+    raise ValueError(f'patch_size: expected positive sizes, got {patch_size}')
+  if int(batch_size) < 1:
+    raise ValueError(f'batch_size: must be >= 1, got {batch_size}')
+  if strategy is not None and not isinstance(strategy,
+                                             tf.distribute.Strategy):
+    raise ValueError(f'strategy: expected a tf.distribute.Strategy, got '
+                     f'{type(strategy).__name__}')
+  importance_map(patch_size, weighting)
+  mirror_flips(mirror_axes, len(patch_size))
+  step_size(patch_size[0], overlap)
+  return patch_size
+
+
+def _check_rank(image_shape: tf.TensorShape, patch_size: tuple[int, ...]
+               ) -> None:
+  if image_shape.rank is not None and image_shape.rank != len(patch_size) + 1:
+    raise ValueError(f'patch_size: expected {image_shape.rank - 1} sizes for '
+                     f'an image of shape {tuple(image_shape)} ([*spatial, C]), '
+                     f'got {patch_size}')
+
+
+def _sliding_window_graph(predict_fn: PredictFn, image, patch_size,
+                          overlap: float, batch_size: int, weighting: str,
+                          mirror_axes, pad_value: float, sigma_scale: float,
+                          strategy: Optional[tf.distribute.Strategy]
+                         ) -> tf.Tensor:
+  """The TF-op loop of `sliding_window_inference` (arguments checked)."""
+  ndim = len(patch_size)
+  image = tf.convert_to_tensor(image)
+  _check_rank(image.shape, patch_size)
+  image = tf.cast(image, tf.float32)
+  weights = tf.constant(importance_map(patch_size, weighting, sigma_scale))
+  predict = mirrored(predict_fn, mirror_axes, ndim)
+
+  spatial = tf.shape(image)[:ndim]
+  padded_shape = tf.maximum(spatial, patch_size)
+
+  def pad():
+    paddings = tf.stack([tf.zeros([ndim + 1], tf.int32),
+                         tf.concat([padded_shape - spatial, [0]], 0)], 1)
+    return tf.pad(image, paddings, constant_values=pad_value)
+
+  in_channels = image.shape[-1]
+  image = tf.cond(tf.reduce_any(padded_shape > spatial), pad,
+                  lambda: tf.identity(image))
+  # Dynamic paddings lose the static channel count; predict_fn's input spec
+  # wants it.
+  image = tf.ensure_shape(image, [None] * ndim + [in_channels])
+  corners = window_corners(padded_shape, patch_size, overlap)
+  num_windows = tf.shape(corners)[0]
+  replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+  # Windows sliced per batch: batch_size rounded up to a multiple of the
+  # replicas, so each replica gets the same static share.
+  slots = -(-batch_size // replicas) * replicas
+  run_distributed = (distributed(predict, strategy) if strategy is not None
+                     else None)
+
+  def predict_windows(first):
+    """([count, *patch, K] for windows first .., count)."""
+    count = tf.minimum(slots, num_windows - first)
+    last = num_windows - 1
+    # Slots past the last window repeat it; their outputs are dropped.
+    windows = tf.stack([
+        tf.slice(image, tf.concat([corners[tf.minimum(first + i, last)], [0]],
+                                  0), list(patch_size) + [-1])
+        for i in range(slots)])
+    windows = tf.ensure_shape(windows, [slots, *patch_size, in_channels])
+    if run_distributed is None:
+      return predict(windows[:count]), count
+    return run_distributed(windows, count), count
+
+  def add(accumulated, weight_sum, first, outputs, count):
+    """Adds weights * outputs of windows first .. first + count - 1.
+
+    `accumulated` is [*S[:-1], S[-1] * K]: the last spatial axis merged with
+    the classes, so a window is a rank-n block of contiguous rows (the
+    strided-slice update is ~30% faster on CPU than on [*S, K]).
+    """
+    outputs = outputs * weights[None, ..., None]
+    outputs = tf.reshape(outputs, tf.concat(
+        [[count], tf.constant(patch_size[:-1], tf.int32, [ndim - 1]),
+         [patch_size[-1] * classes]], 0))
+    ones = tf.ones([ndim], tf.int32)
+    scale_last = tf.concat([tf.ones([ndim - 1], tf.int32), [classes]], 0)
+
+    def body(j, accumulated, weight_sum):
+      begin = corners[first + j]
+      begin_k = begin * scale_last
+      size_k = tf.shape(outputs)[1:]
+      # The loop variable's buffer is forwarded to the update: in place.
+      current = tf.slice(accumulated, begin_k, size_k)
+      accumulated = tf.raw_ops.TensorStridedSliceUpdate(
+          input=accumulated, begin=begin_k, end=begin_k + size_k,
+          strides=ones, value=current + outputs[j])
+      current = tf.slice(weight_sum, begin, patch_size)
+      weight_sum = tf.raw_ops.TensorStridedSliceUpdate(
+          input=weight_sum, begin=begin, end=begin + list(patch_size),
+          strides=ones, value=current + weights)
+      return j + 1, accumulated, weight_sum
+
+    _, accumulated, weight_sum = tf.while_loop(
+        lambda j, *_: j < count, body, (0, accumulated, weight_sum),
+        parallel_iterations=1)
+    return accumulated, weight_sum
+
+  # The first batch outside the loop: it tells the number of classes.
+  outputs, count = predict_windows(tf.constant(0))
+  classes = tf.shape(outputs)[-1]
+  accumulated = tf.zeros(tf.concat(
+      [padded_shape[:-1], [padded_shape[-1] * classes]], 0), tf.float32)
+  weight_sum = tf.zeros(padded_shape, tf.float32)
+  accumulated, weight_sum = add(accumulated, weight_sum, 0, outputs, count)
+
+  def loop_body(first, accumulated, weight_sum):
+    outputs, count = predict_windows(first)
+    accumulated, weight_sum = add(accumulated, weight_sum, first, outputs,
+                                  count)
+    return first + count, accumulated, weight_sum
+
+  _, accumulated, weight_sum = tf.while_loop(
+      lambda first, *_: first < num_windows, loop_body,
+      (count, accumulated, weight_sum), parallel_iterations=1)
+  accumulated = tf.reshape(accumulated, tf.concat([padded_shape, [classes]],
+                                                 0))
+  # Forwarded in place: the result reuses the accumulator's buffer.
+  result = accumulated / weight_sum[..., None]
+  # The same buffer unless the image was padded.
+  result = tf.slice(result, tf.zeros([ndim + 1], tf.int32),
+                    tf.concat([spatial, [-1]], 0))
+  # The dynamic slice loses the static class count; callers want it.
+  return tf.ensure_shape(result, [None] * ndim + [outputs.shape[-1]])
+
+
+def runs_on_device(predict_fn: PredictFn) -> bool:
+  """True for predict_fns that are TF graphs already (`tf.function`, Keras
+  models, tf.Modules); other callables take the host path when called
+  eagerly."""
+  return isinstance(predict_fn, (tf.types.experimental.PolymorphicFunction,
+                                 keras.Model, tf.Module))
+
+
+def on_host(predict_fn: PredictFn) -> Callable[[tf.Tensor], tf.Tensor]:
+  """predict_fn called with numpy batches (via tf.numpy_function); its
+  output is converted to float32."""
+
+  def call(batch):
+    return np.asarray(predict_fn(batch), np.float32)
+
+  return lambda batch: tf.numpy_function(call, [batch], tf.float32,
+                                         stateful=True)
+
+
+def make_sliding_window_fn(predict_fn: PredictFn, patch_size: Sequence[int],
+                           num_channels: int, *, overlap: float = 0.5,
+                           batch_size: int = 1, weighting: str = 'gaussian',
+                           mirror_axes: Sequence[int] = (),
+                           pad_value: float = 0.0, sigma_scale: float = 0.125,
+                           strategy: Optional[tf.distribute.Strategy] = None
+                          ) -> Callable[[Any], tf.Tensor]:
+  """A `tf.function` image [*spatial, num_channels] -> float32
+  [*spatial, K], traced once for every spatial size.
+
+  Build it once to segment many volumes (each `sliding_window_inference`
+  call outside a graph traces anew). predict_fn must be traceable (TF
+  ops); wrap a numpy function with `on_host`. Arguments as
+  `sliding_window_inference`.
+  """
+  patch_size = _check(patch_size, overlap, batch_size, weighting,
+                      mirror_axes, strategy)
+  spec = tf.TensorSpec([None] * len(patch_size) + [int(num_channels)],
+                       tf.float32, name='image')
+
+  @tf.function(input_signature=[spec], autograph=False)
+  def sliding_window(image):
+    return _sliding_window_graph(
+        predict_fn, image, patch_size, overlap, int(batch_size), weighting,
+        tuple(mirror_axes), pad_value, sigma_scale, strategy)
+
+  return sliding_window
+
+
 def sliding_window_inference(
-    predict_fn: Callable[[np.ndarray], np.ndarray],
-    image: np.ndarray,
+    predict_fn: PredictFn,
+    image,
     patch_size: Sequence[int],
     overlap: float = 0.5,
     batch_size: int = 1,
     weighting: str = 'gaussian',
     pad_value: float = 0.0,
-) -> np.ndarray:
-  """Averages a patch model's outputs over a whole volume.
+    *,
+    mirror_axes: Sequence[int] = (),
+    sigma_scale: float = 0.125,
+    strategy: Optional[tf.distribute.Strategy] = None,
+) -> tf.Tensor:
+  """The importance-weighted mean of a patch model's outputs over a volume.
 
   Args:
-    predict_fn: maps a batch [b, *patch_size, C] to per-voxel outputs
-      [b, *patch_size, K] (probabilities, usually).
-    image: [*spatial, C] float array, any spatial size.
-    patch_size: the window, one size per spatial axis.
-    overlap: fraction of a window shared with its neighbour, in [0, 1).
-    batch_size: windows per predict_fn call.
-    weighting: 'gaussian' (nnU-Net/MONAI importance map) or 'constant'.
-    pad_value: image value used where the volume is smaller than the window.
+    predict_fn: maps a float32 batch [b, *patch_size, C] to per-voxel
+      outputs [b, *patch_size, K] (probabilities; any float dtype, summed in
+      float32). b varies (the last batch is smaller). TF ops, or, called
+      eagerly and without a strategy, any callable of numpy batches (see the
+      module docstring: device and host paths).
+    image: [*spatial, C] (numpy or tensor, cast to float32), any spatial
+      size: axes shorter than the patch are padded at their end with
+      pad_value and cropped back.
+    patch_size: the window, one static size per spatial axis.
+    overlap: fraction of a window shared with its neighbour, in [0, 1) (at
+      least: windows are spread evenly so that the last ends at the edge).
+    batch_size: windows per predict_fn call; with a strategy, windows per
+      step, rounded up to a multiple of num_replicas_in_sync.
+    weighting: 'gaussian' (sigma = sigma_scale * patch per axis, max 1,
+      positive floor) or 'constant'.
+    pad_value: image value where the volume is smaller than the patch.
+    mirror_axes: spatial axes (0-based) for test-time mirroring: each of
+      the 2^len subsets is flipped, predicted and flipped back, and the
+      outputs averaged. () for none, (0, 1, 2) as nnU-Net.
+    sigma_scale: the Gaussian's sigma as a fraction of the patch size.
+    strategy: optional tf.distribute.Strategy: each batch is split evenly
+      over its replicas (`strategy.run`) and gathered back. Build
+      predict_fn's model under `strategy.scope()`.
 
   Returns:
-    float32 [*spatial, K]: the weighted mean of every window's output.
+    float32 tf.Tensor [*spatial, K].
   """
-  image = np.asarray(image)
-  spatial = image.shape[:-1]
-  patch_size = tuple(int(p) for p in patch_size)
-  if len(patch_size) != len(spatial):
-    raise ValueError(f'patch_size: expected {len(spatial)} sizes for an image '
-                     f'of shape {image.shape}, got {patch_size}')
-  if weighting not in ('gaussian', 'constant'):
-    raise ValueError(f"weighting: expected 'gaussian' or 'constant', got "
-                     f'{weighting!r}')
-  if batch_size < 1:
-    raise ValueError(f'batch_size: must be >= 1, got {batch_size}')
-
-  # Pad (at the end of each axis) where the volume is smaller than the window.
-  padded_shape = tuple(max(s, p) for s, p in zip(spatial, patch_size))
-  if padded_shape != spatial:
-    pad = [(0, p - s) for s, p in zip(spatial, padded_shape)] + [(0, 0)]
-    image = np.pad(image, pad, constant_values=pad_value)
-
-  weights = (gaussian_importance_map(patch_size) if weighting == 'gaussian'
-             else np.ones(patch_size, np.float32))
-  starts = [window_starts(s, p, overlap)
-            for s, p in zip(padded_shape, patch_size)]
-  corners = list(itertools.product(*starts))
-
-  accumulated = None
-  weight_sum = np.zeros(padded_shape, np.float32)
-  for first in range(0, len(corners), batch_size):
-    batch_corners = corners[first:first + batch_size]
-    windows = [tuple(slice(c, c + p) for c, p in zip(corner, patch_size))
-               for corner in batch_corners]
-    batch = np.stack([image[w] for w in windows]).astype(np.float32)
-    outputs = np.asarray(predict_fn(batch), np.float32)
-    if accumulated is None:
-      accumulated = np.zeros(padded_shape + (outputs.shape[-1],), np.float32)
-    for window, output in zip(windows, outputs):
-      accumulated[window] += output * weights[..., None]
-      weight_sum[window] += weights
-  result = accumulated / weight_sum[..., None]
-  return result[tuple(slice(0, s) for s in spatial)]
+  patch_size = _check(patch_size, overlap, batch_size, weighting,
+                      mirror_axes, strategy)
+  if not tf.executing_eagerly():
+    return _sliding_window_graph(
+        predict_fn, image, patch_size, overlap, int(batch_size), weighting,
+        tuple(mirror_axes), pad_value, sigma_scale, strategy)
+  image = tf.convert_to_tensor(image)
+  _check_rank(image.shape, patch_size)
+  if strategy is None and not runs_on_device(predict_fn):
+    predict_fn = on_host(predict_fn)
+  window_fn = make_sliding_window_fn(
+      predict_fn, patch_size, int(image.shape[-1]), overlap=overlap,
+      batch_size=batch_size, weighting=weighting, mirror_axes=mirror_axes,
+      pad_value=pad_value, sigma_scale=sigma_scale, strategy=strategy)
+  return window_fn(tf.cast(image, tf.float32))

@@ -1,45 +1,77 @@
-"""Whole-volume inference that eval, predict and export share: a model's
-probabilities over a volume of any size, and the segmentation they give.
+"""Whole-volume inference that eval and predict share: a model's (or an
+ensemble's) probabilities over a volume of any size, through the one sliding
+window (`unet3d.inference.sliding_window`), and the segmentation they give.
+The exported SavedModel traces the same window (`unet3d.inference.export`).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from unet3d import distribute
 from unet3d.config import Config
 from unet3d.inference import sliding_window
 from unet3d.models import heads
 
-PredictFn = Callable[[np.ndarray], np.ndarray]
+# Window batch [b, *patch, C] -> probabilities [b, *patch, K]: TF ops (a
+# tf.function runs on the device) or a numpy function (the host path).
+PredictFn = sliding_window.PredictFn
+# Image [*spatial, C] -> float32 probabilities [*spatial, K] (numpy).
+VolumeFn = Callable[[np.ndarray], np.ndarray]
 
 
-def probabilities_fn(cfg: Config, model: keras.Model) -> PredictFn:
-  """Window batch [b, *patch, C] -> float32 probabilities [b, *patch, K]:
-  softmax or sigmoid of the main head, CGM-gated."""
+def probabilities_fn(cfg: Config,
+                     model: Union[keras.Model, Sequence[keras.Model]]
+                    ) -> tf.types.experimental.PolymorphicFunction:
+  """A `tf.function` window batch [b, *patch, C] -> float32 probabilities
+  [b, *patch, K]: softmax or sigmoid of each model's main head (CGM-gated,
+  deep-supervision heads unused), averaged over the models of an ensemble.
+  """
+  members = list(model) if isinstance(model, (list, tuple)) else [model]
   activation = cfg.model.output_activation
 
   @tf.function(reduce_retracing=True)
   def probabilities(batch):
-    return heads.probabilities(model(batch, training=False), activation)
+    total = None
+    for member in members:
+      p = heads.probabilities(member(batch, training=False), activation)
+      total = p if total is None else total + p
+    return total / float(len(members)) if len(members) > 1 else total
 
-  return lambda batch: probabilities(tf.constant(batch)).numpy()
+  return probabilities
+
+
+def volume_fn(cfg: Config, predict_fn: PredictFn,
+              strategy: Optional[tf.distribute.Strategy] = None) -> VolumeFn:
+  """The sliding window of cfg around predict_fn, traced once for every
+  volume size: windows of `input_image_size`, `inference.overlap`,
+  `inference.weighting`, `inference.mirror_axes`, `predict_batch_size`
+  windows per step (split over the strategy's replicas when given).
+
+  A numpy predict_fn runs on the host (no strategy).
+  """
+  if not sliding_window.runs_on_device(predict_fn):
+    predict_fn, strategy = sliding_window.on_host(predict_fn), None
+  # Windows are training-size patches: on TPU, split like training batches.
+  predict_fn = distribute.partitioned(predict_fn, strategy,
+                                      cfg.input_partition_dims)
+  window = sliding_window.make_sliding_window_fn(
+      predict_fn, cfg.input_image_size, cfg.num_channels,
+      overlap=cfg.inference.overlap, batch_size=cfg.predict_batch_size,
+      weighting=cfg.inference.weighting,
+      mirror_axes=cfg.inference.mirror_axes, strategy=strategy)
+  return lambda image: window(np.asarray(image, np.float32)).numpy()
 
 
 def predict_volume(predict_fn: PredictFn, image: np.ndarray,
                    cfg: Config) -> np.ndarray:
-  """Probabilities float32 [*spatial, K] of image [*spatial, C].
-
-  Sliding windows of `input_image_size`, with `inference.overlap`,
-  `inference.weighting` and `predict_batch_size` windows per call.
-  """
-  return sliding_window.sliding_window_inference(
-      predict_fn, image, cfg.input_image_size,
-      overlap=cfg.inference.overlap, batch_size=cfg.predict_batch_size,
-      weighting=cfg.inference.weighting)
+  """Probabilities float32 [*spatial, K] of one image [*spatial, C] (traces
+  the window for this call; build `volume_fn` once for many volumes)."""
+  return volume_fn(cfg, predict_fn)(image)
 
 
 def segmentation(probabilities: np.ndarray, output_activation: str
@@ -49,3 +81,11 @@ def segmentation(probabilities: np.ndarray, output_activation: str
   if output_activation == 'sigmoid':
     return (probabilities > 0.5).astype(np.uint8)
   return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def segmentation_tensor(probabilities: tf.Tensor, output_activation: str
+                       ) -> tf.Tensor:
+  """`segmentation` in TF ops (uint8), for graphs and SavedModels."""
+  if output_activation == 'sigmoid':
+    return tf.cast(probabilities > 0.5, tf.uint8)
+  return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)

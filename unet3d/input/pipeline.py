@@ -380,6 +380,29 @@ def build_dataset(cfg: Config, mode: str,
   raise ValueError(f"mode: expected 'train' or 'eval', got {mode!r}")
 
 
+def build_eval_cases(cfg: Config, file_pattern: Optional[str] = None
+                    ) -> tf.data.Dataset:
+  """Eval cases one at a time, for per-case reports: dicts of the centre
+  crop/pad of `data.eval_image_size` (image [*size, C], label), with
+  case_id and spacing. Unbatched and not distributed (strings stay on the
+  host); the same crops as `build_dataset(cfg, 'eval')`."""
+  pattern = file_pattern or cfg.eval_file_pattern
+  if not pattern:
+    raise ConfigError('eval_file_pattern: required for eval')
+  size = list(cfg.data.eval_image_size or cfg.input_image_size)
+
+  def crop(example):
+    image, label = _centre_crop_or_pad(example['image'], example['label'],
+                                       size)
+    return {'image': tf.ensure_shape(image, size + [cfg.num_channels]),
+            'label': tf.ensure_shape(label, _label_shape(cfg, size)),
+            'case_id': example['case_id'], 'spacing': example['spacing']}
+
+  dataset = _cache(cfg, _records(cfg, pattern, False, None), 'eval')
+  return dataset.map(crop, num_parallel_calls=AUTOTUNE).prefetch(
+      AUTOTUNE).with_options(_options(cfg))
+
+
 def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:
   """One line naming the first shard that cannot be read or parsed.
 

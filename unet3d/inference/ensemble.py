@@ -1,0 +1,106 @@
+"""The models that eval, predict and export run: the one model of
+`model_dir`, or an ensemble of several run folders (`inference.ensemble`,
+or `--model_dir=a,b,c`) whose probabilities are averaged.
+
+Each ensemble member is restored with the architecture of its own
+params.yaml, so members may differ in anything but their interface: input
+channels, classes, output activation and spatial rank must agree, and the
+run's window (`input_image_size`) must suit every member's stride.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from unet3d import models as models_lib
+from unet3d import run_dir
+from unet3d.config import Config, ConfigError
+
+# Keys every member must share with the run's config.
+_INTERFACE = ('num_channels', 'num_classes', 'model.output_activation',
+              'model.spatial_dims')
+
+
+def _value(cfg: Config, dotted: str):
+  obj = cfg
+  for part in dotted.split('.'):
+    obj = getattr(obj, part)
+  return obj
+
+
+def member_dirs(cfg: Config) -> list[str]:
+  """The model folders to restore: inference.ensemble, else [model_dir]."""
+  return list(cfg.inference.ensemble) or [cfg.model_dir]
+
+
+def home_dir(cfg: Config) -> str:
+  """Where reports go: model_dir, else the first ensemble member."""
+  return cfg.model_dir or (cfg.inference.ensemble or [''])[0]
+
+
+def is_ensemble(cfg: Config) -> bool:
+  return len(cfg.inference.ensemble) > 1
+
+
+def member_configs(cfg: Config) -> list[Config]:
+  """Each member's config: its own params.yaml with model_dir pointing at
+  the folder (it may have moved since training). A single model uses `cfg`
+  itself. Checks the shared interface; raises a one-line ConfigError
+  naming the member and the key."""
+  if not cfg.inference.ensemble:
+    return [cfg]
+  configs = []
+  for folder in cfg.inference.ensemble:
+    member = run_dir.load_params(folder)
+    if member is None:
+      raise ConfigError(f'inference.ensemble: {folder} has no '
+                        f'{run_dir.PARAMS_FILE} (expected a training run '
+                        'folder)')
+    member = dataclasses.replace(member, model_dir=folder)
+    for key in _INTERFACE:
+      if _value(member, key) != _value(cfg, key):
+        raise ConfigError(f'inference.ensemble: {folder} has {key}='
+                          f'{_value(member, key)!r}, the run has '
+                          f'{_value(cfg, key)!r}')
+    stride = models_lib.total_stride(member)
+    if any(s % stride for s in cfg.input_image_size):
+      raise ConfigError(f'inference.ensemble: {folder} needs sizes divisible '
+                        f'by {stride}; input_image_size is '
+                        f'{cfg.input_image_size}')
+    configs.append(member)
+  return configs
+
+
+def check_checkpoints(cfg: Config, checkpoint: str = 'latest') -> None:
+  """Fails (one line) before any model is built when a member has no such
+  checkpoint. An explicit checkpoint path names one model, not several."""
+  folders = member_dirs(cfg)
+  if len(folders) > 1 and checkpoint not in ('latest', 'best'):
+    raise ConfigError(f'--checkpoint: {checkpoint} is one checkpoint; an '
+                      'ensemble takes latest or best of each member')
+  for folder in folders:
+    run_dir.find_checkpoint(folder, checkpoint)
+
+
+def restore_models(cfg: Config, checkpoint: str = 'latest',
+                   strategy: Optional[tf.distribute.Strategy] = None
+                  ) -> tuple[list[keras.Model], list[int]]:
+  """Every member's model (built under `strategy`) and checkpoint step."""
+  members = member_configs(cfg)
+  check_checkpoints(cfg, checkpoint)
+  restored, steps = [], []
+  for member in members:
+    model, step = run_dir.restore_model(member, checkpoint, strategy)
+    restored.append(model)
+    steps.append(step)
+  return restored, steps
+
+
+def describe(cfg: Config, steps: Sequence[int]) -> list[dict]:
+  """[{'model_dir', 'step'}] of the members, for reports."""
+  return [{'model_dir': d, 'step': int(s)}
+          for d, s in zip(member_dirs(cfg), steps)]
