@@ -107,7 +107,7 @@ def resolve_config(argv_flags):
 
 
 def run(mode: str, cfg, checkpoint: str = 'latest',
-        benchmark: bool = False) -> dict:
+        benchmark: bool = False, asked_for_strategy: bool = False) -> dict:
   """Runs one mode; returns its report."""
   # pylint: disable=g-import-not-at-top
   if mode == 'train' and benchmark:
@@ -129,7 +129,12 @@ def run(mode: str, cfg, checkpoint: str = 'latest',
     return {'export_dir': path}
   if mode == 'predict':
     from unet3d.inference import predict
-    report = predict.predict_files(cfg, checkpoint)
+    # The training strategy of params.yaml (a TPU, say) only when asked for.
+    strategy = None
+    if asked_for_strategy:
+      from unet3d import distribute
+      strategy = distribute.build_strategy(cfg, training=False)
+    report = predict.predict_files(cfg, checkpoint, strategy)
     print(predict.format_summary(report))
     predict.raise_for_failures(report)
     return report
@@ -167,7 +172,9 @@ def main(argv):
   cfg = None
   try:
     cfg = resolve_config(FLAGS)
-    report = run(FLAGS.mode, cfg, FLAGS.checkpoint, FLAGS.benchmark)
+    report = run(FLAGS.mode, cfg, FLAGS.checkpoint, FLAGS.benchmark,
+                 asked_for_strategy=bool(FLAGS.distribution_strategy or
+                                         FLAGS.tpu))
   except Interrupted as e:
     logging.debug('interrupted', exc_info=True)
     _fail(str(e), 128 + e.signal_number)

@@ -421,3 +421,34 @@ def test_mirrored_gradients_equal_single_device_on_the_same_global_batch():
   got = [strategy.experimental_local_results(g)[0].numpy() for g in per_replica]
   for a, b in zip(got, expected):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('ignore_label', [None, 2])
+@pytest.mark.parametrize('batch_dice', [False, True])
+@pytest.mark.parametrize('include_background', [False, True])
+@pytest.mark.parametrize('class_weights', [None, [0.5, 1.0, 2.0]])
+def test_dice_ce_in_one_pass_equals_ce_plus_dice(ignore_label, batch_dice,
+                                                 include_background,
+                                                 class_weights):
+  rng = np.random.default_rng(1)
+  logits = tf.constant(rng.normal(size=(2, 6, 5, 4, 3)) * 2, tf.float32)
+  labels = tf.constant(rng.integers(0, 3, size=(2, 6, 5, 4)))
+  options = dict(ignore_label=ignore_label, batch_dice=batch_dice,
+                 include_background=include_background,
+                 class_weights=class_weights, smooth=1e-5,
+                 output_activation='softmax')
+  expected_fn = lambda lg: (0.7 * losses.cross_entropy(labels, lg, **options)
+                            + 1.3 * losses.dice(labels, lg, **options))
+  got_fn = lambda lg: losses.dice_ce(labels, lg, ce_weight=0.7,
+                                     dice_weight=1.3, **options)
+  for fn in (expected_fn, got_fn):
+    with tf.GradientTape() as tape:
+      tape.watch(logits)
+      value = fn(logits)
+    if fn is expected_fn:
+      expected, expected_grad = value.numpy(), tape.gradient(value, logits)
+    else:
+      got, got_grad = value.numpy(), tape.gradient(value, logits)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got_grad.numpy(), expected_grad.numpy(),
+                             rtol=1e-4, atol=1e-6)

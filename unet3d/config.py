@@ -19,6 +19,7 @@ defaults -> ``--config_file`` -> ``--params_override`` -> explicit flags.
 from __future__ import annotations
 
 import copy
+import logging
 import dataclasses
 import difflib
 import math
@@ -559,6 +560,9 @@ def _merge_into(obj: Any, values: dict[str, Any], prefix: str = '') -> Any:
     key = str(key)
     if key not in hints:
       if not prefix and key in LEGACY_IGNORED_KEYS:
+        logging.getLogger('unet3d').warning(
+            "config key '%s' of the TF Model Garden means nothing here; "
+            'ignored', key)
         continue
       raise _unknown_key_error(key, prefix, list(hints))
     tp = hints[key]

@@ -288,8 +288,40 @@ def hybrid(labels, logits, output_activation='softmax', ignore_label=None,
 
 def dice_ce(labels, logits, ce_weight=1.0, dice_weight=1.0, **options):
   """nnU-Net's ce_weight * CE + dice_weight * soft dice."""
+  if options.get('output_activation', 'softmax') == 'softmax':
+    return _softmax_dice_ce(labels, logits, ce_weight, dice_weight, **options)
   return (ce_weight * cross_entropy(labels, logits, **options) +
           dice_weight * dice(labels, logits, **options))
+
+
+def _softmax_dice_ce(labels, logits, ce_weight, dice_weight,
+                     ignore_label=None, smooth=1e-5, include_background=True,
+                     batch_dice=False, class_weights=None, **unused):
+  """dice_ce for softmax outputs with one log-softmax, one one-hot and one
+  mask for both terms (calling cross_entropy and dice computes each twice).
+  FP = sum(p) - TP and FN = sum(t) - TP over the unmasked voxels."""
+  logits = tf.cast(logits, tf.float32)
+  targets, mask = labels_lib.targets_and_mask(labels, logits.shape.rank,
+                                   logits.shape[-1], ignore_label)
+  log_p = tf.nn.log_softmax(logits)
+  probs = tf.exp(log_p)
+  per_voxel = -tf.reduce_sum(targets * log_p, axis=-1)
+  if class_weights is not None:
+    per_voxel *= tf.reduce_sum(
+        targets * tf.constant(class_weights, tf.float32), axis=-1)
+  ce = _voxel_mean(per_voxel, mask, logits)
+  axes = spatial_axes(logits)
+  probs = probs * mask
+  targets = targets * mask
+  tp = tf.reduce_sum(probs * targets, axis=axes)
+  fp = tf.reduce_sum(probs, axis=axes) - tp
+  fn = tf.reduce_sum(targets, axis=axes) - tp
+  if batch_dice:
+    tp, fp, fn = (tf.reduce_sum(t, axis=0, keepdims=True) for t in (tp, fp, fn))
+  scores = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth)
+  dice_loss = _finish(scores, logits, include_background, class_weights,
+                      batch_dice)
+  return ce_weight * ce + dice_weight * dice_loss
 
 
 def bce_dice(labels, logits, ce_weight=1.0, dice_weight=1.0, **options):

@@ -259,3 +259,40 @@ def test_layer_order_from_the_config_and_default_unchanged():
   spec = blocks.block_spec(tiny_config(layer_order='gcr', num_groups=2))
   assert (spec.order, spec.normalization, spec.activation) == (
       'nca', 'group', 'relu')
+
+
+@pytest.mark.parametrize('shape', [(2, 6, 5, 4, 3), (3, 7, 5, 4)])
+def test_fused_batch_norm_equals_keras_batch_norm(shape):
+  """Forward (training and inference), moving statistics and gradients of
+  the fused layer equal Keras' BatchNormalization on the same weights."""
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(2.0, 3.0, size=shape), tf.float32)
+  fused = blocks.FusedBatchNormalization(axis=-1, momentum=0.9)
+  plain = keras.layers.BatchNormalization(axis=-1, momentum=0.9)
+  fused.build(x.shape)
+  plain.build(x.shape)
+  gamma = rng.normal(1.0, 0.2, size=shape[-1]).astype(np.float32)
+  beta = rng.normal(0.0, 0.5, size=shape[-1]).astype(np.float32)
+  for layer in (fused, plain):
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+  target = tf.constant(rng.normal(size=shape), tf.float32)
+  outputs, grads = [], []
+  for layer in (fused, plain):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x, training=True)
+      loss = tf.reduce_sum(y * target)
+    outputs.append(y.numpy())
+    grads.append([g.numpy() for g in tape.gradient(
+        loss, [x, layer.gamma, layer.beta])])
+  np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4)
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(fused.moving_mean.numpy(),
+                             plain.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(fused.moving_variance.numpy(),
+                             plain.moving_variance.numpy(), rtol=1e-5)
+  np.testing.assert_allclose(fused(x, training=False).numpy(),
+                             plain(x, training=False).numpy(),
+                             rtol=1e-4, atol=1e-4)

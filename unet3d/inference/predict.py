@@ -35,7 +35,6 @@ from scipy import ndimage
 import tensorflow as tf
 import tqdm
 
-from unet3d import distribute
 from unet3d import fileio
 from unet3d.config import Config, ConfigError
 from unet3d.inference import ensemble
@@ -385,10 +384,13 @@ def _one_line(error: BaseException, path: str) -> str:
   return message if message.startswith(path) else f'{path}: {message}'
 
 
-def predict_files(cfg: Config, checkpoint: str = 'latest') -> dict[str, Any]:
+def predict_files(cfg: Config, checkpoint: str = 'latest',
+                  strategy: Optional[tf.distribute.Strategy] = None
+                 ) -> dict[str, Any]:
   """Segments every `predict.input_pattern` file with a checkpoint of
   model_dir, or the `inference.ensemble` members ('latest', 'best' or a
-  path; the predict mode).
+  path; the predict mode). Window batches run under `strategy` (the
+  default strategy when None: a run trained on a TPU predicts on a CPU).
 
   Every input's header is checked before the model is built; dataset.json
   and the checkpoints must be sound. A file that cannot be read or has the
@@ -414,7 +416,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest') -> dict[str, Any]:
   ensemble.check_checkpoints(cfg, checkpoint)  # fail before building
   written, step, members = [], None, None
   if runnable:
-    strategy = distribute.build_strategy(cfg)
+    strategy = strategy or tf.distribute.get_strategy()
     models, steps = ensemble.restore_models(cfg, checkpoint, strategy)
     step = steps[0] if len(steps) == 1 else None
     if ensemble.is_ensemble(cfg):
