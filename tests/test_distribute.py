@@ -292,7 +292,8 @@ def test_a_tpu_run_exports_and_predicts_on_a_cpu(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   main = os.path.join(REPO, 'unet_main.py')
   export = subprocess.run(
-      [sys.executable, main, '--mode=export', f'--model_dir={model_dir}'],
+      [sys.executable, main, '--mode=export', f'--model_dir={model_dir}',
+       '--params_override=predict.preprocessing=none'],
       capture_output=True, text=True, timeout=300, env=env)
   assert export.returncode == 0, export.stderr[-2000:]
   assert os.path.isfile(model_dir / 'saved_model' / '1' / 'saved_model.pb')
