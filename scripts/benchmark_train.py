@@ -63,10 +63,6 @@ def main(argv):
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices('CPU')[0],
         [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
-  if FLAGS.logical_cpus > 1:
-    tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices('CPU')[0],
-        [tf.config.LogicalDeviceConfiguration()] * FLAGS.logical_cpus)
   cfg = config.build_config(FLAGS.config_file, FLAGS.params_override,
                             {'model_dir': ''})
   strategy = distribute.build_strategy(cfg)
@@ -126,6 +122,8 @@ def main(argv):
       'loss': cfg.loss,
       'input_image_size': size,
       'train_batch_size': batch,
+      'trainable_params': int(sum(
+          np.prod(v.shape) for v in state.model.trainable_variables)),
       'steps_per_loop': distribute.steps_per_loop(cfg),
       'strategy': type(strategy).__name__,
       'replicas': strategy.num_replicas_in_sync,

@@ -176,7 +176,7 @@ def _records(cfg: Config, pattern: str, training: bool,
   dataset = dataset.interleave(
       lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
       cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
-      deterministic=True if cfg.deterministic else None)
+      deterministic=True if cfg.deterministic or not training else None)
   if shards > 1 and not shard_files:
     dataset = dataset.shard(shards, input_context.input_pipeline_id)
   dataset = dataset.map(_parse_fn(cfg), num_parallel_calls=AUTOTUNE)
@@ -191,9 +191,11 @@ def _records(cfg: Config, pattern: str, training: bool,
   return dataset
 
 
-def _options(cfg: Config) -> tf.data.Options:
+def _options(cfg: Config, training: bool) -> tf.data.Options:
+  # Evaluation always keeps file order, so reports list cases in the same
+  # order on every run and every replica count.
   options = tf.data.Options()
-  options.deterministic = bool(cfg.deterministic)
+  options.deterministic = bool(cfg.deterministic) or not training
   return options
 
 
@@ -327,7 +329,7 @@ def build_train_dataset(cfg: Config,
   dataset = training_stream(records, cfg.data.shuffle_buffer, position).map(
       with_seed, num_parallel_calls=cfg.data.num_parallel_calls or AUTOTUNE)
   dataset = dataset.batch(batch, drop_remainder=True)
-  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg))
+  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg, True))
 
 
 def _per_replica_batch(global_batch: int, key: str,
@@ -364,7 +366,7 @@ def build_eval_dataset(cfg: Config,
 
   dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
   dataset = dataset.batch(batch, drop_remainder=False)
-  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg))
+  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg, False))
 
 
 def build_dataset(cfg: Config, mode: str,
@@ -400,7 +402,7 @@ def build_eval_cases(cfg: Config, file_pattern: Optional[str] = None
 
   dataset = _cache(cfg, _records(cfg, pattern, False, None), 'eval')
   return dataset.map(crop, num_parallel_calls=AUTOTUNE).prefetch(
-      AUTOTUNE).with_options(_options(cfg))
+      AUTOTUNE).with_options(_options(cfg, False))
 
 
 def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:
@@ -442,4 +444,4 @@ def build_volume_dataset(cfg: Config, file_pattern: str,
                          = None) -> tf.data.Dataset:
   """Whole parsed cases (dicts of image, label, spacing, affine, case_id)."""
   return _records(cfg, file_pattern, False, input_context).with_options(
-      _options(cfg))
+      _options(cfg, False))
