@@ -3,11 +3,11 @@
   python scripts/benchmark_peer.py --peer_python=/path/to/torchenv/bin/python
       --peer_script=/path/to/torch_garden_unet_step.py
       [--rounds=4] [--loss=cross_entropy] [--isa=native|avx2]
-      [--onednn=default|on|off] [--steps=6]
+      [--onednn=default|on|off] [--steps=6] [--size=48]
 
 The peer script is a PyTorch replica of the demo recipe's Model Garden
-U-Net (same topology and weight count, Adam + cross-entropy, batch 2, 48^3)
-that prints one JSON line with `s_per_step` and `trainable_params`; it reads
+U-Net (same topology and weight count, Adam + cross-entropy, batch 2, cubic
+patches of --size, 48 by default) that prints one JSON line with `s_per_step` and `trainable_params`; it reads
 S, F, DEPTH, NC and N (timed steps) from the environment. torch is not a
 dependency of unet3d: install it in a separate virtualenv
 (`python3 -m venv torchenv && torchenv/bin/pip install torch numpy`).
@@ -17,17 +17,15 @@ separate processes, one after the other (the order flips every round), and
 takes the ratio of their seconds per step. The two models must have the same
 number of trainable weights, or the script stops. Prints one JSON line:
 per-side median s/step, the median ratio ours/peer (< 1: we are faster;
-speedup = 1 / ratio), and
-for each run the share of the machine other processes used meanwhile
+speedup = 1 / ratio), and for each run the share of the machine other processes used meanwhile
 (`others_cpu`), since a busy shared machine slows the two sides unequally.
 `quiet_*` repeats the medians over rounds where both runs saw others_cpu <
 0.1.
 
 --isa=avx2 limits oneDNN (both sides) and ATen (PyTorch) to AVX2, to
-emulate an AVX2-only CPU on an AVX-512 one. TensorFlow decides whether to
-use oneDNN from the real CPU (on by default only on AVX-512-class CPUs), so
---onednn=off together with --isa=avx2 is what an AVX2 machine runs by
-default.
+emulate an AVX2-only CPU on an AVX-512 one. --onednn=default keeps unet3d's
+default (oneDNN on); --onednn=off with --isa=avx2 is what TensorFlow alone
+runs on an AVX2 CPU, where it leaves oneDNN off.
 """
 
 import argparse
@@ -77,6 +75,8 @@ def main():
                   help='our loss; the peer uses cross-entropy')
   ap.add_argument('--rounds', type=int, default=4)
   ap.add_argument('--steps', type=int, default=6)
+  ap.add_argument('--size', type=int, default=48,
+                  help='cubic patch size of both sides')
   ap.add_argument('--isa', choices=('native', 'avx2'), default='native')
   ap.add_argument('--onednn', choices=('default', 'on', 'off'),
                   default='default')
@@ -89,11 +89,13 @@ def main():
   ours_env = dict(env)
   if args.onednn != 'default':
     ours_env['TF_ENABLE_ONEDNN_OPTS'] = '1' if args.onednn == 'on' else '0'
-  peer_env = dict(env, S='48', F='8', DEPTH='4', NC='4', N=str(args.steps))
+  peer_env = dict(env, S=str(args.size), F='8', DEPTH='4', NC='4',
+                  N=str(args.steps))
   ours_cmd = [sys.executable, os.path.join(REPO, 'scripts',
                                            'benchmark_train.py'),
               f'--config_file={args.config_file}', f'--steps={args.steps}',
-              f'--params_override=loss={args.loss}']
+              f'--params_override=loss={args.loss},'
+              f'input_image_size=[{args.size},{args.size},{args.size}]']
   peer_cmd = [args.peer_python, args.peer_script]
 
   rounds, weights, machine = [], {}, {}
@@ -133,7 +135,7 @@ def main():
            x['peer']['others_cpu'] < 0.1]
   print(json.dumps({
       'benchmark': 'train_step_vs_peer', 'loss': args.loss, 'isa': args.isa,
-      'onednn': args.onednn, 'steps': args.steps,
+      'onednn': args.onednn, 'steps': args.steps, 'size': args.size,
       'trainable_params': weights['ours'], **medians(rounds),
       'quiet': medians(quiet), 'per_round': rounds,
       **machine, 'cpu_count': os.cpu_count()}))

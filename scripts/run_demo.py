@@ -26,7 +26,6 @@ startup.prepare_environment()  # before TensorFlow is imported
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,5 +92,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  logging.set_verbosity(logging.INFO)
   app.run(main)

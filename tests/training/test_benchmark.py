@@ -1,5 +1,7 @@
 """Tests for unet3d/training/benchmark.py: the figures and a real run."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -28,4 +30,22 @@ def test_benchmark_runs_the_pipeline_and_writes_nothing(tmp_path):
   assert report['steps'] == 3 and report['warmup_steps'] == 1
   assert report['images_per_second_total'] > 0
   assert report['latency_ms_p50'] <= report['latency_ms_p99']
+  assert report['input_headroom'] == pytest.approx(
+      report['input_images_per_second_during_training'] /
+      report['images_per_second_total'])
   assert not (tmp_path / 'run').exists()
+
+
+def test_input_capacity_counts_what_the_drained_copy_delivers(tmp_path):
+  """While a 'step' that only sleeps runs, the pipeline copy keeps
+  delivering: the capacity is well above the 2 x batch the steps took."""
+  root = tmp_path / 'records'
+  root.mkdir()
+  runs.make_records(root)
+  cfg = runs.run_config(root, tmp_path / 'run')
+  steps, nap = 2, 0.5
+  got = benchmark.input_capacity(cfg, lambda: time.sleep(nap), steps)
+  consumed = steps * cfg.train_batch_size / (steps * nap)
+  assert got['images_per_second_while_draining'] == pytest.approx(
+      consumed, rel=0.3)
+  assert got['input_images_per_second_during_training'] > 2 * consumed

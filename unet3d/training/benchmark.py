@@ -5,6 +5,14 @@ Runs `train.benchmark_warmup_steps` untimed steps, then
 `train.benchmark_steps` steps one per call, timing each on the host. Nothing
 is written to model_dir. Reports images/s as the mean of per-step rates and
 as the total over the wall time, and step latency percentiles.
+
+Then it measures how much the input pipeline can deliver while training
+runs on the same cores: the same number of steps again, while a second copy
+of the pipeline (another seed) is drained as fast as it goes on a host
+thread. What that copy delivers plus what the steps consumed, over the wall
+time, is the pipeline's capacity during training; `input_headroom` is that
+capacity over the images/s the steps consumed in the first phase (>= 1: the
+step, not the input, sets the pace).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import threading
 import time
 from typing import Any, Optional
 
@@ -21,6 +30,7 @@ import tensorflow as tf
 from unet3d import distribute
 from unet3d import startup
 from unet3d.config import Config
+from unet3d.input import pipeline
 from unet3d.training import trainer
 
 
@@ -74,6 +84,8 @@ def run_benchmark(cfg: Config,
     run(state.iterator, one).numpy()
     seconds.append(time.perf_counter() - start)
   voxels = int(np.prod(cfg.input_image_size))
+  capacity = input_capacity(cfg, lambda: run(state.iterator, one).numpy(),
+                            cfg.train.benchmark_steps)
   report = {
       'benchmark': 'train',
       'model': cfg.model.name,
@@ -91,4 +103,37 @@ def run_benchmark(cfg: Config,
   }
   report.update(latency_report(np.array(seconds), cfg.train_batch_size,
                                voxels))
+  report.update(capacity)
+  report['input_headroom'] = (
+      capacity['input_images_per_second_during_training'] /
+      report['images_per_second_total'])
   return report
+
+
+def input_capacity(cfg: Config, train_step, steps: int) -> dict[str, float]:
+  """Images/s the input pipeline delivers while `steps` calls of
+  `train_step` run (see the module doc), and the images/s the steps
+  consumed meanwhile."""
+  dataset = pipeline.build_train_dataset(
+      cfg, position=pipeline.InputPosition(seed=(cfg.seed or 0) + 1))
+  iterator = iter(dataset)
+  next(iterator)  # build the pipeline before timing
+  stop = threading.Event()
+  drained = []
+
+  def drain():
+    while not stop.is_set():
+      drained.append(int(next(iterator)[0].shape[0]))
+
+  thread = threading.Thread(target=drain, daemon=True)
+  start = time.perf_counter()
+  thread.start()
+  for _ in range(steps):
+    train_step()
+  stop.set()
+  thread.join()
+  wall = time.perf_counter() - start
+  consumed = steps * cfg.train_batch_size
+  return {'input_images_per_second_during_training':
+              (sum(drained) + consumed) / wall,
+          'images_per_second_while_draining': consumed / wall}
