@@ -3,6 +3,7 @@ overhead over a bare step. Prints JSON.
 
   python scripts/benchmark_train.py [--config_file=configs/demo.yaml]
       [--params_override=...] [--steps=20] [--rounds=3] [--logical_cpus=2]
+      [--profile_dir=/tmp/prof]
 
 (A) the trainer's loop (`trainer.make_train_loop`: steps_per_loop steps in
 one tf.function around strategy.run, the configured loss and optimizer) fed
@@ -11,6 +12,8 @@ model, loss, optimizer and batch (tape, gradients, apply), called once per
 step. Rounds of A and B alternate so machine drift cancels; the medians are
 reported, with overhead = median A seconds/step / median B - 1.
 voxels/s = steps/s * train_batch_size * prod(input_image_size).
+--profile_dir also records a TensorFlow profiler trace of `--steps` loop
+steps after the timed rounds (open it with TensorBoard's profile plugin).
 """
 
 import json
@@ -36,6 +39,8 @@ flags.DEFINE_string('config_file', os.path.join(REPO, 'configs', 'demo.yaml'),
 flags.DEFINE_string('params_override', None, 'Overrides of the recipe.')
 flags.DEFINE_integer('steps', 20, 'Timed steps per round.')
 flags.DEFINE_integer('rounds', 3, 'Alternating rounds of loop and bare step.')
+flags.DEFINE_string('profile_dir', None, 'Write a profiler trace of the '
+                    'loop here after timing.')
 flags.DEFINE_integer('logical_cpus', 1, 'Split the CPU into this many logical '
                      'devices (distribution_strategy=mirrored then has as '
                      'many replicas, sharing the same cores).')
@@ -111,6 +116,10 @@ def main(argv):
   for _ in range(FLAGS.rounds):
     loop_seconds.append(_timed(loop, FLAGS.steps))
     bare_seconds.append(_timed(bare, FLAGS.steps))
+  if FLAGS.profile_dir:
+    tf.profiler.experimental.start(FLAGS.profile_dir)
+    loop(FLAGS.steps)
+    tf.profiler.experimental.stop()
   loop_step = float(np.median(loop_seconds))
   bare_step_seconds = float(np.median(bare_seconds))
   voxels = batch * int(np.prod(size))

@@ -75,6 +75,9 @@ def import_tensorflow():
       for line in log.read().splitlines():
         if has_gpu or not _CPU_ONLY_NOISE.search(line):
           print(line, file=sys.stderr)
+  # TensorFlow's own INFO records (one per checkpoint save, for example)
+  # would interleave with the progress lines; warnings still show.
+  tf.get_logger().setLevel('WARNING')
   return tf
 
 
