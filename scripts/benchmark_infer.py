@@ -30,18 +30,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import tensorflow as tf
+from unet3d import startup  # pylint: disable=g-import-not-at-top
 
+startup.prepare_environment()  # before TensorFlow is imported
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+tf = startup.import_tensorflow()
 from unet3d import config  # pylint: disable=g-import-not-at-top
 from unet3d import models
 from unet3d.inference import whole_volume
@@ -77,17 +79,6 @@ def _tf_peak_mb():
                  2**20, 1)
   except (ValueError, RuntimeError):
     return None
-
-
-def _cpu() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 def _build(args, mirror_axes):
@@ -131,7 +122,7 @@ def main():
   image = np.random.default_rng(1).normal(size=shape + (1,)).astype(
       np.float32)
   voxels = int(np.prod(shape))
-  machine = {'cpu': _cpu(), 'cpu_count': os.cpu_count(),
+  machine = {'cpu': startup.cpu_model(), 'cpu_count': os.cpu_count(),
              'tensorflow': tf.__version__}
 
   cfg = _build(args, ())

@@ -60,7 +60,6 @@ def main(argv):
   from unet3d import distribute
   from unet3d import losses
   from unet3d import optimizers
-  from unet3d.training import benchmark
   from unet3d.training import trainer
   # pylint: enable=g-import-not-at-top
 
@@ -148,7 +147,7 @@ def main(argv):
       'bare_step_steps_per_second': round(1 / bare_step_seconds, 3),
       'loop_overhead': round(loop_step / bare_step_seconds - 1, 4),
       'onednn': startup.onednn_enabled(),
-      'cpu': benchmark.cpu_model(),
+      'cpu': startup.cpu_model(),
       'cpu_count': os.cpu_count(),
       'logical_cpus': FLAGS.logical_cpus,
   }))

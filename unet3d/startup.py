@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -79,6 +80,18 @@ def import_tensorflow():
   # would interleave with the progress lines; warnings still show.
   tf.get_logger().setLevel('WARNING')
   return tf
+
+
+def cpu_model() -> str:
+  """The CPU's model name, for benchmark reports."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or 'unknown'
 
 
 def onednn_enabled() -> bool:

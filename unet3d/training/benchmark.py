@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import threading
 import time
 from typing import Any, Optional
@@ -49,17 +48,6 @@ def latency_report(step_seconds: np.ndarray, batch_size: int,
   for q in (50, 90, 95, 99):
     out[f'latency_ms_p{q}'] = float(np.percentile(step_seconds, q) * 1e3)
   return out
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
 
 
 def run_benchmark(cfg: Config,
@@ -98,7 +86,7 @@ def run_benchmark(cfg: Config,
       'precision': distribute.compute_dtype(cfg),
       'jit_compile': distribute.use_jit_compile(cfg),
       'onednn': startup.onednn_enabled(),
-      'cpu': cpu_model(),
+      'cpu': startup.cpu_model(),
       'cpu_count': os.cpu_count(),
   }
   report.update(latency_report(np.array(seconds), cfg.train_batch_size,
