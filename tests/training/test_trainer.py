@@ -102,3 +102,14 @@ def test_summaries_every_n_steps_whatever_steps_per_loop(records, tmp_path):
   assert _scalar_steps(log_dir, 'epoch') == {2: 1.0, 4: 2.0, 6: 3.0}
   # Speed once per loop of steps_per_loop steps (the last loop is shorter).
   assert sorted(_scalar_steps(log_dir, 'steps_per_second')) == [4, 6]
+
+
+def test_start_up_line_counts_the_split_files_training_fold(records,
+                                                           tmp_path):
+  split = tmp_path / 'splits.json'
+  split.write_text('{"folds": [{"train": ["a", "b", "c"], "val": ["d"]}]}')
+  cfg = _cfg(records[0], tmp_path / 'run',
+             data={'split_file': str(split), 'fold': 0})
+  model = models.build_model(cfg)
+  line = trainer.describe_run(cfg, tf.distribute.get_strategy(), model)
+  assert '3 training cases (data.split_file fold 0)' in line

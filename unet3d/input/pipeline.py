@@ -139,7 +139,7 @@ def _centre_crop_or_pad(image, label, size):
                               start + tf.constant(size, tf.int32) // 2, size)
 
 
-def _split_case_ids(cfg: Config, training: bool) -> Optional[list[str]]:
+def split_case_ids(cfg: Config, training: bool) -> Optional[list[str]]:
   """Case ids of `data.fold` in `data.split_file` (train or val side)."""
   if not cfg.data.split_file:
     return None
@@ -180,7 +180,7 @@ def _records(cfg: Config, pattern: str, training: bool,
   if shards > 1 and not shard_files:
     dataset = dataset.shard(shards, input_context.input_pipeline_id)
   dataset = dataset.map(_parse_fn(cfg), num_parallel_calls=AUTOTUNE)
-  case_ids = _split_case_ids(cfg, training)
+  case_ids = split_case_ids(cfg, training)
   if case_ids is not None:
     wanted = tf.constant(case_ids or [''], tf.string)
     # Parts of a case (`<case>#<part>`: crops, 2D slices) follow their case.

@@ -248,9 +248,14 @@ def describe_run(cfg: Config, strategy: tf.distribute.Strategy,
   info = complexity.model_summary(
       model, list(cfg.input_image_size) + [cfg.num_channels])
   replicas = strategy.num_replicas_in_sync
-  cases = dataset_info.split_cases(cfg.training_file_pattern, 'train')
-  data = (f'{cases} training cases' if cases is not None else
-          'training cases: see the records')
+  fold_cases = pipeline.split_case_ids(cfg, training=True)
+  if fold_cases is not None:
+    data = (f'{len(fold_cases)} training cases (data.split_file fold '
+            f'{cfg.data.fold})')
+  else:
+    cases = dataset_info.split_cases(cfg.training_file_pattern, 'train')
+    data = (f'{cases} training cases' if cases is not None else
+            'training cases: see the records')
   size = 'x'.join(str(s) for s in cfg.input_image_size)
   return (f'unet3d: {distribute.strategy_name(cfg)} strategy, {replicas} '
           f'replica{"s" if replicas > 1 else ""}, '
