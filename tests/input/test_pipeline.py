@@ -269,24 +269,24 @@ def test_split_file_selects_the_fold(tmp_path):
     pipeline.build_dataset(bad, 'eval')
 
 
-def test_one_training_record_fills_a_batch_of_two_and_none_is_an_error(
+def test_a_fold_of_one_case_trains_at_batch_one_and_an_empty_fold_fails(
     tmp_path):
-  """Batches span epochs, so one record repeats into a batch of 2 (the
-  MNI152 walkthrough trains on one hemisphere); a split that leaves no
-  record fails in one line instead of hanging."""
+  """The MNI152 walkthrough trains on one hemisphere at batch 1; a split
+  that leaves no record fails in one line instead of hanging."""
   _constant_cases(tmp_path, 1, 2)
   split = tmp_path / 'splits.json'
   split.write_text(json.dumps({'folds': [
       {'train': ['case1'], 'val': ['case0']},
       {'train': ['nobody'], 'val': ['case0']}]}))
-  cfg = _cfg(tmp_path / 'shard-*', size=(8, 8, 8), train_batch_size=2,
+  cfg = _cfg(tmp_path / 'shard-*', size=(8, 8, 8),
              data={'split_file': str(split), 'fold': 0})
-  (images, _), = _take(pipeline.build_dataset(cfg, 'train'), 1)
-  assert images.shape[0] == 2 and np.all(images == 1)
-  empty = _cfg(tmp_path / 'shard-*', size=(8, 8, 8), train_batch_size=2,
+  batches = _take(pipeline.build_dataset(cfg, 'train'), 3)
+  assert all(images.shape[0] == 1 and np.all(images == 1)
+             for images, _ in batches)
+  empty = _cfg(tmp_path / 'shard-*', size=(8, 8, 8),
                data={'split_file': str(split), 'fold': 1})
   with pytest.raises(config.ConfigError,
-                     match='gives no training record to an input pipeline'):
+                     match='gives 0 training record.*batch needs 1'):
     pipeline.build_dataset(empty, 'train')
 
 

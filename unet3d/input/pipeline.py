@@ -247,16 +247,16 @@ class InputPosition:
   examples: int = 0
 
 
-def _check_not_empty(records: tf.data.Dataset, pattern: str) -> None:
-  """One line instead of a hang when a pipeline has no record to repeat.
-
-  One record is enough: the training stream repeats the records endlessly
-  and batches across epochs.
-  """
-  if not int(records.take(1).reduce(0, lambda n, _: n + 1)):
+def _check_enough_records(records: tf.data.Dataset, batch: int,
+                          pattern: str) -> None:
+  """One line when a pipeline's records cannot fill one batch without
+  repeating a record inside it (and instead of a hang when it has none)."""
+  found = int(records.take(batch).reduce(0, lambda n, _: n + 1))
+  if found < batch:
     raise ConfigError(
-        f'training_file_pattern: {pattern} gives no training record to an '
-        'input pipeline (check the files, data.split_file and data.fold)')
+        f'training_file_pattern: {pattern} gives {found} training record(s) '
+        f'to an input pipeline whose batch needs {batch} (check the files, '
+        'data.split_file and data.fold, or lower train_batch_size)')
 
 
 def _count(dataset: tf.data.Dataset) -> int:
@@ -312,7 +312,10 @@ def build_train_dataset(cfg: Config,
   batch = _per_replica_batch(cfg.train_batch_size, 'train_batch_size',
                              input_context)
   records = _cache(cfg, _records(cfg, pattern, True, input_context), 'train')
-  _check_not_empty(records, pattern)
+  replicas_per_pipeline = (input_context.num_replicas_in_sync //
+                           input_context.num_input_pipelines
+                           if input_context else 1)
+  _check_enough_records(records, batch * replicas_per_pipeline, pattern)
   position = position or InputPosition(seed=cfg.seed or 0)
   pipelines = input_context.num_input_pipelines if input_context else 1
   pipeline_id = input_context.input_pipeline_id if input_context else 0
