@@ -166,6 +166,7 @@ def main(argv):
   del argv
   tf = startup.import_tensorflow()
   # pylint: disable=g-import-not-at-top
+  from unet3d import errors
   from unet3d.errors import ConfigError, Interrupted, RunError, StartupError
   from unet3d.input import pipeline
   # pylint: enable=g-import-not-at-top
@@ -185,7 +186,7 @@ def main(argv):
   except tf.errors.OpError as e:  # raised while reading the input
     logging.debug('failed', exc_info=True)
     _fail(pipeline.describe_read_error(cfg, e) if cfg else
-          e.message.strip().splitlines()[0])
+          errors.first_line(e))
   if FLAGS.mode == 'train' and FLAGS.benchmark:
     import json  # pylint: disable=g-import-not-at-top
     print(json.dumps(report))

@@ -62,6 +62,28 @@ def define_convert_flags() -> None:
                     'stopping at the file.')
 
 
+def define_lits_flags() -> None:
+  """The LiTS file patterns, HU window and case sharding (3D and 2D)."""
+  flags.DEFINE_string('image_file_pattern', None,
+                      'Image path with {} for the case number, e.g. '
+                      '/data/volume-{}.nii (.nii, .nii.gz or .npy).')
+  flags.DEFINE_string('label_file_pattern', None,
+                      'Label path with {}, e.g. /data/segmentation-{}.nii.')
+  flags.DEFINE_string('hu_window', '-200,250', 'low,high HU window; "none": '
+                      'clip to the foreground [0.5, 99.5] percentiles.')
+  flags.DEFINE_integer('shard_start', 0, 'Convert case numbers shard_start + '
+                       'n * shard_stride only (splitting work between runs).')
+  flags.DEFINE_integer('shard_stride', 1, 'See --shard_start.')
+  flags.mark_flags_as_required(['image_file_pattern', 'label_file_pattern'])
+
+
+def hu_window():
+  """--hu_window as (low, high), or None for "none"."""
+  if FLAGS.hu_window.lower() == 'none':
+    return None
+  return parse_floats(FLAGS.hu_window, 'hu_window', 2)
+
+
 def parse_floats(text, flag: str, count=None):
   """'a,b,c' -> [a, b, c]; errors name the flag."""
   if text is None:

@@ -32,8 +32,6 @@ flags.DEFINE_bool('regions', False, 'Store WT/TC/ET binary masks instead of '
 flags.DEFINE_bool('single_data_dir', False, 'The input folder holds the case '
                   'folders directly; do not look into HGG/ and LGG/.')
 flags.DEFINE_bool('verbose', False, 'List every stored case (NVIDIA: -v).')
-flags.DEFINE_integer('vol_per_file', None, 'NVIDIA name of '
-                     '--cases_per_shard: cases per TFRecord shard.')
 common_flags.define_convert_flags()
 flags.mark_flag_as_required('input_path')
 # NVIDIA UNet_3D_Medical's names: -i/--input_dir, -o/--output_dir.
@@ -41,6 +39,7 @@ flags.DEFINE_alias('input_dir', 'input_path')
 flags.DEFINE_alias('i', 'input_path')
 flags.DEFINE_alias('output_dir', 'output_path')
 flags.DEFINE_alias('o', 'output_path')
+flags.DEFINE_alias('vol_per_file', 'cases_per_shard')
 flags.adopt_module_key_flags(common_flags)
 FLAGS = flags.FLAGS
 
@@ -48,8 +47,6 @@ FLAGS = flags.FLAGS
 def run_conversion():
   from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
   options = common_flags.convert_options()
-  if FLAGS.vol_per_file is not None:
-    options['cases_per_shard'] = FLAGS.vol_per_file
   return datasets.convert_brats(
       FLAGS.input_path, FLAGS.output_path, modalities=FLAGS.modalities,
       regions=FLAGS.regions, single_data_dir=FLAGS.single_data_dir,

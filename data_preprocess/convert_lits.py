@@ -24,29 +24,19 @@ from absl import flags
 
 import common_flags
 
-flags.DEFINE_string('image_file_pattern', None,
-                    'Image path with {} for the case number, e.g. '
-                    '/data/volume-{}.nii (.nii, .nii.gz or .npy).')
-flags.DEFINE_string('label_file_pattern', None,
-                    'Label path with {}, e.g. /data/segmentation-{}.nii.')
+common_flags.define_lits_flags()
 flags.DEFINE_bool('crop_liver_region', True, 'Crop each case to its liver '
                   'region (at least --output_size voxels per axis).')
 flags.DEFINE_bool('apply_data_aug', False, 'Add --augment_times augmented '
                   'random crops per training case.')
 flags.DEFINE_integer('augment_times', 8, 'Augmented crops per training case '
                      'with --apply_data_aug.')
-flags.DEFINE_integer('shard_start', 0, 'Convert case numbers shard_start + '
-                     'n * shard_stride only (splitting work between runs).')
-flags.DEFINE_integer('shard_stride', 1, 'See --shard_start.')
 flags.DEFINE_integer('output_size', 128, 'Liver crops are at least this many '
                      'voxels per axis; size of augmented crops.')
 flags.DEFINE_integer('resize_size', 0, '> 0: resize each volume to this many '
                      'voxels per axis instead of resampling to '
                      '--target_spacing.')
-flags.DEFINE_string('hu_window', '-200,250', 'low,high HU window; "none": '
-                    'clip to the foreground [0.5, 99.5] percentiles.')
 common_flags.define_convert_flags()
-flags.mark_flags_as_required(['image_file_pattern', 'label_file_pattern'])
 flags.adopt_module_key_flags(common_flags)
 FLAGS = flags.FLAGS
 
@@ -58,11 +48,9 @@ def run_conversion():
     raise ValueError(f'--resize_size: must be >= 0, got {FLAGS.resize_size}')
   if FLAGS.resize_size:
     options['target_shape'] = [FLAGS.resize_size] * 3
-  window = (None if FLAGS.hu_window.lower() == 'none' else
-            common_flags.parse_floats(FLAGS.hu_window, 'hu_window', 2))
   return datasets.convert_lits(
       FLAGS.image_file_pattern, FLAGS.label_file_pattern, FLAGS.output_path,
-      hu_window=window, crop_liver_region=FLAGS.crop_liver_region,
+      hu_window=common_flags.hu_window(), crop_liver_region=FLAGS.crop_liver_region,
       output_size=FLAGS.output_size, apply_data_aug=FLAGS.apply_data_aug,
       augment_times=FLAGS.augment_times, shard_start=FLAGS.shard_start,
       shard_stride=FLAGS.shard_stride, progress=common_flags.progress_bar(),

@@ -21,37 +21,25 @@ from absl import flags
 
 import common_flags
 
-flags.DEFINE_string('image_file_pattern', None,
-                    'Image path with {} for the case number, e.g. '
-                    '/data/volume-{}.nii (.nii, .nii.gz or .npy).')
-flags.DEFINE_string('label_file_pattern', None,
-                    'Label path with {}, e.g. /data/segmentation-{}.nii.')
-flags.DEFINE_string('hu_window', '-200,250', 'low,high HU window; "none": '
-                    'clip to the foreground [0.5, 99.5] percentiles.')
+common_flags.define_lits_flags()
 flags.DEFINE_integer('slice_size', 320, 'Resize each slice in-plane to this '
                      'many pixels per side; 0 keeps the scan grid.')
 flags.DEFINE_integer('context_slices', 1, 'Neighbour slices on each side '
                      'stacked as channels (1: 3 channels, as UNet 3+).')
 flags.DEFINE_bool('skip_empty_slices', False, 'Drop training slices without '
                   'any liver or tumour label.')
-flags.DEFINE_integer('shard_start', 0, 'Convert case numbers shard_start + '
-                     'n * shard_stride only.')
-flags.DEFINE_integer('shard_stride', 1, 'See --shard_start.')
 common_flags.define_convert_flags()
 # Slices keep the scan's grid unless asked (UNet 3+ does not resample).
 flags.FLAGS.set_default('target_spacing', 'original')
-flags.mark_flags_as_required(['image_file_pattern', 'label_file_pattern'])
 flags.adopt_module_key_flags(common_flags)
 FLAGS = flags.FLAGS
 
 
 def run_conversion():
   from unet3d.preprocess import datasets  # pylint: disable=g-import-not-at-top
-  window = (None if FLAGS.hu_window.lower() == 'none' else
-            common_flags.parse_floats(FLAGS.hu_window, 'hu_window', 2))
   return datasets.convert_lits_2d(
       FLAGS.image_file_pattern, FLAGS.label_file_pattern, FLAGS.output_path,
-      hu_window=window, slice_size=FLAGS.slice_size,
+      hu_window=common_flags.hu_window(), slice_size=FLAGS.slice_size,
       context_slices=FLAGS.context_slices,
       skip_empty_slices=FLAGS.skip_empty_slices,
       shard_start=FLAGS.shard_start, shard_stride=FLAGS.shard_stride,

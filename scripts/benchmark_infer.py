@@ -122,7 +122,7 @@ def main():
   image = np.random.default_rng(1).normal(size=shape + (1,)).astype(
       np.float32)
   voxels = int(np.prod(shape))
-  machine = {'cpu': startup.cpu_model(), 'cpu_count': os.cpu_count(),
+  machine = {**startup.machine_info(),
              'tensorflow': tf.__version__}
 
   cfg = _build(args, ())

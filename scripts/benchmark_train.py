@@ -87,16 +87,15 @@ def main(argv):
   def loop(steps):
     run(iterator, tf.constant(steps)).numpy()
 
-  # The bare step: same model architecture, loss and optimizer; no strategy.
-  distribute.set_precision_policy(cfg)
+  # The bare step: same model architecture, loss and optimizer, the same
+  # XLA decision; no strategy. (build_train_state set the precision policy.)
   from unet3d import models  # pylint: disable=g-import-not-at-top
   bare_model = models.build_model(cfg)
   bare_optimizer = optimizers.build_optimizer(cfg)
   loss_fn = losses.build_loss_fn(cfg)
   x, y = tf.constant(images), tf.constant(labels)
 
-  @tf.function(jit_compile=distribute.use_jit_compile(cfg, strategy,
-                                                      bare_model))
+  @tf.function(jit_compile=state.jit_compile)
   def bare_step():
     with tf.GradientTape() as tape:
       loss = tf.reduce_mean(loss_fn(y, bare_model(x, training=True)))
@@ -138,7 +137,7 @@ def main(argv):
       'sync_batch_norm': distribute.resolve_sync_batch_norm(
           cfg, strategy).model.sync_batch_norm,
       'gradient_clip_norm': cfg.train.gradient_clip_norm,
-      'jit_compile': distribute.use_jit_compile(cfg, strategy, state.model),
+      'jit_compile': state.jit_compile,
       'steps': FLAGS.steps,
       'rounds': FLAGS.rounds,
       'steps_per_second': round(1 / loop_step, 3),
@@ -146,9 +145,7 @@ def main(argv):
       'voxels_per_second': round(voxels / loop_step),
       'bare_step_steps_per_second': round(1 / bare_step_seconds, 3),
       'loop_overhead': round(loop_step / bare_step_seconds - 1, 4),
-      'onednn': startup.onednn_enabled(),
-      'cpu': startup.cpu_model(),
-      'cpu_count': os.cpu_count(),
+      **startup.machine_info(),
       'logical_cpus': FLAGS.logical_cpus,
   }))
 

@@ -13,7 +13,6 @@ USAGE
 }
 if help_requested "$@"; then usage; exit 0; fi
 WORK_DIR="${WORK_DIR:-demo_output}"
-require WORK_DIR
 
 cd "$REPO"
 run "$PYTHON" scripts/run_demo.py --work_dir="$WORK_DIR"

@@ -22,7 +22,7 @@ USAGE
 if help_requested "$@"; then usage; exit 0; fi
 CONFIG="${CONFIG:-configs/brats/unet3d_nvidia.yaml}"
 NUM_FOLDS="${NUM_FOLDS:-5}"
-require RECORDS MODEL_ROOT CONFIG NUM_FOLDS
+require RECORDS MODEL_ROOT
 if [[ ! -f "$RECORDS/splits.json" && "${DRY_RUN:-0}" != 1 ]]; then
   echo "error: $RECORDS/splits.json: not found (convert with --num_folds=$NUM_FOLDS)" >&2
   exit 2

@@ -22,8 +22,8 @@ def expected() -> dict[str, str]:
   """{path: the text it should hold}."""
   startup.import_tensorflow()  # the registries import it; quietly
   from unet3d import config_reference  # pylint: disable=g-import-not-at-top
-  with open(README) as f:
-    readme = f.read()
+  from unet3d import fileio  # pylint: disable=g-import-not-at-top
+  readme = fileio.read_text(README)
   return {REFERENCE: config_reference.config_reference(),
           README: config_reference.replace_readme_block(readme)}
 
@@ -33,17 +33,16 @@ def main():
   parser.add_argument('--check', action='store_true',
                       help='only report files that are out of date')
   args = parser.parse_args()
+  texts = expected()  # imports TensorFlow quietly first
+  from unet3d import fileio  # pylint: disable=g-import-not-at-top
   stale = []
-  for path, text in expected().items():
-    current = open(path).read() if os.path.exists(path) else None
+  for path, text in texts.items():
+    current = fileio.read_text(path) if fileio.exists(path) else None
     if current == text:
       continue
     stale.append(os.path.relpath(path, REPO))
     if not args.check:
-      tmp = path + '.tmp'
-      with open(tmp, 'w') as f:
-        f.write(text)
-      os.replace(tmp, path)
+      fileio.write_text(path, text)
   if args.check and stale:
     print('out of date: ' + ', '.join(stale) +
           ' (run python scripts/make_config_reference.py)', file=sys.stderr)

@@ -696,7 +696,15 @@ def build_config(config_file: Optional[str] = None,
   return cfg
 
 
-def _choice_value(cfg: Config, dotted: str) -> Any:
+def check_divisible_by_replicas(key: str, batch: int, replicas: int) -> None:
+  """A global batch must split evenly over the replicas in sync."""
+  if batch % replicas:
+    raise ConfigError(f'{key}: {batch} is not divisible by the {replicas} '
+                      f'replicas in sync; use a multiple of {replicas}')
+
+
+def value_at(cfg: Config, dotted: str) -> Any:
+  """The value of a dotted key, e.g. `model.name`."""
   obj = cfg
   for part in dotted.split('.'):
     obj = getattr(obj, part)
@@ -717,7 +725,7 @@ def validate(cfg: Config) -> None:
   from unet3d import optimizers
   # pylint: enable=g-import-not-at-top
   for dotted, choices in CHOICES.items():
-    value = _choice_value(cfg, dotted)
+    value = value_at(cfg, dotted)
     if value not in choices:
       shown = ', '.join(str(c) for c in choices if c is not None)
       raise ConfigError(f'{dotted}: expected one of {shown}, got {value!r}')
@@ -778,11 +786,8 @@ def _validate_train(train: TrainConfig) -> None:
       raise ConfigError(f'train.{name}: must be >= 1, got '
                         f'{getattr(train, name)}')
   for name in ('eval_every_n_steps', 'early_stopping_patience',
-               'reduce_lr_patience', 'benchmark_warmup_steps', 'warmup_steps'):
-    if getattr(train, name) < 0:
-      raise ConfigError(f'train.{name}: must be >= 0, got '
-                        f'{getattr(train, name)}')
-  for name in ('early_stopping_min_delta', 'min_learning_rate',
+               'reduce_lr_patience', 'benchmark_warmup_steps', 'warmup_steps',
+               'early_stopping_min_delta', 'min_learning_rate',
                'weight_decay'):
     if getattr(train, name) < 0:
       raise ConfigError(f'train.{name}: must be >= 0, got '

@@ -27,7 +27,6 @@ from unet3d import losses
 from unet3d import models
 from unet3d import optimizers
 from unet3d.models import blocks
-from unet3d.models import heads
 
 README_BEGIN = ('<!-- BEGIN GENERATED: option tables '
                 '(scripts/make_config_reference.py) -->')
@@ -86,11 +85,8 @@ def registry_choices() -> dict[str, tuple[str, ...]]:
       'optimizer': tuple(optimizers.OPTIMIZERS),
       'train.lr_schedule': tuple(optimizers.LR_SCHEDULES),
       'model.name': models.MODEL_NAMES,
-      'model.spatial_dims': tuple(str(d) for d in models.SPATIAL_DIMS),
-      'model.normalization': blocks.NORMALIZATIONS,
-      'model.activation': blocks.ACTIVATIONS,
-      'model.downsampling': blocks.DOWNSAMPLINGS,
-      'model.output_activation': heads.OUTPUT_ACTIVATIONS,
+      **{key: tuple(str(v) for v in allowed if v is not None)
+         for key, allowed in models.MODEL_CHOICES.items()},
   }
 
 

@@ -20,6 +20,8 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from unet3d import config as config_lib
+from unet3d import errors
 from unet3d import tpu_topology
 from unet3d.config import Config, ConfigError
 from unet3d.errors import StartupError
@@ -82,11 +84,6 @@ def set_determinism(cfg: Config) -> None:
 # ----------------------------------------------------------------------------
 
 
-def _first_line(error: BaseException) -> str:
-  text = str(getattr(error, 'message', '') or error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
-
-
 def _tpu_strategy(cfg: Config) -> tf.distribute.Strategy:
   """TPUStrategy on cfg.tpu; with input_partition_dims, replicas of
   prod(input_partition_dims) cores laid out from the TPU's own topology."""
@@ -102,7 +99,7 @@ def _tpu_strategy(cfg: Config) -> tf.distribute.Strategy:
   except Exception as e:  # pylint: disable=broad-except
     # ValueError, URLError, OpError, RuntimeError...: whatever the cause, the
     # TPU did not start. Say which TPU and which step, in one line.
-    raise StartupError(f'tpu {name}: {stage} failed: {_first_line(e)}') from e
+    raise StartupError(f'tpu {name}: {stage} failed: {errors.first_line(e)}') from e
   if math.prod(cfg.input_partition_dims or [1]) == 1:
     return tf.distribute.TPUStrategy(resolver)
   # Spatial partitioning: a replica spans prod(input_partition_dims) cores
@@ -204,11 +201,8 @@ def check_batch_sizes(cfg: Config, num_replicas: int,
   if cfg.eval_file_pattern and cfg.data.eval_mode == 'center_crop':
     keys.append('eval_batch_size')
   for key in keys:
-    size = getattr(cfg, key)
-    if size % num_replicas:
-      raise ConfigError(
-          f'{key}: {size} is not divisible by the {num_replicas} replicas in '
-          f'sync; use a multiple of {num_replicas}')
+    config_lib.check_divisible_by_replicas(key, getattr(cfg, key),
+                                           num_replicas)
 
 
 def label_partition_dims(dims: list[int], label_rank: int) -> list[int]:

@@ -7,7 +7,8 @@ else escaping a mode is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
-from typing import Sequence
+import re
+from typing import Sequence, Union
 
 
 class ConfigError(ValueError):
@@ -43,3 +44,17 @@ class StartupError(RuntimeError):
   """The devices or the cluster could not be started: a TPU that cannot be
   found, reached or initialised. The message is one line naming the TPU (or
   cluster) and the step that failed."""
+
+
+def first_line(error: Union[BaseException, str]) -> str:
+  """The first line of an error's message, without TensorFlow's
+  `{{function_node ...}}` and `[Op:...]` decorations; the exception's type
+  name when the message is empty."""
+  if isinstance(error, str):
+    text, fallback = error, 'unknown error'
+  else:
+    text = getattr(error, 'message', None) or str(error)
+    fallback = type(error).__name__
+  text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text or '').strip()
+  line = re.sub(r'\s*\[Op:\w+\].*$', '', text.split('\n')[0]) if text else ''
+  return line or fallback

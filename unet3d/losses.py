@@ -114,9 +114,20 @@ def _overlap_sums(labels, logits, output_activation, ignore_label,
   tp = tf.reduce_sum(probs * targets * mask, axis=axes)
   fp = tf.reduce_sum(probs * (1.0 - targets) * mask, axis=axes)
   fn = tf.reduce_sum((1.0 - probs) * targets * mask, axis=axes)
+  return _over_batch(tp, fp, fn, batch_dice)
+
+
+def _over_batch(tp, fp, fn, batch_dice: bool):
+  """[B, C] sums, or [1, C] summed over the batch when batch_dice."""
   if batch_dice:
     tp, fp, fn = (tf.reduce_sum(t, axis=0, keepdims=True) for t in (tp, fp, fn))
   return tp, fp, fn
+
+
+def _dice_loss(tp, fp, fn, logits, smooth, include_background, class_weights,
+               batch_dice):
+  scores = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth)
+  return _finish(scores, logits, include_background, class_weights, batch_dice)
 
 
 def _finish(scores, logits, include_background, class_weights, batch_dice):
@@ -136,8 +147,8 @@ def dice(labels, logits, output_activation='softmax', ignore_label=None,
   """
   tp, fp, fn = _overlap_sums(labels, logits, output_activation, ignore_label,
                              batch_dice)
-  scores = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth)
-  return _finish(scores, logits, include_background, class_weights, batch_dice)
+  return _dice_loss(tp, fp, fn, logits, smooth, include_background,
+                    class_weights, batch_dice)
 
 
 def jaccard(labels, logits, output_activation='softmax', ignore_label=None,
@@ -193,6 +204,16 @@ def generalized_dice(labels, logits, output_activation='softmax',
 # ----------------------------------------------------------------------------
 
 
+def _softmax_ce(targets, log_p, mask, logits, class_weights):
+  """Cross-entropy of log-softmax `log_p`, each voxel's term scaled by its
+  true class's weight when given; mean over unmasked voxels: [B]."""
+  per_voxel = -tf.reduce_sum(targets * log_p, axis=-1)
+  if class_weights is not None:
+    per_voxel *= tf.reduce_sum(
+        targets * tf.constant(class_weights, tf.float32), axis=-1)
+  return _voxel_mean(per_voxel, mask, logits)
+
+
 def _voxel_mean(per_voxel, mask, logits):
   """Mean over the voxels that are not ignored, per example: [B]."""
   axes = spatial_axes(logits)
@@ -212,11 +233,8 @@ def cross_entropy(labels, logits, output_activation='softmax',
     return bce(labels, logits, ignore_label=ignore_label)
   logits = tf.cast(logits, tf.float32)
   _, targets, mask = prepare(labels, logits, 'softmax', ignore_label)
-  per_voxel = -tf.reduce_sum(targets * tf.nn.log_softmax(logits), axis=-1)
-  if class_weights is not None:
-    per_voxel *= tf.reduce_sum(
-        targets * tf.constant(class_weights, tf.float32), axis=-1)
-  return _voxel_mean(per_voxel, mask, logits)
+  return _softmax_ce(targets, tf.nn.log_softmax(logits), mask, logits,
+                     class_weights)
 
 
 def weighted_cross_entropy(labels, logits, class_weights=None, **options):
@@ -304,23 +322,16 @@ def _softmax_dice_ce(labels, logits, ce_weight, dice_weight,
   targets, mask = labels_lib.targets_and_mask(labels, logits.shape.rank,
                                    logits.shape[-1], ignore_label)
   log_p = tf.nn.log_softmax(logits)
-  probs = tf.exp(log_p)
-  per_voxel = -tf.reduce_sum(targets * log_p, axis=-1)
-  if class_weights is not None:
-    per_voxel *= tf.reduce_sum(
-        targets * tf.constant(class_weights, tf.float32), axis=-1)
-  ce = _voxel_mean(per_voxel, mask, logits)
+  ce = _softmax_ce(targets, log_p, mask, logits, class_weights)
   axes = spatial_axes(logits)
-  probs = probs * mask
+  probs = tf.exp(log_p) * mask
   targets = targets * mask
   tp = tf.reduce_sum(probs * targets, axis=axes)
   fp = tf.reduce_sum(probs, axis=axes) - tp
   fn = tf.reduce_sum(targets, axis=axes) - tp
-  if batch_dice:
-    tp, fp, fn = (tf.reduce_sum(t, axis=0, keepdims=True) for t in (tp, fp, fn))
-  scores = (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth)
-  dice_loss = _finish(scores, logits, include_background, class_weights,
-                      batch_dice)
+  tp, fp, fn = _over_batch(tp, fp, fn, batch_dice)
+  dice_loss = _dice_loss(tp, fp, fn, logits, smooth, include_background,
+                         class_weights, batch_dice)
   return ce_weight * ce + dice_weight * dice_loss
 
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from unet3d import config as config_lib
 from unet3d import distribute
+from unet3d import errors
 from unet3d import fileio
 from unet3d import models
 from unet3d.config import Config, ConfigError
@@ -59,19 +60,12 @@ def load_params(model_dir: str) -> Optional[Config]:
 def architecture_differences(saved: Config, cfg: Config) -> list[str]:
   """`key: saved -> given` for every architecture key (one that changes the
   model's variables) on which two configs differ."""
-  old, new = config_lib.to_dict(saved), config_lib.to_dict(cfg)
   out = []
   for key in models.ARCHITECTURE_KEYS:
-    a, b = _lookup(old, key), _lookup(new, key)
+    a, b = config_lib.value_at(saved, key), config_lib.value_at(cfg, key)
     if a != b:
       out.append(f'{key}: {a!r} -> {b!r}')
   return out
-
-
-def _lookup(values: dict[str, Any], dotted: str) -> Any:
-  for part in dotted.split('.'):
-    values = values[part]
-  return values
 
 
 def check_same_model(cfg: Config, saved: Optional[Config],
@@ -171,9 +165,8 @@ def restore_checked(checkpoint: tf.train.Checkpoint, path: str,
       status.expect_partial()
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise RunError(f'{path}: checkpoint does not match the configured model '
-                   f'({first[:300]}); use the config it was trained with '
+                   f'({errors.first_line(e)[:300]}); use the config it was trained with '
                    '(its params.yaml) or another model_dir') from None
 
 

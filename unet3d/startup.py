@@ -94,6 +94,12 @@ def cpu_model() -> str:
   return platform.processor() or 'unknown'
 
 
+def machine_info() -> dict:
+  """The CPU, its core count and whether oneDNN is on, for benchmark JSON."""
+  return {'onednn': onednn_enabled(), 'cpu': cpu_model(),
+          'cpu_count': os.cpu_count()}
+
+
 def onednn_enabled() -> bool:
   """Whether TensorFlow's oneDNN kernels are on in this process."""
   from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top

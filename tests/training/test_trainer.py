@@ -111,5 +111,6 @@ def test_start_up_line_counts_the_split_files_training_fold(records,
   cfg = _cfg(records[0], tmp_path / 'run',
              data={'split_file': str(split), 'fold': 0})
   model = models.build_model(cfg)
-  line = trainer.describe_run(cfg, tf.distribute.get_strategy(), model)
+  line = trainer.describe_run(cfg, tf.distribute.get_strategy(), model,
+                              False)
   assert '3 training cases (data.split_file fold 0)' in line

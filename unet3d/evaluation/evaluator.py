@@ -75,10 +75,8 @@ def _crop_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
   """Centre crops/pads of `data.eval_image_size`, eval_batch_size at a
   time, each batch split evenly over the strategy's replicas."""
   batch = cfg.eval_batch_size
-  replicas = strategy.num_replicas_in_sync
-  if batch % replicas:
-    raise ConfigError(f'eval_batch_size: {batch} is not divisible by the '
-                      f'{replicas} replicas in sync')
+  config_lib.check_divisible_by_replicas('eval_batch_size', batch,
+                                         strategy.num_replicas_in_sync)
   activation = cfg.model.output_activation
   # On TPU each replica's crops are split over its cores as in training
   # (eval_input_partition_dims, default input_partition_dims), so a model
@@ -131,13 +129,21 @@ class _Scores:
   overlays: list = dataclasses.field(default_factory=list)
 
 
+def _first_scored_class(cfg: Config) -> int:
+  """Per-case rows and the summary start here: 1 skips the background of
+  a softmax model; sigmoid channels are all foreground."""
+  if cfg.model.output_activation == 'sigmoid' or cfg.num_classes == 1:
+    return 0
+  return 1
+
+
 def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
            overlay_dir: Optional[str]) -> _Scores:
   """Per-case counts, region counts, surface reports and table rows; PNG
   overlays into overlay_dir when given."""
   activation = cfg.model.output_activation
   multi_label = activation == 'sigmoid'
-  first = 0 if multi_label or cfg.num_classes == 1 else 1
+  first = _first_scored_class(cfg)
   scores = _Scores()
   for result in results:
     predicted = overlap.label_map_predictions(result.prediction[None],
@@ -200,11 +206,11 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   if not cfg.eval_file_pattern:
     raise ConfigError('eval_file_pattern: required for evaluation')
   members = None
-  if model is None and ensemble.is_ensemble(cfg):
-    ensemble.member_configs(cfg)  # interface checks before the strategy
+  if model is None:  # configs and checkpoints checked before the strategy
+    planned = ensemble.members(cfg, checkpoint)
   strategy = strategy or distribute.build_strategy(cfg, training=False)
   if model is None:
-    models, steps = ensemble.restore_models(cfg, checkpoint, strategy)
+    models, steps = ensemble.restore_models(planned, strategy)
     step = steps[0] if len(steps) == 1 else None
     if ensemble.is_ensemble(cfg):
       members = ensemble.describe(cfg, steps)
@@ -227,12 +233,12 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   report = report_lib.build_report(
       cfg, np.stack(scores.counts),
       np.stack(scores.regions) if scores.regions else None, scores.surfaces,
-      step)
+      step, names)
   if members:
     report['ensemble'] = members
   if writes:
-    first = 0 if cfg.model.output_activation == 'sigmoid' else 1
-    summary = tables.summary_rows(scores.rows, names[first:])
+    summary = tables.summary_rows(scores.rows,
+                                  names[_first_scored_class(cfg):])
     files = tables.write_tables(folder, scores.rows, summary, {
         'step': step, 'num_cases': report['num_cases'],
         'eval_mode': cfg.data.eval_mode,

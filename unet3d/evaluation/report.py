@@ -12,14 +12,13 @@ Files in model_dir:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from unet3d import fileio
 from unet3d.config import Config
-from unet3d.input import dataset_info
 from unet3d.metrics import overlap
 from unet3d.metrics import surface
 
@@ -29,13 +28,11 @@ EVAL_SUMMARY_DIR = 'eval'
 
 def build_report(cfg: Config, counts: np.ndarray,
                  region_counts: Optional[np.ndarray],
-                 surface_reports: list[dict], step: Optional[int]
-                ) -> dict[str, Any]:
+                 surface_reports: list[dict], step: Optional[int],
+                 class_names: Sequence[str]) -> dict[str, Any]:
   """The report of one evaluation: `overlap.summarize` of the counts with
-  the dataset's class names, plus step, mode and surface metrics."""
-  names = dataset_info.class_names(
-      [cfg.eval_file_pattern, cfg.training_file_pattern], cfg.num_classes)
-  report = overlap.summarize(counts, class_names=names,
+  the class names, plus step, mode and surface metrics."""
+  report = overlap.summarize(counts, class_names=class_names,
                              empty_class=cfg.metrics.empty_class,
                              include_background=False,
                              region_counts_array=region_counts)

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
+from unet3d import config as config_lib
 from unet3d import models as models_lib
 from unet3d import run_dir
 from unet3d.config import Config, ConfigError
@@ -23,13 +24,6 @@ from unet3d.config import Config, ConfigError
 # Keys every member must share with the run's config.
 _INTERFACE = ('num_channels', 'num_classes', 'model.output_activation',
               'model.spatial_dims')
-
-
-def _value(cfg: Config, dotted: str):
-  obj = cfg
-  for part in dotted.split('.'):
-    obj = getattr(obj, part)
-  return obj
 
 
 def member_dirs(cfg: Config) -> list[str]:
@@ -62,10 +56,10 @@ def member_configs(cfg: Config) -> list[Config]:
                         'folder)')
     member = dataclasses.replace(member, model_dir=folder)
     for key in _INTERFACE:
-      if _value(member, key) != _value(cfg, key):
+      if config_lib.value_at(member, key) != config_lib.value_at(cfg, key):
         raise ConfigError(f'inference.ensemble: {folder} has {key}='
-                          f'{_value(member, key)!r}, the run has '
-                          f'{_value(cfg, key)!r}')
+                          f'{config_lib.value_at(member, key)!r}, the run has '
+                          f'{config_lib.value_at(cfg, key)!r}')
     stride = models_lib.total_stride(member)
     if any(s % stride for s in cfg.input_image_size):
       raise ConfigError(f'inference.ensemble: {folder} needs sizes divisible '
@@ -75,26 +69,33 @@ def member_configs(cfg: Config) -> list[Config]:
   return configs
 
 
-def check_checkpoints(cfg: Config, checkpoint: str = 'latest') -> None:
-  """Fails (one line) before any model is built when a member has no such
-  checkpoint. An explicit checkpoint path names one model, not several."""
-  folders = member_dirs(cfg)
-  if len(folders) > 1 and checkpoint not in ('latest', 'best'):
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One model to restore: its config and its checkpoint prefix."""
+  cfg: Config
+  checkpoint: str
+
+
+def members(cfg: Config, checkpoint: str = 'latest') -> list[Member]:
+  """Each member's config and checkpoint, read and checked once, before any
+  model is built (one-line ConfigErrors). An explicit checkpoint path names
+  one model, not several."""
+  configs = member_configs(cfg)
+  if len(configs) > 1 and checkpoint not in ('latest', 'best'):
     raise ConfigError(f'--checkpoint: {checkpoint} is one checkpoint; an '
                       'ensemble takes latest or best of each member')
-  for folder in folders:
-    run_dir.find_checkpoint(folder, checkpoint)
+  return [Member(c, run_dir.find_checkpoint(c.model_dir, checkpoint))
+          for c in configs]
 
 
-def restore_models(cfg: Config, checkpoint: str = 'latest',
+def restore_models(planned: Sequence[Member],
                    strategy: Optional[tf.distribute.Strategy] = None
                   ) -> tuple[list[keras.Model], list[int]]:
   """Every member's model (built under `strategy`) and checkpoint step."""
-  members = member_configs(cfg)
-  check_checkpoints(cfg, checkpoint)
   restored, steps = [], []
-  for member in members:
-    model, step = run_dir.restore_model(member, checkpoint, strategy)
+  for member in planned:
+    model, step = run_dir.restore_model(member.cfg, member.checkpoint,
+                                        strategy)
     restored.append(model)
     steps.append(step)
   return restored, steps

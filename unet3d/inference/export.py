@@ -33,7 +33,6 @@ signatures) and the run's `params.yaml`.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import keras
@@ -48,34 +47,24 @@ from unet3d.inference import graph_preprocess
 from unet3d.inference import predict
 from unet3d.inference import sliding_window
 from unet3d.inference import whole_volume
+from unet3d.input import dataset_info as dataset_info_lib
+from unet3d.preprocess import cases
 from unet3d.preprocess import dataset_json
 
 EXPORT_INFO_FILE = 'export_info.json'
-
-
-@dataclasses.dataclass(frozen=True)
-class _Preprocessing:
-  """What the serving graph replays of the converter's preprocessing."""
-  crop_nonzero: bool
-  norms: tuple  # pp.ChannelNorm per channel; () for none
-
-
-def _preprocessing(info: Optional[Mapping[str, Any]]) -> _Preprocessing:
-  if info is None:
-    return _Preprocessing(False, ())
-  plan = dataset_json.plan_from_dataset_info(info)
-  return _Preprocessing(plan.crop_nonzero, tuple(plan.norms))
 
 
 class _Serving(tf.Module):
   """The models and the two serving functions."""
 
   def __init__(self, models: Sequence[keras.Model], cfg: Config,
-               preprocessing: _Preprocessing):
+               plan: Optional[cases.Plan]):
     super().__init__()
     self.models = list(models)
     self._cfg = cfg
-    self._preprocessing = preprocessing
+    # What the serving graph replays of the converter's preprocessing.
+    self._crop_nonzero = bool(plan and plan.crop_nonzero)
+    self._norms = tuple(plan.norms) if plan else ()
     self._activation = cfg.model.output_activation
     self._probabilities = whole_volume.probabilities_fn(cfg, self.models)
     dims, channels = cfg.model.spatial_dims, cfg.num_channels
@@ -88,12 +77,10 @@ class _Serving(tf.Module):
                                      input_signature=[patches])
 
   def _outputs(self, probabilities):
-    if self._activation == 'sigmoid':
-      return {'probabilities': probabilities,
-              'masks': tf.cast(probabilities > 0.5, tf.uint8)}
+    key = 'masks' if self._activation == 'sigmoid' else 'classes'
     return {'probabilities': probabilities,
-            'classes': tf.argmax(probabilities, axis=-1,
-                                 output_type=tf.int32)}
+            key: whole_volume.segmentation_tensor(
+                probabilities, self._activation, class_dtype=tf.int32)}
 
   def _serve_patches(self, image):
     return self._outputs(self._probabilities(image))
@@ -101,19 +88,17 @@ class _Serving(tf.Module):
   def _serve(self, image):
     cfg, dims = self._cfg, self._cfg.model.spatial_dims
     shape = tf.shape(image)
-    if self._preprocessing.crop_nonzero:
+    if self._crop_nonzero:
       start, stop = graph_preprocess.nonzero_box(image)
     else:
       start, stop = tf.zeros([dims], tf.int32), shape[:dims]
     box = tf.slice(image, tf.concat([start, [0]], 0),
                    tf.concat([stop - start, [-1]], 0))
-    if self._preprocessing.norms:
-      box = graph_preprocess.normalize(box, self._preprocessing.norms)
+    if self._norms:
+      box = graph_preprocess.normalize(box, self._norms)
     probabilities = sliding_window.sliding_window_inference(
         self._probabilities, box, cfg.input_image_size,
-        overlap=cfg.inference.overlap, batch_size=cfg.predict_batch_size,
-        weighting=cfg.inference.weighting,
-        mirror_axes=cfg.inference.mirror_axes)
+        **whole_volume.window_options(cfg))
     # Back into the full volume: outside the box nothing was predicted.
     paddings = tf.concat([tf.stack([start, shape[:dims] - stop], 1),
                           [[0, 0]]], 0)
@@ -132,10 +117,8 @@ def export_info(cfg: Config, info: Optional[Mapping[str, Any]],
   """What a server needs to know, for export_info.json."""
   section = (info or {}).get('preprocessing') or {}
   resample = section.get('resample') or {}
-  labels = (info or {}).get('labels')
-  names = ([labels[k] for k in sorted(labels, key=int)]
-           if isinstance(labels, dict) and len(labels) == cfg.num_classes
-           else [f'class_{c}' for c in range(cfg.num_classes)])
+  names = (dataset_info_lib.names_from(info, cfg.num_classes) or
+           [f'class_{c}' for c in range(cfg.num_classes)])
   outputs = {'probabilities': 'float32 [X, Y, Z, K]'}
   if cfg.model.output_activation == 'sigmoid':
     outputs['masks'] = 'uint8 [X, Y, Z, K]'
@@ -200,8 +183,8 @@ def export_saved_model(model: Union[keras.Model, Sequence[keras.Model]],
   models = list(model) if isinstance(model, (list, tuple)) else [model]
   tmp = export_dir.rstrip('/') + '.tmp-incomplete'
   fileio.remove(tmp)
-  module = _Serving(models, cfg,
-                    _preprocessing(dataset_info))
+  module = _Serving(models, cfg, dataset_json.plan_from_dataset_info(
+      dataset_info) if dataset_info is not None else None)
   try:
     tf.saved_model.save(module, tmp, signatures={
         'serving_default': module.serve, 'patches': module.serve_patches})
@@ -225,10 +208,9 @@ def export_model(cfg: Config, checkpoint: str = 'latest',
   export_dir defaults to `model_dir/saved_model/<step>`
   (`model_dir/saved_model/ensemble` for an ensemble).
   """
-  ensemble.member_configs(cfg)
-  ensemble.check_checkpoints(cfg, checkpoint)
+  planned = ensemble.members(cfg, checkpoint)
   info = predict.load_dataset_info(cfg)
-  models, steps = ensemble.restore_models(cfg, checkpoint)
+  models, steps = ensemble.restore_models(planned)
   name = 'ensemble' if ensemble.is_ensemble(cfg) else str(steps[0])
   export_dir = export_dir or fileio.join(ensemble.home_dir(cfg),
                                          'saved_model', name)

@@ -412,12 +412,11 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
     except ValueError as e:
       failed.append({'input': input_path, 'error': _one_line(e, input_path)})
       _report_failure(failed[-1]['error'])
-  ensemble.member_configs(cfg)
-  ensemble.check_checkpoints(cfg, checkpoint)  # fail before building
+  planned = ensemble.members(cfg, checkpoint)  # fail before building
   written, step, members = [], None, None
   if runnable:
     strategy = strategy or tf.distribute.get_strategy()
-    models, steps = ensemble.restore_models(cfg, checkpoint, strategy)
+    models, steps = ensemble.restore_models(planned, strategy)
     step = steps[0] if len(steps) == 1 else None
     if ensemble.is_ensemble(cfg):
       members = ensemble.describe(cfg, steps)

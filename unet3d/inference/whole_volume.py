@@ -6,7 +6,7 @@ The exported SavedModel traces the same window (`unet3d.inference.export`).
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -45,6 +45,14 @@ def probabilities_fn(cfg: Config,
   return probabilities
 
 
+def window_options(cfg: Config) -> dict[str, Any]:
+  """The sliding-window settings of cfg (besides the window size)."""
+  return {'overlap': cfg.inference.overlap,
+          'batch_size': cfg.predict_batch_size,
+          'weighting': cfg.inference.weighting,
+          'mirror_axes': cfg.inference.mirror_axes}
+
+
 def volume_fn(cfg: Config, predict_fn: PredictFn,
               strategy: Optional[tf.distribute.Strategy] = None) -> VolumeFn:
   """The sliding window of cfg around predict_fn, traced once for every
@@ -60,18 +68,9 @@ def volume_fn(cfg: Config, predict_fn: PredictFn,
   predict_fn = distribute.partitioned(predict_fn, strategy,
                                       cfg.input_partition_dims)
   window = sliding_window.make_sliding_window_fn(
-      predict_fn, cfg.input_image_size, cfg.num_channels,
-      overlap=cfg.inference.overlap, batch_size=cfg.predict_batch_size,
-      weighting=cfg.inference.weighting,
-      mirror_axes=cfg.inference.mirror_axes, strategy=strategy)
+      predict_fn, cfg.input_image_size, cfg.num_channels, strategy=strategy,
+      **window_options(cfg))
   return lambda image: window(np.asarray(image, np.float32)).numpy()
-
-
-def predict_volume(predict_fn: PredictFn, image: np.ndarray,
-                   cfg: Config) -> np.ndarray:
-  """Probabilities float32 [*spatial, K] of one image [*spatial, C] (traces
-  the window for this call; build `volume_fn` once for many volumes)."""
-  return volume_fn(cfg, predict_fn)(image)
 
 
 def segmentation(probabilities: np.ndarray, output_activation: str
@@ -83,9 +82,10 @@ def segmentation(probabilities: np.ndarray, output_activation: str
   return np.argmax(probabilities, axis=-1).astype(np.uint8)
 
 
-def segmentation_tensor(probabilities: tf.Tensor, output_activation: str
-                       ) -> tf.Tensor:
-  """`segmentation` in TF ops (uint8), for graphs and SavedModels."""
+def segmentation_tensor(probabilities: tf.Tensor, output_activation: str,
+                        class_dtype: tf.DType = tf.uint8) -> tf.Tensor:
+  """`segmentation` in TF ops, for graphs and SavedModels: uint8 masks
+  (sigmoid) or class indices of `class_dtype` (softmax)."""
   if output_activation == 'sigmoid':
     return tf.cast(probabilities > 0.5, tf.uint8)
-  return tf.cast(tf.argmax(probabilities, axis=-1), tf.uint8)
+  return tf.cast(tf.argmax(probabilities, axis=-1), class_dtype)

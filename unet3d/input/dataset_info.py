@@ -43,20 +43,27 @@ def class_names(patterns: list[Optional[str]],
     path = path_beside(pattern)
     if not path:
       continue
-    labels = read(path).get('labels')
-    if isinstance(labels, dict) and len(labels) == num_classes:
-      return [labels[k] for k in sorted(labels, key=int)]
+    names = names_from(read(path), num_classes)
+    if names:
+      return names
+  return None
+
+
+def names_from(info: Optional[dict], num_classes: int
+              ) -> Optional[list[str]]:
+  """The class names of a parsed dataset.json when its `labels` has
+  num_classes entries; None otherwise."""
+  labels = (info or {}).get('labels')
+  if isinstance(labels, dict) and len(labels) == num_classes:
+    return [labels[k] for k in sorted(labels, key=int)]
   return None
 
 
 def split_cases(file_pattern: Optional[str], split: str) -> Optional[int]:
-  """How many cases of `split` the dataset.json beside the records lists;
-  None when there is no dataset.json."""
+  """How many cases of `split` the dataset.json beside the records lists
+  (its num_train / num_val); None when there is no dataset.json."""
   path = path_beside(file_pattern)
   if not path:
     return None
-  cases = read(path).get('cases')
-  if not isinstance(cases, list):
-    return None
-  return sum(1 for case in cases
-             if isinstance(case, dict) and case.get('split') == split)
+  count = read(path).get(f'num_{split}')
+  return count if isinstance(count, int) else None

@@ -8,16 +8,16 @@ per case, or whole volumes; it never augments.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 import functools
 import json
-import re
 from typing import Optional
 
 from absl import logging
 import tensorflow as tf
 
+from unet3d import config as config_lib
+from unet3d import errors
 from unet3d.config import Config, ConfigError
 from unet3d.input import augment
 from unet3d.input import schema
@@ -175,8 +175,7 @@ def _records(cfg: Config, pattern: str, training: bool,
   compression = 'GZIP' if cfg.compressed_input else ''
   dataset = dataset.interleave(
       lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-      cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
-      deterministic=True if cfg.deterministic or not training else None)
+      cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE)
   if shards > 1 and not shard_files:
     dataset = dataset.shard(shards, input_context.input_pipeline_id)
   dataset = dataset.map(_parse_fn(cfg), num_parallel_calls=AUTOTUNE)
@@ -251,7 +250,7 @@ def _check_enough_records(records: tf.data.Dataset, batch: int,
                           pattern: str) -> None:
   """One line when a pipeline's records cannot fill one batch without
   repeating a record inside it (and instead of a hang when it has none)."""
-  found = int(records.take(batch).reduce(0, lambda n, _: n + 1))
+  found = _count(records.take(batch))
   if found < batch:
     raise ConfigError(
         f'training_file_pattern: {pattern} gives {found} training record(s) '
@@ -288,15 +287,9 @@ def training_stream(records: tf.data.Dataset, shuffle_buffer: int,
     return records.shuffle(shuffle_buffer, seed=seed * 1_000_003 + e,
                            reshuffle_each_iteration=False)
 
-  examples = tf.data.Dataset.range(start_epoch, _EPOCHS_FOREVER).flat_map(
-      epoch).skip(offset)
-  indices = tf.data.Dataset.range(position.examples, _EXAMPLES_FOREVER)
+  examples = tf.data.Dataset.counter(start_epoch).flat_map(epoch).skip(offset)
+  indices = tf.data.Dataset.counter(position.examples)
   return tf.data.Dataset.zip((examples, indices))
-
-
-# Bounds that no run reaches, for streams that must be indexed.
-_EPOCHS_FOREVER = 2**40
-_EXAMPLES_FOREVER = 2**62
 
 
 def build_train_dataset(cfg: Config,
@@ -311,11 +304,13 @@ def build_train_dataset(cfg: Config,
     raise ConfigError('training_file_pattern: required for train')
   batch = _per_replica_batch(cfg.train_batch_size, 'train_batch_size',
                              input_context)
-  records = _cache(cfg, _records(cfg, pattern, True, input_context), 'train')
+  records = _records(cfg, pattern, True, input_context)
   replicas_per_pipeline = (input_context.num_replicas_in_sync //
                            input_context.num_input_pipelines
                            if input_context else 1)
+  # Before the cache: a partial read would make tf.data drop the cache.
   _check_enough_records(records, batch * replicas_per_pipeline, pattern)
+  records = _cache(cfg, records, 'train')
   position = position or InputPosition(seed=cfg.seed or 0)
   pipelines = input_context.num_input_pipelines if input_context else 1
   pipeline_id = input_context.input_pipeline_id if input_context else 0
@@ -336,61 +331,19 @@ def build_train_dataset(cfg: Config,
 def _per_replica_batch(global_batch: int, key: str,
                        input_context: Optional[tf.distribute.InputContext]
                       ) -> int:
-  replicas = input_context.num_replicas_in_sync if input_context else 1
-  if global_batch % replicas:
-    raise ConfigError(f'{key}: {global_batch} is not divisible by the '
-                      f'{replicas} replicas in sync')
+  if input_context:
+    config_lib.check_divisible_by_replicas(
+        key, global_batch, input_context.num_replicas_in_sync)
   return (input_context.get_per_replica_batch_size(global_batch)
           if input_context else global_batch)
 
 
-def build_eval_dataset(cfg: Config,
-                       input_context: Optional[tf.distribute.InputContext]
-                       = None,
-                       file_pattern: Optional[str] = None) -> tf.data.Dataset:
-  """Batches of centre crops/pads (image [b, *size, C] float32, label) of
-  every eval case, once."""
-  pattern = file_pattern or cfg.eval_file_pattern
-  if not pattern:
-    raise ConfigError('eval_file_pattern: required for eval')
-  batch = _per_replica_batch(cfg.eval_batch_size, 'eval_batch_size',
-                             input_context)
-  dataset = _cache(cfg, _records(cfg, pattern, False, input_context), 'eval')
-  size = list(cfg.data.eval_image_size or cfg.input_image_size)
-
-  def eval_map(example):
-    image, label = _centre_crop_or_pad(example['image'], example['label'],
-                                       size)
-    image = tf.ensure_shape(image, size + [cfg.num_channels])
-    label = tf.ensure_shape(label, _label_shape(cfg, size))
-    return image, label
-
-  dataset = dataset.map(eval_map, num_parallel_calls=AUTOTUNE)
-  dataset = dataset.batch(batch, drop_remainder=False)
-  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg, False))
-
-
-def build_dataset(cfg: Config, mode: str,
-                  input_context: Optional[tf.distribute.InputContext] = None,
-                  file_pattern: Optional[str] = None) -> tf.data.Dataset:
-  """`build_train_dataset` (from example 0) or `build_eval_dataset`."""
-  if mode == 'train':
-    if file_pattern:
-      cfg = dataclasses.replace(cfg, training_file_pattern=file_pattern)
-    return build_train_dataset(cfg, input_context)
-  if mode == 'eval':
-    return build_eval_dataset(cfg, input_context, file_pattern)
-  raise ValueError(f"mode: expected 'train' or 'eval', got {mode!r}")
-
-
-def build_eval_cases(cfg: Config, file_pattern: Optional[str] = None
-                    ) -> tf.data.Dataset:
-  """Eval cases one at a time, for per-case reports: dicts of the centre
-  crop/pad of `data.eval_image_size` (image [*size, C], label), with
-  case_id and spacing. Unbatched and not distributed (strings stay on the
-  host); the same crops as `build_dataset(cfg, 'eval')`."""
-  pattern = file_pattern or cfg.eval_file_pattern
-  if not pattern:
+def _eval_crops(cfg: Config,
+                input_context: Optional[tf.distribute.InputContext] = None
+               ) -> tf.data.Dataset:
+  """Each eval case's centre crop/pad of `data.eval_image_size` as a dict:
+  image [*size, C], label, case_id, spacing; in file order."""
+  if not cfg.eval_file_pattern:
     raise ConfigError('eval_file_pattern: required for eval')
   size = list(cfg.data.eval_image_size or cfg.input_image_size)
 
@@ -401,9 +354,42 @@ def build_eval_cases(cfg: Config, file_pattern: Optional[str] = None
             'label': tf.ensure_shape(label, _label_shape(cfg, size)),
             'case_id': example['case_id'], 'spacing': example['spacing']}
 
-  dataset = _cache(cfg, _records(cfg, pattern, False, None), 'eval')
-  return dataset.map(crop, num_parallel_calls=AUTOTUNE).prefetch(
-      AUTOTUNE).with_options(_options(cfg, False))
+  dataset = _cache(cfg, _records(cfg, cfg.eval_file_pattern, False,
+                                 input_context), 'eval')
+  return dataset.map(crop, num_parallel_calls=AUTOTUNE)
+
+
+def build_eval_dataset(cfg: Config,
+                       input_context: Optional[tf.distribute.InputContext]
+                       = None) -> tf.data.Dataset:
+  """Batches of centre crops/pads (image [b, *size, C] float32, label) of
+  every eval case, once."""
+  dataset = _eval_crops(cfg, input_context).map(
+      lambda crop: (crop['image'], crop['label']))
+  batch = _per_replica_batch(cfg.eval_batch_size, 'eval_batch_size',
+                             input_context)
+  dataset = dataset.batch(batch, drop_remainder=False)
+  return dataset.prefetch(AUTOTUNE).with_options(_options(cfg, False))
+
+
+def build_dataset(cfg: Config, mode: str,
+                  input_context: Optional[tf.distribute.InputContext] = None
+                 ) -> tf.data.Dataset:
+  """`build_train_dataset` (from example 0) or `build_eval_dataset`."""
+  if mode == 'train':
+    return build_train_dataset(cfg, input_context)
+  if mode == 'eval':
+    return build_eval_dataset(cfg, input_context)
+  raise ValueError(f"mode: expected 'train' or 'eval', got {mode!r}")
+
+
+def build_eval_cases(cfg: Config) -> tf.data.Dataset:
+  """Eval cases one at a time, for per-case reports: dicts of the centre
+  crop/pad of `data.eval_image_size` (image [*size, C], label), with
+  case_id and spacing. Unbatched and not distributed (strings stay on the
+  host); the same crops as `build_dataset(cfg, 'eval')`."""
+  return _eval_crops(cfg).prefetch(AUTOTUNE).with_options(
+      _options(cfg, False))
 
 
 def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:
@@ -428,16 +414,9 @@ def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:
           pass
       except tf.errors.OpError as e:
         return (f'{path}: cannot read this TFRecord shard '
-                f'({_first_line(e.message)}); expected {cfg.data.record_format}'
+                f'({errors.first_line(e.message)}); expected {cfg.data.record_format}'
                 f' records, compressed_input={cfg.compressed_input}')
-  return f'input data: {_first_line(error.message)}'
-
-
-def _first_line(message: str) -> str:
-  """The readable part of a TensorFlow error message."""
-  message = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', message or '')
-  message = re.sub(r'\s*\[Op:\w+\].*$', '', message.strip().split('\n')[0])
-  return message or 'unknown error'
+  return f'input data: {errors.first_line(error.message)}'
 
 
 def build_volume_dataset(cfg: Config, file_pattern: str,

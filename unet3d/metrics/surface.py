@@ -79,14 +79,26 @@ def _empty_case_distance(pred, label) -> Optional[float]:
   return None
 
 
+def _hd95(a, b) -> float:
+  return float(np.percentile(np.concatenate([a, b]), 95))
+
+
+def _assd(a, b) -> float:
+  return float((a.sum() + b.sum()) / (a.size + b.size))
+
+
+def _nsd(a, b, tolerance_mm: float) -> float:
+  return float(((a <= tolerance_mm).sum() + (b <= tolerance_mm).sum()) /
+               (a.size + b.size))
+
+
 def hd95(pred, label, spacing) -> float:
   """95th percentile of the symmetric surface distances (mm)."""
   pred, label = np.asarray(pred, bool), np.asarray(label, bool)
   empty = _empty_case_distance(pred, label)
   if empty is not None:
     return empty
-  a, b = surface_distances(pred, label, spacing)
-  return float(np.percentile(np.concatenate([a, b]), 95))
+  return _hd95(*surface_distances(pred, label, spacing))
 
 
 def assd(pred, label, spacing) -> float:
@@ -95,21 +107,28 @@ def assd(pred, label, spacing) -> float:
   empty = _empty_case_distance(pred, label)
   if empty is not None:
     return empty
-  a, b = surface_distances(pred, label, spacing)
-  return float((a.sum() + b.sum()) / (a.size + b.size))
+  return _assd(*surface_distances(pred, label, spacing))
 
 
 def normalized_surface_dice(pred, label, spacing, tolerance_mm: float) -> float:
   """Share of both surfaces within `tolerance_mm` of the other surface
   (Nikolov et al. 2021), counted in surface voxels."""
   pred, label = np.asarray(pred, bool), np.asarray(label, bool)
-  if not pred.any() and not label.any():
-    return 1.0
-  if not pred.any() or not label.any():
-    return 0.0
+  empty = _empty_case_distance(pred, label)
+  if empty is not None:
+    return 1.0 if empty == 0.0 else 0.0
+  return _nsd(*surface_distances(pred, label, spacing), tolerance_mm)
+
+
+def _class_scores(pred, label, spacing, tolerance_mm: float) -> dict:
+  """hd95, assd and nsd of one class from one pair of distance transforms."""
+  empty = _empty_case_distance(pred, label)
+  if empty is not None:
+    return {'hd95': empty, 'assd': empty,
+            'nsd': 1.0 if empty == 0.0 else 0.0}
   a, b = surface_distances(pred, label, spacing)
-  return float(((a <= tolerance_mm).sum() + (b <= tolerance_mm).sum()) /
-               (a.size + b.size))
+  return {'hd95': _hd95(a, b), 'assd': _assd(a, b),
+          'nsd': _nsd(a, b, tolerance_mm)}
 
 
 def per_case_report(prediction: np.ndarray, label: np.ndarray,
@@ -136,11 +155,8 @@ def per_case_report(prediction: np.ndarray, label: np.ndarray,
       p, t = prediction[..., c] > 0, label[..., c] > 0
     else:
       p, t = prediction == c, label == c
-    report['per_class'][names[c]] = {
-        'hd95': hd95(p, t, spacing),
-        'assd': assd(p, t, spacing),
-        'nsd': normalized_surface_dice(p, t, spacing, tolerance_mm),
-    }
+    report['per_class'][names[c]] = _class_scores(p, t, spacing,
+                                                   tolerance_mm)
   return report
 
 

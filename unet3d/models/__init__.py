@@ -84,20 +84,24 @@ def _check_sizes(cfg) -> None:
           f'multiples of {stride} or fewer levels (depth / model.filters)')
 
 
+# Model keys -> the values the builders accept (None: the key may be empty).
+MODEL_CHOICES = {
+    'model.spatial_dims': SPATIAL_DIMS,
+    'model.normalization': (None,) + blocks.NORMALIZATIONS,
+    'model.activation': blocks.ACTIVATIONS,
+    'model.downsampling': blocks.DOWNSAMPLINGS,
+    'model.output_activation': heads.OUTPUT_ACTIVATIONS,
+}
+
+
 def check_model_config(cfg) -> None:
   """Raises ConfigError (one line naming the key) for any model key no
   builder can honour."""
   m = cfg.model
   if m.name not in MODELS:
     raise unknown_name('model.name', m.name, MODEL_NAMES, 'model')
-  choices = {'model.spatial_dims': (m.spatial_dims, SPATIAL_DIMS),
-             'model.normalization': (m.normalization,
-                                     (None,) + blocks.NORMALIZATIONS),
-             'model.activation': (m.activation, blocks.ACTIVATIONS),
-             'model.downsampling': (m.downsampling, blocks.DOWNSAMPLINGS),
-             'model.output_activation': (m.output_activation,
-                                         heads.OUTPUT_ACTIVATIONS)}
-  for key, (value, allowed) in choices.items():
+  for key, allowed in MODEL_CHOICES.items():
+    value = getattr(m, key.split('.', 1)[1])
     if value not in allowed:
       shown = ', '.join(str(a) for a in allowed if a is not None)
       raise ConfigError(f'{key}: expected one of {shown}, got {value!r}')

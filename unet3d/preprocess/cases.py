@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from unet3d import errors
 from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
 
@@ -76,7 +77,7 @@ GeometryFn = Callable[[Case], tuple[tuple[int, ...], np.ndarray]]
 Finisher = Callable[[Processed, bool, np.random.Generator], list[Processed]]
 # (record, is_train, rng) -> the records written in its place (e.g. 2D
 # slices), each named `<case id>#<part>` (`splits.part_id`).
-PartsFn = Callable[[Processed, bool, np.random.Generator], list[Processed]]
+PartsFn = Finisher
 
 
 def case_rng(seed: int, case_id: str) -> np.random.Generator:
@@ -362,8 +363,7 @@ def run_job(job: tuple[Callable[..., Any], str, tuple, dict]) -> Outcome:
   try:
     return Outcome(case_id, value=fn(*args, **kwargs))
   except (ValueError, OSError) as e:
-    return Outcome(case_id, error=str(e).strip().splitlines()[0] or
-                   type(e).__name__)
+    return Outcome(case_id, error=errors.first_line(e))
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,16 @@ from typing import Any, Optional
 import nibabel as nib
 import numpy as np
 
+from unet3d import errors
+
 NIFTI_SUFFIXES = ('.nii.gz', '.nii')
 
 
 def _first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  line = text.splitlines()[0] if text else ''
-  return f'{type(error).__name__}: {line}' if line else type(error).__name__
+  """`Type: first line`, as the libraries' errors rarely name themselves."""
+  line = errors.first_line(error)
+  name = type(error).__name__
+  return line if line == name else f'{name}: {line}'
 
 
 def _require_file(path: str) -> None:

@@ -18,7 +18,6 @@ step, not the input, sets the pace).
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from typing import Any, Optional
@@ -55,8 +54,7 @@ def run_benchmark(cfg: Config,
                  ) -> dict[str, Any]:
   """Times training steps fed by the real input pipeline; returns the JSON
   report (see module doc)."""
-  trainer.check_can_train(dataclasses.replace(cfg, model_dir=cfg.model_dir or
-                                              'unused'))
+  trainer.check_can_train(cfg)
   cfg = dataclasses.replace(cfg, model_dir='')  # no checkpoints, no params
   strategy = strategy or distribute.build_strategy(cfg)
   distribute.set_determinism(cfg)
@@ -84,10 +82,8 @@ def run_benchmark(cfg: Config,
       'strategy': distribute.strategy_name(cfg),
       'replicas': strategy.num_replicas_in_sync,
       'precision': distribute.compute_dtype(cfg),
-      'jit_compile': distribute.use_jit_compile(cfg),
-      'onednn': startup.onednn_enabled(),
-      'cpu': startup.cpu_model(),
-      'cpu_count': os.cpu_count(),
+      'jit_compile': state.jit_compile,
+      **startup.machine_info(),
   }
   report.update(latency_report(np.array(seconds), cfg.train_batch_size,
                                voxels))

@@ -19,10 +19,10 @@ workers the replicas can take different branches and the collective inside
 the update hangs.
 
 So the training step calls `apply_gradients` here instead of the
-optimizer's: the gradients and a count of replicas with non-finite gradients
-are summed in one all-reduce; if any replica overflowed, every replica's
-gradients become NaN, so the loss-scale check agrees everywhere (all skip
-the step and halve the scale together). The optimizer's own summation is
+optimizer's: the gradients are summed in one all-reduce before the optimizer
+sees them. An inf or NaN on any replica stays inf or NaN in the sum, and
+every replica holds the same sum, so the loss-scale check agrees everywhere
+(all skip the step and halve the scale together). The optimizer's own summation is
 switched off (`disable_keras_aggregation`), so Keras' clipping then sees the
 global gradient, unscaled by LossScaleOptimizer first.
 """
@@ -40,7 +40,7 @@ def _no_aggregation(grads_and_vars):
   return list(grads_and_vars)
 
 
-def _update_optimizer(optimizer):
+def update_optimizer(optimizer):
   """The optimizer that runs update_step (inside loss scaling, if any)."""
   if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
     return optimizer.inner_optimizer
@@ -58,7 +58,7 @@ def disable_keras_aggregation(optimizer):
       hook (keras/src/backend/tensorflow/optimizer.py); summing would happen
       twice or never, so training must not start.
   """
-  target = _update_optimizer(optimizer)
+  target = update_optimizer(optimizer)
   if not callable(getattr(type(target), '_all_reduce_sum_gradients', None)):
     raise RuntimeError(
         f'{type(target).__name__} has no _all_reduce_sum_gradients: Keras '
@@ -70,19 +70,12 @@ def disable_keras_aggregation(optimizer):
 
 def aggregation_disabled(optimizer) -> bool:
   """True when `disable_keras_aggregation` has been applied."""
-  target = _update_optimizer(optimizer)
+  target = update_optimizer(optimizer)
   return target.__dict__.get('_all_reduce_sum_gradients') is _no_aggregation
 
 
 def _values(grad):
   return grad.values if isinstance(grad, tf.IndexedSlices) else grad
-
-
-def _add(grad, value):
-  if isinstance(grad, tf.IndexedSlices):
-    return tf.IndexedSlices(grad.values + tf.cast(value, grad.values.dtype),
-                            grad.indices, grad.dense_shape)
-  return grad + tf.cast(value, grad.dtype)
 
 
 def all_reduce_gradients(grads: Sequence) -> tuple[list, tf.Tensor]:
@@ -94,27 +87,23 @@ def all_reduce_gradients(grads: Sequence) -> tuple[list, tf.Tensor]:
 
   Returns:
     (gradients, finite): the global gradients, the same on every replica,
-    and a scalar bool, True when every replica's own gradients were finite.
-    When not, every returned gradient is NaN on every replica.
+    and a scalar bool, True when they are all finite (False when any
+    replica's were not, or the sum overflowed).
   """
   grads = list(grads)
   present = [i for i, g in enumerate(grads) if g is not None]
-  local = [grads[i] for i in present]
-  flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g in local]
-  finite_here = tf.reduce_all(tf.stack(flags)) if flags else tf.constant(True)
   context = tf.distribute.get_replica_context()
   if context is None:
     raise RuntimeError('all_reduce_gradients runs in a replica context '
                        '(inside strategy.run)')
-  # The count of overflowing replicas rides in the same all-reduce.
   reduced = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                               local + [tf.where(finite_here, 0.0, 1.0)])
-  finite = tf.equal(reduced.pop(), 0.0)
-  poison = tf.where(finite, 0.0, float('nan'))
+                               [grads[i] for i in present])
   out = list(grads)
   for i, g in zip(present, reduced):
-    out[i] = _add(g, poison)
-  return out, finite
+    out[i] = g
+  # Unused by the training step, so tf.function prunes it there.
+  flags = [tf.reduce_all(tf.math.is_finite(_values(g))) for g in reduced]
+  return out, tf.reduce_all(flags) if flags else tf.constant(True)
 
 
 def apply_gradients(optimizer, grads: Sequence,

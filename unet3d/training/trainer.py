@@ -25,6 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from unet3d import distribute
+from unet3d import errors
 from unet3d import fileio
 from unet3d import losses
 from unet3d import models
@@ -51,7 +52,8 @@ class TrainState:
   `examples` counts the training examples consumed by all input pipelines;
   `data_seed` seeds the input stream (cfg.seed, or drawn once per run);
   `best_dice`, `evals_since_best` and `lr_scale` drive the best checkpoint,
-  early stopping and reduce-on-plateau.
+  early stopping and reduce-on-plateau; `jit_compile` is whether the loop
+  XLA-compiles each replica's forward and backward pass.
   """
   strategy: tf.distribute.Strategy
   model: keras.Model
@@ -63,6 +65,7 @@ class TrainState:
   lr_scale: tf.Variable
   checkpoint: tf.train.Checkpoint
   manager: Optional[tf.train.CheckpointManager]
+  jit_compile: bool = False
   iterator: Any = None
 
   @property
@@ -123,13 +126,8 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
   distribute.check_same_on_every_worker(
       strategy, int(optimizer.iterations.numpy()), 'checkpoint step')
   return TrainState(strategy, model, optimizer, examples, data_seed,
-                    best_dice, evals_since_best, lr_scale, checkpoint, manager)
-
-
-def split_for_partitioning(cfg: Config, strategy, images, labels):
-  """TPU spatial partitioning: split the batch across a replica's cores."""
-  return distribute.partition_inputs(strategy, cfg.input_partition_dims,
-                                     images, labels)
+                    best_dice, evals_since_best, lr_scale, checkpoint, manager,
+                    distribute.use_jit_compile(cfg, strategy, model))
 
 
 def make_train_loop(cfg: Config, state: TrainState) -> Callable:
@@ -138,7 +136,7 @@ def make_train_loop(cfg: Config, state: TrainState) -> Callable:
   strategy, model, optimizer = state.strategy, state.model, state.optimizer
   loss_fn = losses.build_loss_fn(cfg)
   global_batch = cfg.train_batch_size
-  jit = distribute.use_jit_compile(cfg, strategy, model)
+  jit = state.jit_compile
   gradients.disable_keras_aggregation(optimizer)
 
   def loss_and_grads(images, labels):
@@ -159,7 +157,8 @@ def make_train_loop(cfg: Config, state: TrainState) -> Callable:
 
   def step_fn(inputs):
     images, labels = inputs
-    images, labels = split_for_partitioning(cfg, strategy, images, labels)
+    images, labels = distribute.partition_inputs(
+        strategy, cfg.input_partition_dims, images, labels)
     loss, grads = loss_and_grads(images, labels)
     # Sum over replicas, then clip and check for overflow (not per replica).
     gradients.apply_gradients(optimizer, grads, model.trainable_variables)
@@ -194,8 +193,9 @@ def training_iterator(cfg: Config, state: TrainState):
 
 
 def _all_finite(variables) -> bool:
-  return all(bool(tf.reduce_all(tf.math.is_finite(v)).numpy())
-             for v in variables if tf.as_dtype(v.dtype).is_floating)
+  """True when every (floating-point) variable is finite; one host sync."""
+  return bool(tf.reduce_all(
+      [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
 
 
 class _Summaries:
@@ -242,7 +242,7 @@ class _Summaries:
 
 
 def describe_run(cfg: Config, strategy: tf.distribute.Strategy,
-                 model: keras.Model) -> str:
+                 model: keras.Model, jit_compile: bool) -> str:
   """The start-up line: strategy, replicas, precision, oneDNN, model size
   and cost, data."""
   info = complexity.model_summary(
@@ -260,16 +260,14 @@ def describe_run(cfg: Config, strategy: tf.distribute.Strategy,
   return (f'unet3d: {distribute.strategy_name(cfg)} strategy, {replicas} '
           f'replica{"s" if replicas > 1 else ""}, '
           f'{distribute.compute_dtype(cfg)}, {startup.describe_onednn()}, '
-          f'XLA {"on" if distribute.use_jit_compile(cfg) else "off"}; model '
+          f'XLA {"on" if jit_compile else "off"}; model '
           f'{cfg.model.name}: {info["trainable_params"]:,} parameters, '
           f'{info["gflops"]:.2f} GFLOPs/sample at {size}; data: {data}, '
           f'{cfg.train_batch_size} patches/step')
 
 
 def check_can_train(cfg: Config) -> None:
-  """Checks the keys and inputs training needs, before anything is written."""
-  if not cfg.model_dir:
-    raise ConfigError('model_dir: required for training')
+  """Checks the training input, before anything is written."""
   if not cfg.training_file_pattern:
     raise ConfigError('training_file_pattern: required for training')
   try:
@@ -288,6 +286,8 @@ class Trainer:
   def __init__(self, cfg: Config,
                strategy: Optional[tf.distribute.Strategy] = None,
                state: Optional[TrainState] = None):
+    if not cfg.model_dir:
+      raise ConfigError('model_dir: required for training')
     check_can_train(cfg)
     self.cfg = cfg
     self.strategy = strategy or distribute.build_strategy(cfg)
@@ -309,11 +309,18 @@ class Trainer:
     try:
       self._start()
     except BaseException:
-      self.__exit__(None, None, None)
+      self._close()
       raise
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, exc_type, *_) -> None:
+    self._close()
+    if (exc_type is None and self._given_state is None and self.state and
+        self.state.manager and not distribute.is_chief()):
+      _remove_worker_scratch(self.cfg.model_dir,
+                             self.state.manager.directory)
+
+  def _close(self) -> None:
     self._signals.uninstall()
     if self._progress:
       self._progress.close()
@@ -339,14 +346,17 @@ class Trainer:
       self.state = self._given_state
     if distribute.is_chief():
       run_dir.save_params(cfg)
-      print(describe_run(cfg, self.strategy, self.state.model), flush=True)
+      print(describe_run(cfg, self.strategy, self.state.model,
+                         self.state.jit_compile), flush=True)
     self._last_saved = self.state.step
     self._summaries = _Summaries(cfg, self.learning_rate)
     self._signals.install()
 
   def learning_rate(self, step: int) -> float:
     """The learning rate the optimizer uses at `step`."""
-    lr = self.state.optimizer._learning_rate  # pylint: disable=protected-access
+    # A LossScaleOptimizer's own _learning_rate is a placeholder 0.0.
+    optimizer = gradients.update_optimizer(self.state.optimizer)
+    lr = optimizer._learning_rate  # pylint: disable=protected-access
     if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
       return float(lr(step))
     return float(lr.numpy() if hasattr(lr, 'numpy') else lr)
@@ -432,7 +442,7 @@ class Trainer:
       path = state.manager.save(checkpoint_number=state.step)
     except tf.errors.OpError as e:
       raise RunError(f'{state.manager.directory}: cannot save a checkpoint '
-                     f'({e.message.strip().splitlines()[0]})') from None
+                     f'({errors.first_line(e)})') from None
     self._last_saved = state.step
     return path
 
@@ -523,11 +533,8 @@ def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   (the train mode). Returns {'step', 'loss', 'steps_per_second',
   'steps_run'}."""
   with Trainer(cfg, strategy, state) as trainer:
-    result = trainer.train_until(cfg.train_steps if until_step is None
-                                 else until_step)
-  if state is None and trainer.state.manager and not distribute.is_chief():
-    _remove_worker_scratch(cfg.model_dir, trainer.state.manager.directory)
-  return result
+    return trainer.train_until(cfg.train_steps if until_step is None
+                               else until_step)
 
 
 def _remove_worker_scratch(model_dir: str, directory: str) -> None:
