@@ -45,6 +45,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 tf = startup.import_tensorflow()
 from unet3d import config  # pylint: disable=g-import-not-at-top
+from unet3d import errors
 from unet3d import models
 from unet3d.inference import whole_volume
 
@@ -96,7 +97,11 @@ def _run_peer(args, shape) -> dict:
   env = dict(os.environ, SHAPE=','.join(map(str, shape)), REPS='1',
              F=str(args.filters), DEPTH=str(args.depth), NC=str(args.classes))
   proc = subprocess.run([args.peer_python, args.peer_script], env=env,
-                        capture_output=True, text=True, check=True)
+                        capture_output=True, text=True, check=False)
+  if proc.returncode:
+    last = (proc.stderr.strip().splitlines() or ['no output'])[-1]
+    raise errors.RunError(f'{args.peer_script} failed (exit '
+                          f'{proc.returncode}): {last}')
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -193,4 +198,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  errors.one_line_errors(main)()

@@ -18,7 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from unet3d import startup  # pylint: disable=g-import-not-at-top
+from unet3d import errors  # pylint: disable=g-import-not-at-top
+from unet3d import startup
 
 startup.prepare_environment()  # before TensorFlow is imported
 
@@ -119,4 +120,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.one_line_errors(main))

@@ -23,7 +23,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from unet3d import startup  # pylint: disable=g-import-not-at-top
+from unet3d import errors  # pylint: disable=g-import-not-at-top
+from unet3d import startup
 
 startup.prepare_environment()  # before TensorFlow is imported
 
@@ -133,4 +134,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  errors.one_line_errors(main)()

@@ -36,6 +36,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from unet3d import errors  # pylint: disable=g-import-not-at-top
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -58,7 +62,9 @@ def _run(cmd, env):
   others = max(0.0, _busy_seconds() - before_busy - own) / (
       wall * os.cpu_count())
   if out.returncode:
-    raise RuntimeError(f'{cmd[:3]} failed:\n{out.stderr[-2000:]}')
+    last = (out.stderr.strip().splitlines() or ['no output'])[-1]
+    raise errors.RunError(f'{" ".join(cmd[:2])} failed (exit '
+                          f'{out.returncode}): {last}')
   lines = [l for l in out.stdout.splitlines() if l.startswith('{')]
   return json.loads(lines[-1]), round(others, 3)
 
@@ -81,6 +87,10 @@ def main():
   ap.add_argument('--onednn', choices=('default', 'on', 'off'),
                   default='default')
   args = ap.parse_args()
+  for flag in ('peer_python', 'peer_script', 'config_file'):
+    if not os.path.isfile(getattr(args, flag)):
+      raise errors.ConfigError(f'--{flag}: {getattr(args, flag)} is not a '
+                               'file')
 
   env = dict(os.environ)
   if args.isa == 'avx2':
@@ -142,4 +152,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  errors.one_line_errors(main)()

@@ -23,7 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from unet3d import startup  # pylint: disable=g-import-not-at-top
+from unet3d import errors  # pylint: disable=g-import-not-at-top
+from unet3d import startup
 
 startup.prepare_environment()  # before TensorFlow is imported
 
@@ -63,6 +64,13 @@ def main(argv):
   from unet3d.training import trainer
   # pylint: enable=g-import-not-at-top
 
+  if FLAGS.profile_dir:  # fail now, not after the timed rounds
+    try:
+      tf.io.gfile.makedirs(FLAGS.profile_dir)
+    except tf.errors.OpError as e:
+      raise errors.ConfigError(f'--profile_dir: cannot create '
+                               f'{FLAGS.profile_dir} ({errors.first_line(e)})'
+                              ) from None
   if FLAGS.logical_cpus > 1:
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices('CPU')[0],
@@ -151,4 +159,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.one_line_errors(main))

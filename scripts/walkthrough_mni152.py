@@ -39,6 +39,8 @@ sys.path.insert(0, REPO)
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
+from unet3d import errors
+
 flags.DEFINE_string('work_dir', '/tmp/mni152_walkthrough',
                     'Where the wheel, task folder, records and model go.')
 flags.DEFINE_string('config_file',
@@ -216,4 +218,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.one_line_errors(main))

@@ -129,3 +129,24 @@ def test_kfold_needs_the_split_file_and_an_output_for_predict(tmp_path):
              PREDICT_INPUT='x/*.nii.gz')
   assert out.returncode == 2
   assert out.stderr.startswith('error: set PREDICT_OUTPUT with PREDICT_INPUT')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['benchmark_peer.py', '--peer_python=/no/python',
+      '--peer_script=/no/peer.py'],
+     'error: --peer_python: /no/python is not a file'),
+    (['benchmark_train.py', '--params_override=input_image_size=[33,33,33]'],
+     'error: input_image_size: [33, 33, 33] is not divisible by 8'),
+    (['benchmark_train.py', '--profile_dir=/proc/no/such'],
+     'error: --profile_dir: cannot create /proc/no/such'),
+])
+def test_python_scripts_fail_in_one_line(argv, message):
+  import sys  # pylint: disable=g-import-not-at-top
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'scripts', argv[0])] + argv[1:],
+      capture_output=True, text=True, check=False, timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr, result.stderr[-2000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and errors[0].startswith(message), result.stderr

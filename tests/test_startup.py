@@ -74,3 +74,35 @@ def test_onednn_on_by_default_quiet_agrees_with_off_and_repeats(tmp_path):
   for a, b in zip(on, off):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
   del again
+
+
+def test_tensorflow_info_records_are_hidden_and_ours_are_not(caplog,
+                                                             tmp_path):
+  """A checkpoint save logs an absl INFO record from TensorFlow's own files
+  ("Sharding callback duration"); after the filter it is dropped, while an
+  INFO record of unet3d and a TensorFlow warning still pass."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from unet3d import startup  # pylint: disable=g-import-not-at-top
+
+  def saved_records():
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger='absl'):
+      tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(tmp_path / 'c'))
+      absl_logging.info('unet3d line')
+    return [r for r in caplog.records if r.name == 'absl']
+
+  before = saved_records()
+  assert any(r.pathname.startswith(os.path.dirname(tf.__file__))
+             for r in before)  # the record exists, or this proves nothing
+  startup.hide_tensorflow_info_logs(tf)
+  startup.hide_tensorflow_info_logs(tf)  # idempotent
+  after = saved_records()
+  assert [r.getMessage() for r in after] == ['unet3d line']
+  assert sum(isinstance(f, startup._NoInfoFrom)  # pylint: disable=protected-access
+             for f in logging.getLogger('absl').filters) == 1
+  record = logging.LogRecord('absl', logging.WARNING,
+                             os.path.join(os.path.dirname(tf.__file__), 'x.py'),
+                             1, 'a warning', None, None)
+  assert all(f.filter(record) for f in logging.getLogger('absl').filters)

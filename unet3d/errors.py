@@ -7,8 +7,10 @@ else escaping a mode is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
-from typing import Sequence, Union
+import sys
+from typing import Callable, Sequence, Union
 
 
 class ConfigError(ValueError):
@@ -58,3 +60,24 @@ def first_line(error: Union[BaseException, str]) -> str:
   text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text or '').strip()
   line = re.sub(r'\s*\[Op:\w+\].*$', '', text.split('\n')[0]) if text else ''
   return line or fallback
+
+
+def one_line_errors(main: Callable) -> Callable:
+  """Wraps a script's main: the errors unet3d reports as one line
+  (ConfigError, RunError, StartupError, a ValueError or a missing file)
+  print `error: <message>` on stderr and exit 1 (128 + the signal for an
+  interrupted run), without a traceback."""
+
+  @functools.wraps(main)
+  def wrapped(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except Interrupted as e:
+      print(f'error: {first_line(e)}', file=sys.stderr)
+      sys.exit(128 + e.signal_number)
+    except (ConfigError, RunError, StartupError, ValueError,
+            FileNotFoundError) as e:
+      print(f'error: {first_line(e)}', file=sys.stderr)
+      sys.exit(1)
+
+  return wrapped

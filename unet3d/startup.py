@@ -15,6 +15,7 @@ Plain Python: this module must not import TensorFlow.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import re
@@ -76,10 +77,31 @@ def import_tensorflow():
       for line in log.read().splitlines():
         if has_gpu or not _CPU_ONLY_NOISE.search(line):
           print(line, file=sys.stderr)
-  # TensorFlow's own INFO records (one per checkpoint save, for example)
-  # would interleave with the progress lines; warnings still show.
-  tf.get_logger().setLevel('WARNING')
+  hide_tensorflow_info_logs(tf)
   return tf
+
+
+def hide_tensorflow_info_logs(tf) -> None:
+  """Drops TensorFlow's own INFO records (one per checkpoint save, for
+  example), which would interleave with the progress lines; warnings and
+  unet3d's INFO lines still show. Some TensorFlow modules log through its
+  logger, others through absl's. Idempotent."""
+  tf.get_logger().setLevel('WARNING')
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _NoInfoFrom) for f in absl_logger.filters):
+    absl_logger.addFilter(_NoInfoFrom(os.path.dirname(tf.__file__)))
+
+
+class _NoInfoFrom(logging.Filter):
+  """Drops records below WARNING logged from files under `root`."""
+
+  def __init__(self, root: str):
+    super().__init__()
+    self._root = root
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return (record.levelno >= logging.WARNING or
+            not record.pathname.startswith(self._root))
 
 
 def cpu_model() -> str:

@@ -298,6 +298,8 @@ def test_cli_error_for_a_corrupt_file_leaves_no_output(trained, tmp_path):
   errors = common.error_lines(proc)
   assert len(errors) == 1, proc.stderr[-2000:]
   assert errors[0].startswith(f'error: {path}: cannot read NIfTI (')
+  # One input: its error is the one line, not also a live `failed:` line.
+  assert not [l for l in proc.stderr.splitlines() if l.startswith('failed:')]
   assert not out.exists() or not os.listdir(out)
 
 

@@ -286,8 +286,13 @@ def test_a_fold_of_one_case_trains_at_batch_one_and_an_empty_fold_fails(
   empty = _cfg(tmp_path / 'shard-*', size=(8, 8, 8),
                data={'split_file': str(split), 'fold': 1})
   with pytest.raises(config.ConfigError,
-                     match='gives 0 training record.*batch needs 1'):
+                     match=r'data.split_file: no training case of fold 1 in '
+                     r'.*splits.json is in .*shard-\*'):
     pipeline.build_dataset(empty, 'train')
+  split.write_text('{"folds": [')
+  with pytest.raises(config.ConfigError,
+                     match=r'data.split_file: .*splits.json is not valid JSON'):
+    pipeline.build_dataset(cfg, 'train')
 
 
 def test_split_file_keeps_the_parts_of_a_case(tmp_path):

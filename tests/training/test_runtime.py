@@ -209,6 +209,24 @@ def test_too_few_records_for_a_batch_is_one_line(records, tmp_path):
     trainer.train(cfg)
 
 
+@pytest.mark.parametrize('split, message', [
+    ('{"folds": [{"train": ["nobody"], "val": []}]}',
+     'data.split_file: no training case of fold 0'),
+    ('not json', 'data.split_file: .* is not valid JSON'),
+])
+def test_an_input_error_writes_nothing_into_model_dir(records, tmp_path,
+                                                      split, message):
+  """The input is checked before params.yaml or summaries are written, so
+  a failed start leaves no run behind for the next start to resume."""
+  split_file = tmp_path / 'splits.json'
+  split_file.write_text(split)
+  run = tmp_path / 'run'
+  cfg = _cfg(records, run, data={'split_file': str(split_file)})
+  with pytest.raises(config.ConfigError, match=message):
+    trainer.train(cfg)
+  assert not run.exists() or not [p for p in run.rglob('*') if p.is_file()]
+
+
 def _main(*args, **kwargs):
   return subprocess.Popen(
       [sys.executable, os.path.join(REPO, 'unet_main.py')] + list(args),

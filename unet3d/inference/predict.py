@@ -404,6 +404,8 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   """
   pairs = _plan_outputs(cfg)
   info = load_dataset_info(cfg)
+  # One input's failure is the run's one error line; no live line as well.
+  report_failure = _report_failure if len(pairs) > 1 else lambda _: None
   failed, runnable = [], []
   for input_path, out in pairs:
     try:
@@ -411,7 +413,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
       runnable.append((input_path, out))
     except ValueError as e:
       failed.append({'input': input_path, 'error': _one_line(e, input_path)})
-      _report_failure(failed[-1]['error'])
+      report_failure(failed[-1]['error'])
   planned = ensemble.members(cfg, checkpoint)  # fail before building
   written, step, members = [], None, None
   if runnable:
@@ -438,7 +440,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
               tf.errors.ResourceExhaustedError) as e:
         failed.append({'input': input_path,
                        'error': _one_line(e, input_path)})
-        _report_failure(failed[-1]['error'])
+        report_failure(failed[-1]['error'])
         continue
       entry = {'input': input_path, 'output': out}
       if probabilities_out:

@@ -149,8 +149,9 @@ def split_case_ids(cfg: Config, training: bool) -> Optional[list[str]]:
       content = json.load(f)
   except (OSError, tf.errors.OpError) as e:
     raise ConfigError(f'data.split_file: cannot read {path} ({e})') from None
-  except ValueError:
-    content = None  # not JSON: reported as a missing fold below
+  except ValueError as e:
+    raise ConfigError(f'data.split_file: {path} is not valid JSON '
+                      f'({errors.first_line(e)})') from None
   try:
     return splits.fold_case_ids(content, cfg.data.fold,
                                 'train' if training else 'val')
@@ -246,11 +247,16 @@ class InputPosition:
   examples: int = 0
 
 
-def _check_enough_records(records: tf.data.Dataset, batch: int,
+def _check_enough_records(cfg: Config, records: tf.data.Dataset, batch: int,
                           pattern: str) -> None:
   """One line when a pipeline's records cannot fill one batch without
   repeating a record inside it (and instead of a hang when it has none)."""
   found = _count(records.take(batch))
+  if not found and cfg.data.split_file:
+    raise ConfigError(
+        f'data.split_file: no training case of fold {cfg.data.fold} in '
+        f'{cfg.data.split_file} is in {pattern} (check the case ids and '
+        'data.fold)')
   if found < batch:
     raise ConfigError(
         f'training_file_pattern: {pattern} gives {found} training record(s) '
@@ -309,7 +315,8 @@ def build_train_dataset(cfg: Config,
                            input_context.num_input_pipelines
                            if input_context else 1)
   # Before the cache: a partial read would make tf.data drop the cache.
-  _check_enough_records(records, batch * replicas_per_pipeline, pattern)
+  _check_enough_records(cfg, records, batch * replicas_per_pipeline,
+                        pattern)
   records = _cache(cfg, records, 'train')
   position = position or InputPosition(seed=cfg.seed or 0)
   pipelines = input_context.num_input_pipelines if input_context else 1

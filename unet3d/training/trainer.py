@@ -344,6 +344,10 @@ class Trainer:
       self.state = build_train_state(cfg, self.strategy)
     else:
       self.state = self._given_state
+    if self.state.iterator is None and self.state.step < cfg.train_steps:
+      # Builds the input, whose checks (split file, enough records) must
+      # fail before params.yaml or summaries are written.
+      self.state.iterator = training_iterator(cfg, self.state)
     if distribute.is_chief():
       run_dir.save_params(cfg)
       print(describe_run(cfg, self.strategy, self.state.model,
