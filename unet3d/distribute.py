@@ -292,9 +292,10 @@ def resolve_sync_batch_norm(cfg: Config, strategy: tf.distribute.Strategy
            f'{SYNC_BATCH_NORM_BELOW} cases per replica')
   else:
     why = 'as configured'
-  logging.info('model.sync_batch_norm: %s (%d replicas, %d cases per '
-               'replica; %s)', 'on' if value else 'off', replicas,
-               per_replica, why)
+  if replicas > 1:  # one replica has nothing to synchronise
+    logging.info('model.sync_batch_norm: %s (%d replicas, %d cases per '
+                 'replica; %s)', 'on' if value else 'off', replicas,
+                 per_replica, why)
   return dataclasses.replace(
       cfg, model=dataclasses.replace(cfg.model, sync_batch_norm=bool(value)))
 

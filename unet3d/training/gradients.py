@@ -22,9 +22,9 @@ So the training step calls `apply_gradients` here instead of the
 optimizer's: the gradients are summed in one all-reduce before the optimizer
 sees them. An inf or NaN on any replica stays inf or NaN in the sum, and
 every replica holds the same sum, so the loss-scale check agrees everywhere
-(all skip the step and halve the scale together). The optimizer's own summation is
-switched off (`disable_keras_aggregation`), so Keras' clipping then sees the
-global gradient, unscaled by LossScaleOptimizer first.
+(all skip the step and halve the scale together). The optimizer's own
+summation is switched off (`disable_keras_aggregation`), so Keras' clipping
+then sees the global gradient, unscaled by LossScaleOptimizer first.
 """
 
 from __future__ import annotations
