@@ -5,6 +5,7 @@
   python unet_main.py --mode=predict --model_dir=/tmp/run \
       --input='scans/*.nii.gz' --output_dir=/tmp/seg
   python unet_main.py --mode=eval --model_dir=/tmp/fold0,/tmp/fold1  # ensemble
+  python unet_main.py --mode=plan --data_dir=/tmp/records --budget=gpu16g
 """
 
 import signal
@@ -16,7 +17,8 @@ from absl import logging
 
 from unet3d import startup
 
-MODES = ('train', 'eval', 'train_and_eval', 'export', 'predict', 'summary')
+MODES = ('train', 'eval', 'train_and_eval', 'export', 'predict', 'summary',
+         'plan')
 
 flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
 flags.DEFINE_string('config_file', None, 'A YAML config file.')
@@ -51,6 +53,17 @@ flags.DEFINE_string('input', None,
                     'separated for several); predict.input_pattern.')
 flags.DEFINE_string('output_dir', None,
                     'predict: where segmentations go; predict.output_dir.')
+flags.DEFINE_string('data_dir', None,
+                    'plan: the converter\'s output folder (its dataset.json).')
+flags.DEFINE_string('budget', 'cpu2',
+                    'plan: what training may spend: cpu2, cpu8, gpu8g, '
+                    'gpu11g, gpu16g, gpu24g, gpu40g or gpu80g.')
+flags.DEFINE_string('plan_file', None,
+                    'plan: where the recipe goes (default '
+                    '<data_dir>/plan_<budget>.yaml).')
+flags.DEFINE_float('train_hours', None,
+                   'plan: hours of training a CPU budget sizes train_steps '
+                   'for (default: the budget\'s).')
 FLAGS = flags.FLAGS
 
 # Flags that set a config key of the same (dotted) name.
@@ -151,6 +164,22 @@ def run(mode: str, cfg, checkpoint: str = 'latest',
   raise ValueError(f'--mode: unknown mode {mode!r}')
 
 
+def plan(argv_flags) -> dict:
+  """--mode=plan: writes the recipe and says how to train it."""
+  from unet3d.planning import run as plan_run  # pylint: disable=g-import-not-at-top
+  if not argv_flags.data_dir:
+    raise ValueError('--data_dir: required with --mode=plan (the converter\'s '
+                     'output folder)')
+  result = plan_run.plan_dataset(argv_flags.data_dir, argv_flags.budget,
+                                 argv_flags.plan_file, argv_flags.train_hours)
+  for warning in result['warnings']:
+    logging.warning('plan: %s', warning)
+  print(f"wrote {result['plan_file']}\ntrain it with:\n  python unet_main.py "
+        f"--mode=train_and_eval --config_file={result['plan_file']} "
+        '--model_dir=<run folder>')
+  return result
+
+
 def print_report(report: dict) -> None:
   from unet3d.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
   print(f"evaluation at step {report.get('step')}:")
@@ -172,6 +201,9 @@ def main(argv):
   # pylint: enable=g-import-not-at-top
   cfg = None
   try:
+    if FLAGS.mode == 'plan':
+      plan(FLAGS)
+      return
     cfg = resolve_config(FLAGS)
     report = run(FLAGS.mode, cfg, FLAGS.checkpoint, FLAGS.benchmark,
                  asked_for_strategy=bool(FLAGS.distribution_strategy or

@@ -61,6 +61,7 @@ def main(argv):
   from unet3d import distribute
   from unet3d import losses
   from unet3d import optimizers
+  from unet3d.training import benchmark
   from unet3d.training import trainer
   # pylint: enable=g-import-not-at-top
 
@@ -79,21 +80,10 @@ def main(argv):
                             {'model_dir': ''})
   strategy = distribute.build_strategy(cfg)
   state = trainer.build_train_state(cfg, strategy)
-  rng = np.random.default_rng(0)
   size = list(cfg.input_image_size)
   batch = cfg.train_batch_size
-  images = rng.normal(size=[batch] + size + [cfg.num_channels]).astype(
-      np.float32)
-  labels = rng.integers(0, cfg.num_classes, size=[batch] + size).astype(
-      np.int32)
-  if not cfg.use_index_label_in_train:
-    labels = np.eye(cfg.num_classes, dtype=cfg.label_dtype)[labels]
-  dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  run = trainer.make_train_loop(cfg, state)
-
-  def loop(steps):
-    run(iterator, tf.constant(steps)).numpy()
+  images, labels = benchmark.synthetic_batch(cfg)
+  loop = benchmark.synthetic_train_loop(cfg, state)
 
   # The bare step: same model architecture, loss and optimizer, the same
   # XLA decision; no strategy. (build_train_state set the precision policy.)

@@ -153,12 +153,51 @@ def test_float_from_yaml_scientific_string(tmp_path):
      'predict.largest_component: expected bool or list of int'),
     ('metrics.surface_tolerance_mm=-1',
      'metrics.surface_tolerance_mm: must be >= 0'),
+    ('model.pool_sizes=[[2,2,1],[2,2,2]]',
+     'model.pool_sizes: expected 3 entries (one per level transition of the '
+     '4 levels), got 2'),
+    ('model.pool_sizes=[[2,2,1],[2,2],[2,2,2]]',
+     'model.pool_sizes[1]: expected 3 factors >= 1, got [2, 2]'),
+    ('model.pool_sizes=[[2,2,1],[2,0,2],[2,2,2]]',
+     'model.pool_sizes[1]: expected 3 factors >= 1, got [2, 0, 2]'),
+    ('model.kernel_sizes=[[3,3,1],[3,3,3],[3,3,3]]',
+     'model.kernel_sizes: expected 4 entries (one per level of the 4 '
+     'levels), got 3'),
+    ('model.kernel_sizes=[[3,3,1],[3,2,3],[3,3,3],[3,3,3]]',
+     'model.kernel_sizes[1]: expected 3 odd sizes >= 1, got [3, 2, 3]'),
+    ('model.name=unet3plus,model.kernel_sizes=[[3,3],[3,3],[3,3],[3,3],'
+     '[3,3]]', 'model.kernel_sizes[0]: expected 3 odd sizes >= 1, got '
+     '[3, 3]'),
+    ('model.pool_sizes=[[2,2,1],[2,2,2],[2,2,2]],input_image_size=[64,64,18]',
+     'input_image_size: [64, 64, 18] is not divisible by the strides '
+     '[8, 8, 4] per axis (axis 2: 18 % 4 != 0;'),
+    ('model.pool_sizes=[[2,2,1],[2,2,2],[2,2,2]],'
+     'data.eval_image_size=[64,60,20]',
+     'data.eval_image_size: [64, 60, 20] is not divisible by the strides '
+     '[8, 8, 4] per axis (axis 1: 60 % 8 != 0;'),
+    ('model.pool_sizes=[[2,2,1],[2,2,1],[2,2,1]],input_image_size=[64,64,32],'
+     'input_partition_dims=[1,16,1,1,1]',
+     'input_partition_dims: spatial axis 0 of input_image_size [64, 64, 32] '
+     'at the bottleneck (64/8=8) is not divisible by 16'),
 ])
 def test_validation_errors_are_one_line_naming_the_key(override, message):
   with pytest.raises(ConfigError) as e:
     config.build_config(params_override=override)
   assert message in str(e.value)
   assert '\n' not in str(e.value)
+
+
+def test_anisotropic_pools_allow_sizes_divisible_per_axis():
+  # Strides [8, 8, 1]: axis 2 is never pooled, so 12 voxels fit and its
+  # bottleneck (12/1) splits over 4 cores; isotropic pools reject both.
+  override = ('model.pool_sizes=[[2,2,1],[2,2,1],[2,2,1]],'
+              'input_image_size=[64,64,12],input_partition_dims=[1,1,1,4,1]')
+  cfg = config.build_config(params_override=override)
+  assert cfg.model.pool_sizes == [[2, 2, 1], [2, 2, 1], [2, 2, 1]]
+  with pytest.raises(ConfigError, match=r'is not divisible by 8 \(the '
+                     r'stride 8 of the 4 levels of unet3d on every axis; '
+                     r'axis 2: 12 % 8 != 0\)'):
+    config.build_config(params_override='input_image_size=[64,64,12]')
 
 
 def test_missing_and_malformed_config_file(tmp_path):

@@ -1,9 +1,9 @@
 """Every YAML under configs/: it names its hardware, loads, builds its model
 at full size, and trains one step at tiny size on records of its input spec.
 
-Tiny size: the smallest input the model's total stride allows (at least 16
-per axis), 2 base filters (8 when group norm sits before a conv, so that
-every concatenation divides into groups), batch 2, on the CPU.
+Tiny size: the smallest input the model's stride on each axis allows (at
+least 16 per axis), 2 base filters (8 when group norm sits before a conv, so
+that every concatenation divides into groups), batch 2, on the CPU.
 """
 
 import dataclasses
@@ -55,9 +55,7 @@ def test_recipe_opens_with_the_hardware_it_is_for(path):
 
 
 def _tiny(cfg: config.Config) -> config.Config:
-  stride = models.total_stride(cfg)
-  rank = cfg.model.spatial_dims
-  size = [max(stride, 16)] * rank
+  size = [max(stride, 16) for stride in models.axis_strides(cfg)]
   order = cfg.model.layer_order or ''
   group_first = 'g' in order and order.index('g') < order.index('c')
   base = 8 if group_first else 2

@@ -69,6 +69,16 @@ class ModelConfig:
   filters: Optional[list[int]] = None
   # Caps every level's filters. Empty: no cap.
   max_filters: Optional[int] = None
+  # Down-sampling factor per level transition and spatial axis, finest
+  # first: (levels - 1) entries of spatial_dims ints >= 1, e.g.
+  # [[2, 2, 1], [2, 2, 2], [2, 2, 2]] pools only in-plane first (nnU-Net's
+  # plan for thick slices). Input sizes must divide by each axis' product.
+  # Empty: 2 on every axis.
+  pool_sizes: Optional[list[list[int]]] = None
+  # Conv kernel per level and spatial axis: `levels` entries of spatial_dims
+  # odd ints >= 1, e.g. [[3, 3, 1], [3, 3, 3], ...]; decoder level d uses
+  # entry d. Empty: 3 everywhere.
+  kernel_sizes: Optional[list[list[int]]] = None
   # UNet 3+: channels of each full-scale skip branch (64 in the paper).
   cat_channels: int = 64
   # Deep supervision head weights, finest head first. None: equal weights.
@@ -161,7 +171,7 @@ class DataConfig:
   # whole_volume: eval on whole volumes with sliding-window inference.
   eval_mode: str = 'center_crop'
   # center_crop eval size; empty: input_image_size. Any size divisible by the
-  # model's total stride works, e.g. a whole demo volume.
+  # model's stride on each axis works, e.g. a whole demo volume.
   eval_image_size: Optional[list[int]] = None
   # none | memory | a file path prefix for an on-disk cache.
   cache: str = 'none'
@@ -328,6 +338,18 @@ class TrainConfig:
   jit_compile: Optional[bool] = None
 
 
+@dataclass
+class PlanConfig:
+  """Where a planned recipe came from (`unet_main.py --mode=plan` writes
+  these; params.yaml keeps them). Training ignores them."""
+  # The converter's dataset.json the recipe was planned from.
+  dataset_json: Optional[str] = None
+  # sha256 of the fingerprint the planner read (unet3d/planning/fingerprint.py).
+  fingerprint_sha256: Optional[str] = None
+  # The budget the recipe was sized for (e.g. cpu2, gpu16g).
+  budget: Optional[str] = None
+
+
 # ----------------------------------------------------------------------------
 # The whole config
 # ----------------------------------------------------------------------------
@@ -378,7 +400,9 @@ class Config:
   # exponential schedule: factor per lr_decay_steps.
   lr_decay_rate: float = 0.5
   # --- input and model ---
-  # Training patch size (2 or 3 values), divisible by the total stride.
+  # Training patch size (2 or 3 values), each divisible by the model's
+  # stride on its axis (2**(levels - 1), or the product of
+  # model.pool_sizes).
   input_image_size: list[int] = field(default_factory=lambda: [128, 128, 128])
   # Image channels (modalities).
   num_channels: int = 1
@@ -434,6 +458,7 @@ class Config:
   train: TrainConfig = field(default_factory=TrainConfig)
   inference: InferenceConfig = field(default_factory=InferenceConfig)
   predict: PredictConfig = field(default_factory=PredictConfig)
+  plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 # Keys of the Model Garden config that mean nothing here; accepted and ignored
@@ -621,7 +646,7 @@ def parse_override(text: Union[str, dict, None]) -> dict[str, Any]:
       raise ConfigError('--params_override: expected a mapping or a.b=c,d=e, '
                         f'got {text!r}')
     return loaded
-  result: dict[str, Any] = {}
+  items = []
   for item in _split_top_level(stripped):
     if '=' not in item:
       raise ConfigError(f"--params_override: '{item}' is not key=value")
@@ -631,13 +656,22 @@ def parse_override(text: Union[str, dict, None]) -> dict[str, Any]:
       value = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
       value = raw
+    items.append((key, value))
+  return nest_dotted(items, '--params_override')
+
+
+def nest_dotted(items, source: str) -> dict[str, Any]:
+  """(dotted key, value) pairs, e.g. ('model.name', 'unet3d'), as nested
+  mappings; later pairs win. Errors name `source`."""
+  result: dict[str, Any] = {}
+  for key, value in items:
     node = result
     parts = key.split('.')
     for part in parts[:-1]:
       node = node.setdefault(part, {})
       if not isinstance(node, dict):
-        raise ConfigError(f"--params_override: '{key}' conflicts with an "
-                          'earlier value')
+        raise ConfigError(f"{source}: '{key}' conflicts with an earlier "
+                          'value')
     node[parts[-1]] = value
   return result
 
@@ -745,10 +779,10 @@ def validate(cfg: Config) -> None:
                       f'{cfg.data.foreground_oversample}')
   _validate_num_gpus(cfg.num_gpus)
   models.check_model_config(cfg)
-  stride = models.total_stride(cfg)
+  strides = models.axis_strides(cfg)
   _validate_partition_dims('input_partition_dims', cfg.input_partition_dims,
-                           cfg.input_image_size, stride)
-  _validate_eval_partition_dims(cfg, stride)
+                           cfg.input_image_size, strides)
+  _validate_eval_partition_dims(cfg, strides)
   losses.check_loss_config(cfg)
   optimizers.check_optimizer_config(cfg)
   _validate_augmentation(cfg.data.augmentation, cfg.input_image_size)
@@ -827,7 +861,7 @@ def _validate_num_gpus(value: Union[int, list[int]]) -> None:
     raise ConfigError(f'num_gpus: expected distinct GPU ids >= 0, got {value}')
 
 
-def _validate_eval_partition_dims(cfg: Config, stride: int) -> None:
+def _validate_eval_partition_dims(cfg: Config, strides: list[int]) -> None:
   """The eval step's partitioning fits data.eval_image_size and uses as many
   cores per replica as training (the TPU's device assignment is fixed)."""
   dims = cfg.eval_input_partition_dims
@@ -836,7 +870,7 @@ def _validate_eval_partition_dims(cfg: Config, stride: int) -> None:
       raise ConfigError('eval_input_partition_dims: set input_partition_dims '
                         'too (it fixes the TPU cores per replica)')
     _validate_partition_dims('eval_input_partition_dims', dims,
-                             cfg.input_image_size, 1, check_sizes=False)
+                             cfg.input_image_size, None, check_sizes=False)
     if math.prod(dims) != math.prod(cfg.input_partition_dims):
       raise ConfigError(
           f'eval_input_partition_dims: {dims} splits a replica into '
@@ -848,15 +882,16 @@ def _validate_eval_partition_dims(cfg: Config, stride: int) -> None:
            else 'input_partition_dims')
     _validate_partition_dims(key, eval_partition_dims(cfg),
                              cfg.data.eval_image_size or cfg.input_image_size,
-                             stride, size_key='data.eval_image_size')
+                             strides, size_key='data.eval_image_size')
 
 
 def _validate_partition_dims(key: str, dims: Optional[list[int]],
-                             size: list[int], stride: int,
+                             size: list[int], strides: Optional[list[int]],
                              check_sizes: bool = True,
                              size_key: str = 'input_image_size') -> None:
   """TPU spatial partitioning: [1, *spatial splits, 1], each split dividing
-  its axis of `size` at the input and at the bottleneck."""
+  its axis of `size` at the input and at the bottleneck (`size` over the
+  model's per-axis `strides`)."""
   if dims is None:
     return
   spatial_dims = len(size)
@@ -873,7 +908,7 @@ def _validate_partition_dims(key: str, dims: Optional[list[int]],
                       f'spatial axes are partitioned), got {dims}')
   if not check_sizes:
     return
-  for axis, (d, s) in enumerate(zip(dims[1:-1], size)):
+  for axis, (d, s, stride) in enumerate(zip(dims[1:-1], size, strides)):
     if s % d:
       raise ConfigError(f'{key}: spatial axis {axis} of {size_key} {size} is '
                         f'not divisible by {d}')

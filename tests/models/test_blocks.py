@@ -7,17 +7,7 @@ import tensorflow as tf
 
 from unet3d.config import ConfigError
 from unet3d.models import blocks
-from tests.models.helpers import tiny_config
-
-
-def _interp_axis(x, axis, factor):
-  """numpy reference: half-pixel linear interpolation with edge clamping."""
-  n = x.shape[axis]
-  coords = (np.arange(n * factor) + 0.5) / factor - 0.5
-  moved = np.moveaxis(x, axis, -1)
-  out = np.apply_along_axis(lambda v: np.interp(coords, np.arange(n), v), -1,
-                            moved)
-  return np.moveaxis(out, -1, axis)
+from tests.models.helpers import interp_axis, tiny_config
 
 
 def test_linear_upsample_2d_matches_tf_image_resize():
@@ -31,10 +21,44 @@ def test_linear_upsample_3d_matches_numpy_separable():
   x = np.random.default_rng(1).normal(size=(1, 3, 4, 2, 2)).astype(np.float32)
   want = x
   for axis in (1, 2, 3):
-    want = _interp_axis(want, axis, 2)
+    want = interp_axis(want, axis, 2)
   got = blocks.LinearUpsample(2)(x)
   assert got.shape == (1, 6, 8, 4, 2)
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_linear_upsample_per_axis_factors_match_numpy():
+  x = np.random.default_rng(9).normal(size=(2, 3, 4, 2, 2)).astype(np.float32)
+  layer = blocks.LinearUpsample((2, 1, 3))
+  got = layer(x)
+  assert got.shape == (2, 6, 4, 6, 2)
+  # Axis 2 (factor 1) is untouched; the others interpolate independently.
+  want = interp_axis(interp_axis(x, 1, 2), 3, 3)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  # Half-pixel centres by hand on axis 3 (factor 3, n = 2): outputs sit at
+  # input coordinates -1/3 (clamped to 0), 0, 1/3, 2/3, 1, 4/3 (clamped to 1).
+  col = interp_axis(x, 1, 2)[0, 0, 0, :, 0]
+  lerp = [col[0], col[0], col[0] + (col[1] - col[0]) / 3,
+          col[0] + 2 * (col[1] - col[0]) / 3, col[1], col[1]]
+  np.testing.assert_allclose(np.asarray(got)[0, 0, 0, :, 0], lerp, atol=1e-5)
+  assert layer.compute_output_shape((None, 3, None, 2, 2)) == (
+      None, 6, None, 6, 2)
+
+
+def test_linear_upsample_config_round_trips_per_axis_and_int():
+  x = np.random.default_rng(10).normal(size=(1, 2, 3, 2, 1))
+  x = x.astype(np.float32)
+  layer = blocks.LinearUpsample([2, 1, 3], name='up')
+  restored = keras.saving.deserialize_keras_object(
+      keras.saving.serialize_keras_object(layer))
+  assert restored.factor == (2, 1, 3) and restored.name == 'up'
+  np.testing.assert_array_equal(restored(x), layer(x))
+  # A config saved before per-axis factors: an int for every axis.
+  old = blocks.LinearUpsample.from_config({'name': 'old', 'factor': 2})
+  assert old.factor == 2 and old.get_config()['factor'] == 2
+  np.testing.assert_allclose(old(x), blocks.LinearUpsample((2, 2, 2))(x))
+  # A uniform tuple keeps the int spelling of those configs.
+  assert blocks.LinearUpsample((4, 4, 4)).get_config()['factor'] == 4
 
 
 def test_instance_norm_normalises_each_sample_and_channel():
@@ -87,10 +111,11 @@ def test_activations(name, want):
                              atol=1e-6)
 
 
-def _unit_model(spec, in_channels, filters, strides=1):
+def _unit_model(spec, in_channels, filters, strides=1, kernel_size=3):
   inputs = keras.Input([None, None, None, in_channels])
   return keras.Model(inputs, blocks.conv_unit(inputs, spec, filters, 'u',
-                                              strides=strides))
+                                              strides=strides,
+                                              kernel_size=kernel_size))
 
 
 def _zero_layer(model, name):
@@ -162,6 +187,50 @@ def test_recompute_unit_matches_plain_unit_and_gradients(normalization):
   for key, grad in grads_a.items():
     np.testing.assert_allclose(grads_b[key], grad, rtol=1e-4, atol=1e-5,
                                err_msg=key)
+
+
+def test_unit_per_axis_kernel_and_strides_reach_every_conv():
+  spec = blocks.BlockSpec(normalization='none', residual=True)
+  model = _unit_model(spec, 2, [3, 3], strides=(2, 1, 2),
+                      kernel_size=(3, 1, 5))
+  assert model.get_layer('u_conv1').kernel.shape == (3, 1, 5, 2, 3)
+  assert model.get_layer('u_conv2').kernel.shape == (3, 1, 5, 3, 3)
+  assert model.get_layer('u_conv1').strides == (2, 1, 2)
+  assert model.get_layer('u_conv2').strides == (1, 1, 1)
+  # The projection shortcut takes the same per-axis strides, 1x1x1.
+  _zero_layer(model, 'u_conv2')
+  kernel, bias = model.get_layer('u_proj').get_weights()
+  assert kernel.shape == (1, 1, 1, 2, 3)
+  x = np.random.default_rng(11).normal(size=(1, 4, 3, 6, 2))
+  x = x.astype(np.float32)
+  want = np.maximum(x[:, ::2, :, ::2] @ kernel[0, 0, 0] + bias, 0)
+  got = model(x)
+  assert got.shape == (1, 2, 3, 3, 3)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_recompute_unit_with_per_axis_kernels_matches_plain_unit():
+  kwargs = dict(normalization='batch', residual=True)
+  plain = _unit_model(blocks.BlockSpec(**kwargs), 2, [4, 4],
+                      strides=(2, 2, 1), kernel_size=(3, 3, 1))
+  recomputed = _unit_model(blocks.BlockSpec(recompute=True, **kwargs), 2,
+                           [4, 4], strides=(2, 2, 1), kernel_size=(3, 3, 1))
+  unit = recomputed.get_layer('u')
+  assert unit.unit['conv1'].kernel.shape == (3, 3, 1, 2, 4)
+  assert unit.unit['proj'].strides == (2, 2, 1)
+  config = unit.get_config()
+  assert (config['kernel_size'], config['strides']) == ((3, 3, 1), (2, 2, 1))
+  by_name = {v.path.split('/')[-2] + '/' + v.name: v for v in plain.weights}
+  assert len(by_name) == len(recomputed.weights)
+  for v in recomputed.weights:
+    v.assign(by_name[v.path.split('/')[-2] + '/' + v.name])
+  x = tf.random.stateless_normal((2, 4, 4, 3, 2), seed=(5, 6))
+  for training in (False, True):
+    np.testing.assert_allclose(recomputed(x, training=training),
+                               plain(x, training=training),
+                               rtol=1e-5, atol=1e-5)
+  restored = blocks.RecomputeUnit.from_config(config)
+  assert restored.unit['conv2'].kernel_size == (3, 3, 1)
 
 
 @pytest.mark.parametrize('text, order, norm_name, act', [

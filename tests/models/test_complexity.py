@@ -5,6 +5,7 @@ import pytest
 
 from tests.models.helpers import tiny_config
 from unet3d import models
+from unet3d.models import blocks
 from unet3d.models import complexity
 
 
@@ -26,6 +27,16 @@ def test_transpose_conv_and_pool_flops():
   conv_t = 2 * 4 * 4 * 6 * (5 * 7)
   pool = 4 * (5 * 7 * 6)
   assert info['gflops'] == pytest.approx((conv_t + pool) / 1e9)
+
+
+def test_linear_upsample_flops_count_only_upsampled_axes():
+  inputs = keras.Input([None, None, None, 2])
+  x = blocks.LinearUpsample((2, 1, 3))(inputs)
+  info = complexity.model_summary(keras.Model(inputs, x), [4, 5, 6, 2])
+  out = (8 * 5 * 18) * 2
+  # One lerp (3 FLOPs) per output element on each of the 2 up-sampled axes.
+  assert info['gflops'] == pytest.approx(3 * 2 * out / 1e9)
+  assert info['layers'][0]['output_shape'] == [8, 5, 18, 2]
 
 
 def test_norm_params_are_split_into_trainable_and_not():

@@ -215,9 +215,14 @@ def test_bad_configs_raise_one_line_errors(overrides, pattern):
   assert '\n' not in str(info.value)
 
 
-def test_total_stride():
-  assert models.total_stride(Config()) == 8
+def test_axis_strides():
+  assert models.axis_strides(Config()) == [8, 8, 8]
   cfg = config.merge(Config(), {'model': {'name': 'unet3plus'}})
-  assert models.total_stride(cfg) == 16
+  assert models.axis_strides(cfg) == [16, 16, 16]
   cfg = config.merge(Config(), {'model': {'filters': [8, 16]}})
-  assert models.total_stride(cfg) == 2
+  assert models.axis_strides(cfg) == [2, 2, 2]
+  cfg = config.merge(Config(), {'model': {
+      'spatial_dims': 2, 'pool_sizes': [[2, 1], [2, 3], [1, 2]]},
+                                'input_image_size': [32, 32]})
+  # Per axis: 2 * 2 * 1 and 1 * 3 * 2.
+  assert models.axis_strides(cfg) == [4, 6]

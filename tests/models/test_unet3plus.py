@@ -1,44 +1,48 @@
 """Tests for unet3d/models/unet3plus.py: full-scale skips, heads, CGM."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.models.helpers import tiny_config
+from tests.models.helpers import tiny_config, upsample_numpy
 from unet3d.config import ConfigError
 from unet3d import models
 from unet3d.models import unet3plus
 
 
 def unet3plus_count(cin, filters, cat, classes, rank, norm_params=4,
-                    deep_supervision=False, cgm=False):
-  """Closed-form parameter count of UNet 3+ (no residual)."""
-  k = 3**rank
+                    deep_supervision=False, cgm=False, kernel_sizes=None):
+  """Closed-form parameter count of UNet 3+ (no residual); kernel_sizes:
+  the per-axis conv kernel of each level (3 on every axis when None)."""
   n = len(filters)
+  volume = [3**rank] * n if kernel_sizes is None else [
+      math.prod(k) for k in kernel_sizes]
   total = 0
 
-  def conv(ci, co, size=k, norm=True):
+  def conv(ci, co, size, norm=True):
     nonlocal total
     total += size * ci * co + co + (norm_params * co if norm else 0)
 
   c = cin
-  for f in filters:
-    conv(c, f)
-    conv(f, f)
+  for level, f in enumerate(filters):
+    conv(c, f, volume[level])
+    conv(f, f, volume[level])
     c = f
   for i in range(n - 2, -1, -1):
     for j in range(n):
       if j <= i or j == n - 1:
-        conv(filters[j], cat)
+        conv(filters[j], cat, volume[i])
       else:
-        conv(n * cat, cat)
-    conv(n * cat, n * cat)
-  conv(n * cat, classes, norm=False)
+        conv(n * cat, cat, volume[i])
+    conv(n * cat, n * cat, volume[i])
+  conv(n * cat, classes, volume[0], norm=False)
   if deep_supervision:
-    for _ in range(1, n - 1):
-      conv(n * cat, classes, norm=False)
-    conv(filters[-1], classes, norm=False)
+    for i in range(1, n - 1):
+      conv(n * cat, classes, volume[i], norm=False)
+    conv(filters[-1], classes, volume[n - 1], norm=False)
   if cgm:
     conv(filters[-1], 2, size=1, norm=False)
   return total
@@ -131,6 +135,75 @@ def test_cgm_trains_with_bce():
         [(g, v) for g, v in zip(grads, variables) if g is not None])
     losses.append(float(loss))
   assert np.mean(losses[-3:]) < 0.7 * losses[0]
+
+
+# 4 levels; per-axis scales of levels 0..3: (1, 1, 1), (2, 2, 1), (4, 4, 2),
+# (4, 8, 4).
+POOLS = [[2, 2, 1], [2, 2, 2], [1, 2, 2]]
+KERNELS = [[3, 3, 1], [3, 3, 3], [3, 3, 3], [1, 3, 3]]
+
+
+def _anisotropic(name, **overrides):
+  return tiny_config(name, filters=[2, 3, 4, 5], pool_sizes=POOLS,
+                     kernel_sizes=KERNELS, input_image_size=[16, 16, 8],
+                     **overrides)
+
+
+@pytest.mark.parametrize('downsampling', ['maxpool', 'strided_conv'])
+def test_anisotropic_full_scale_skips(downsampling):
+  model = models.build_model(_anisotropic('unet3plus',
+                                          downsampling=downsampling))
+  x = np.random.default_rng(3).normal(size=(2, 16, 16, 8, 1))
+  x = x.astype(np.float32)
+  assert model(x).shape == (2, 16, 16, 8, 3)
+  bottleneck = keras.Model(model.input, model.get_layer('enc3_act2').output)
+  assert bottleneck(x).shape == (2, 4, 2, 2, 5)
+  # Encoder j -> stage i: max-pool by scale_i / scale_j per axis.
+  assert model.get_layer('dec1_pool_enc0').pool_size == (2, 2, 1)
+  assert model.get_layer('dec2_pool_enc0').pool_size == (4, 4, 2)
+  assert model.get_layer('dec2_pool_enc1').pool_size == (2, 2, 2)
+  # Decoder j -> stage i: linear up-sampling by scale_j / scale_i per axis.
+  ups = {'dec0_up_dec1': (2, 2, 1), 'dec0_up_dec2': (4, 4, 2),
+         'dec0_up_dec3': (4, 8, 4), 'dec1_up_dec2': (2, 2, 2),
+         'dec1_up_dec3': (2, 4, 4), 'dec2_up_dec3': (1, 2, 2)}
+  for layer, factors in ups.items():
+    assert model.get_layer(layer).axis_factors(3) == factors, layer
+  for i in range(3):
+    for tag in ('from_enc0', 'fuse'):
+      conv = model.get_layer(f'dec{i}_{tag}_conv1')
+      assert conv.kernel.shape[:3] == tuple(KERNELS[i])
+  assert model.get_layer('enc3_conv2').kernel.shape[:3] == (1, 3, 3)
+  assert model.get_layer('logits').kernel.shape[:3] == (3, 3, 1)
+  if downsampling == 'strided_conv':
+    assert model.get_layer('enc3_conv1').strides == (1, 2, 2)
+  else:
+    assert model.get_layer('pool2').pool_size == (1, 2, 2)
+  assert model.count_params() == unet3plus_count(
+      1, [2, 3, 4, 5], 2, 3, rank=3, kernel_sizes=KERNELS)
+
+
+def test_anisotropic_deep_supervision_and_cgm():
+  model = models.build_model(_anisotropic('unet3plus_deepsup_cgm'))
+  x = np.random.default_rng(4).normal(size=(1, 16, 16, 8, 1))
+  x = x.astype(np.float32)
+  out = model(x, training=False)
+  assert out['logits'].shape == (1, 16, 16, 8, 3)
+  assert out['classification'].shape == (1, 2)
+  scales = [(2, 2, 1), (4, 4, 2), (4, 8, 4)]
+  assert len(out['deep_supervision']) == 3
+  for level, (side, scale) in enumerate(zip(out['deep_supervision'], scales),
+                                        start=1):
+    head = model.get_layer(f'logits_level{level}')
+    assert head.kernel.shape[:3] == tuple(KERNELS[level])
+    coarse = np.asarray(keras.Model(model.input, head.output)(x))
+    assert coarse.shape[1:4] == tuple(s // f for s, f in
+                                      zip((16, 16, 8), scale))
+    assert side.shape == (1, 16, 16, 8, 3)
+    np.testing.assert_allclose(side, upsample_numpy(coarse, scale),
+                               atol=1e-5)
+  assert model.count_params() == unet3plus_count(
+      1, [2, 3, 4, 5], 2, 3, rank=3, deep_supervision=True, cgm=True,
+      kernel_sizes=KERNELS)
 
 
 def test_bad_unet3plus_configs():

@@ -373,6 +373,8 @@ def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
       summary['preprocessing']['resample']['target_spacing'],
       np.median(oriented, axis=0))
   assert summary['preprocessing']['orientation'] == 'RAS'
+  assert json.loads((out / 'dataset.json').read_text())[
+      'fingerprint_version'] == 1
   by_id = {c['case_id']: c for c in summary['cases']}
   for case_id, record in records.items():
     entry = by_id[case_id]
@@ -388,6 +390,19 @@ def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
     # Foreground intensity statistics before normalisation (class means
     # are 100 / 250 / 400 plus noise).
     assert 150 < entry['intensity']['mean'][0] < 400
+    # The fingerprint: noisy images are nonzero everywhere, so the crop
+    # keeps the reoriented grid; each class is one blob (2 inside 1).
+    assert entry['cropped']['shape'] == list(label.shape)
+    np.testing.assert_allclose(entry['cropped']['spacing'],
+                               pp.oriented_spacing(affine))
+    assert entry['nonzero_fraction'] == 1.0
+    assert sorted(entry['components']) == ['1', '2']
+    for k in (1, 2):
+      assert entry['components'][str(k)]['count'] == 1
+      assert entry['components'][str(k)]['largest_voxels'] == [
+          int(np.sum(record['label'] == k))]
+      np.testing.assert_allclose(entry['centroid_voxel'][str(k)],
+                                 np.argwhere(record['label'] == k).mean(0))
     # Predictions map back onto the original grid.
     restored = pp.restore_original(record['label'].astype(np.uint8), entry)
     dice = 2 * np.sum((restored > 0) & (label > 0)) / (
@@ -447,3 +462,132 @@ def test_sigterm_leaves_no_staging_folder(tmp_path):
   assert [l for l in err.splitlines() if l.startswith('error: ')] == [
       f'error: SIGTERM: conversion stopped; nothing was written to {out}']
   assert _leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------
+# Dataset fingerprint (what a planner reads from dataset.json)
+# ----------------------------------------------------------------------------
+
+
+# An LPS volume [14, 12, 10] whose nonzero voxels fill the box
+# [2:12, 1:11, 2:8] (10 x 10 x 6 = 600 of 1680 voxels).
+BOX = (slice(2, 12), slice(1, 11), slice(2, 8))
+# Array axes of the transposed volume -> axes of the LPS one.
+TO_LPS_AXES = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+
+
+def _fingerprint_volume(layout: str):
+  """(image [X, Y, Z, 2], label, affine) of the boxed volume; 'lps', or
+  'transposed' (array axes (S, L, P): reoriented, the same RAS volume)."""
+  rng = np.random.default_rng(3)
+  image = np.zeros((14, 12, 10, 2), np.float32)
+  image[BOX] = rng.uniform(10, 100, (10, 10, 6, 2))
+  label = np.zeros((14, 12, 10), np.uint8)
+  label[3:6, 2:5, 2:5] = 1  # 27 voxels
+  label[8:10, 7:9, 5:7] = 1  # 8 voxels, apart from the first
+  label[3:5, 7:10, 6:8] = 2  # 12 voxels
+  affine = lps_affine((0.8, 0.8, 3.0))
+  if layout == 'transposed':
+    image, label = image.transpose(2, 0, 1, 3), label.transpose(2, 0, 1)
+    permute = np.eye(4)
+    permute[:3, :3] = TO_LPS_AXES
+    affine = affine @ permute
+  return image, label, affine
+
+
+def _process(image, label, affine, **plan):
+  raw = cases.RawCase(image, label, affine)
+  plan = cases.Plan(norms=(pp.ChannelNorm(),) * image.shape[-1], **plan)
+  return cases.process_case(cases.Case('case_000', ('image.nii.gz',),
+                                       'label.nii.gz'),
+                            lambda case: raw, plan, is_train=True)
+
+
+@pytest.mark.parametrize('layout', ['lps', 'transposed'])
+def test_case_fingerprint_of_a_cropped_reoriented_case(layout):
+  image, label, affine = _fingerprint_volume(layout)
+  records, info = _process(image, label, affine)
+  # RAS: the LPS box with its first two axes flipped, not resampled.
+  lps_image, lps_label, _ = _fingerprint_volume('lps')
+  stored = np.flip(lps_label[BOX], (0, 1))
+  np.testing.assert_array_equal(records[0].label, stored)
+  assert info['cropped']['shape'] == [10, 10, 6]
+  np.testing.assert_allclose(info['cropped']['spacing'], [0.8, 0.8, 3.0])
+  assert info['nonzero_fraction'] == pytest.approx(600 / 1680)
+  assert info['components'] == {
+      '1': {'count': 2, 'largest_voxels': [27, 8]},
+      '2': {'count': 1, 'largest_voxels': [12]}}
+  assert sorted(info['centroid_voxel']) == ['1', '2']
+  for k in (1, 2):
+    np.testing.assert_allclose(info['centroid_voxel'][str(k)],
+                               np.argwhere(stored == k).mean(0))
+  # Class 2 at LPS [3:5, 7:10, 6:8]: cropped [1:3, 6:9, 4:6], then axes
+  # 0 and 1 flipped within 10 voxels.
+  np.testing.assert_allclose(info['centroid_voxel']['2'], [7.5, 2.0, 4.5])
+  # Foreground intensities before normalisation, per channel.
+  values = lps_image[lps_label > 0].astype(np.float64)
+  assert info['intensity']['count'] == [47, 47]
+  for key, q in (('percentile_00_5', 0.5), ('median', 50),
+                 ('percentile_99_5', 99.5)):
+    np.testing.assert_allclose(info['intensity'][key],
+                               np.percentile(values, q, axis=0))
+  # Plain Python, as dataset.json stores it.
+  entry = {k: v for k, v in info.items() if k != 'samples'}
+  assert json.loads(json.dumps(entry)) == entry
+
+
+@pytest.mark.parametrize('layout, plan, shape, spacing, fraction', [
+    ('lps', dict(crop_nonzero=False), [14, 12, 10], [0.8, 0.8, 3.0], 1.0),
+    ('transposed', dict(crop_nonzero=False), [14, 12, 10], [0.8, 0.8, 3.0],
+     1.0),
+    ('transposed', dict(reorient=False, crop_nonzero=False), [10, 14, 12],
+     [3.0, 0.8, 0.8], 1.0),
+    ('transposed', dict(reorient=False), [6, 10, 10], [3.0, 0.8, 0.8],
+     600 / 1680),
+])
+def test_cropped_geometry_follows_the_plan(layout, plan, shape, spacing,
+                                           fraction):
+  image, label, affine = _fingerprint_volume(layout)
+  # Resampling comes after: it changes the stored grid, not `cropped`.
+  _, info = _process(image, label, affine, target_spacing=(1.6, 1.6, 1.5),
+                     **plan)
+  assert info['cropped']['shape'] == shape
+  np.testing.assert_allclose(info['cropped']['spacing'], spacing)
+  assert info['nonzero_fraction'] == pytest.approx(fraction)
+  np.testing.assert_allclose(info['stored']['spacing'], [1.6, 1.6, 1.5])
+
+
+def test_components_are_face_connected_per_mask_channel():
+  masks = np.zeros((12, 12, 12, 4), np.uint8)
+  # Channel 0: two cubes sharing only an edge; channel 1: only a corner;
+  # channel 2: a face (one component); channel 3 is empty.
+  masks[0:3, 0:3, 0:3, 0] = 1
+  masks[3:5, 3:5, 0:2, 0] = 1
+  masks[6:8, 6:8, 6:8, 1] = 1
+  masks[8:9, 8:9, 8:9, 1] = 1
+  masks[0:2, 8:10, 8:10, 2] = 1
+  masks[2:4, 8:10, 8:10, 2] = 1
+  image = np.ones((12, 12, 12, 1), np.float32)
+  _, info = _process(image, masks, np.eye(4), reorient=False,
+                     crop_nonzero=False)
+  assert info['label_type'] == 'multi_label'
+  assert info['components'] == {
+      '0': {'count': 2, 'largest_voxels': [27, 8]},
+      '1': {'count': 2, 'largest_voxels': [8, 1]},
+      '2': {'count': 1, 'largest_voxels': [16]}}
+  for k in range(3):
+    np.testing.assert_allclose(info['centroid_voxel'][str(k)],
+                               np.argwhere(masks[..., k]).mean(0))
+  assert '3' not in info['centroid_voxel']
+
+
+def test_at_most_ten_component_sizes_largest_first():
+  label = np.zeros((12, 24, 3), np.uint8)
+  # 12 bars along axis 0, of 1..12 voxels, a voxel apart along axis 1.
+  for length in range(1, 13):
+    label[:length, 2 * (length - 1), 1] = 1
+  image = np.ones(label.shape + (1,), np.float32)
+  _, info = _process(image, label, np.eye(4), reorient=False,
+                     crop_nonzero=False)
+  assert info['components'] == {
+      '1': {'count': 12, 'largest_voxels': list(range(12, 2, -1))}}

@@ -5,7 +5,8 @@ or `--model_dir=a,b,c`) whose probabilities are averaged.
 Each ensemble member is restored with the architecture of its own
 params.yaml, so members may differ in anything but their interface: input
 channels, classes, output activation and spatial rank must agree, and the
-run's window (`input_image_size`) must suit every member's stride.
+run's window (`input_image_size`) must suit every member's per-axis
+strides.
 """
 
 from __future__ import annotations
@@ -60,13 +61,19 @@ def member_configs(cfg: Config) -> list[Config]:
         raise ConfigError(f'inference.ensemble: {folder} has {key}='
                           f'{config_lib.value_at(member, key)!r}, the run has '
                           f'{config_lib.value_at(cfg, key)!r}')
-    stride = models_lib.total_stride(member)
-    if any(s % stride for s in cfg.input_image_size):
-      raise ConfigError(f'inference.ensemble: {folder} needs sizes divisible '
-                        f'by {stride}; input_image_size is '
-                        f'{cfg.input_image_size}')
+    _check_window(cfg, folder, models_lib.axis_strides(member))
     configs.append(member)
   return configs
+
+
+def _check_window(cfg: Config, folder: str, strides: list[int]) -> None:
+  """input_image_size (the window) divides by a member's per-axis strides."""
+  size = cfg.input_image_size
+  for axis, (s, stride) in enumerate(zip(size, strides)):
+    if s % stride:
+      raise ConfigError(f'inference.ensemble: {folder} needs sizes divisible '
+                        f'by the strides {strides} per axis; input_image_size '
+                        f'is {size} (axis {axis}: {s} % {stride} != 0)')
 
 
 @dataclasses.dataclass(frozen=True)

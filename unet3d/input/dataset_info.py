@@ -7,11 +7,19 @@ that one share the file name.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import hashlib
+import json
+from typing import Any, Mapping, Optional
 
 from unet3d import fileio
 
 DATASET_JSON = 'dataset.json'
+# Raised when the per-case fingerprint keys change, so that the planner
+# refuses a dataset.json written before them.
+FINGERPRINT_VERSION = 1
+# The keys a plan depends on (unet3d/planning); its hash covers exactly these.
+FINGERPRINT_KEYS = ('fingerprint_version', 'labels', 'label_type',
+                    'modalities', 'intensity', 'preprocessing', 'cases')
 
 
 def path_beside(file_pattern: Optional[str]) -> Optional[str]:
@@ -67,3 +75,11 @@ def split_cases(file_pattern: Optional[str], split: str) -> Optional[int]:
     return None
   count = read(path).get(f'num_{split}')
   return count if isinstance(count, int) else None
+
+
+def fingerprint_sha256(info: Mapping[str, Any]) -> str:
+  """The hash of a parsed dataset.json's fingerprint (FINGERPRINT_KEYS); a
+  planned recipe records it as plan.fingerprint_sha256."""
+  content = {k: info.get(k) for k in FINGERPRINT_KEYS}
+  text = json.dumps(content, sort_keys=True, separators=(',', ':'))
+  return hashlib.sha256(text.encode()).hexdigest()

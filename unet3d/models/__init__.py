@@ -1,8 +1,8 @@
 """The model zoo: `model.name` -> a builder, and every check of the model keys.
 
 Every builder maps a validated config to a keras.Model on
-[B, *spatial, num_channels] inputs of any spatial size divisible by the
-total stride; its outputs follow `unet3d.models.heads`.
+[B, *spatial, num_channels] inputs of any spatial size divisible, axis by
+axis, by `axis_strides`; its outputs follow `unet3d.models.heads`.
 
 `check_model_config` is the one place where model keys are checked; config
 validation calls it, so a bad model config fails before anything runs.
@@ -20,6 +20,7 @@ import keras
 from unet3d.errors import ConfigError, unknown_name
 from unet3d.models import blocks
 from unet3d.models import heads
+from unet3d.models import levels
 from unet3d.models import unet
 from unet3d.models import unet3plus
 
@@ -56,18 +57,27 @@ ARCHITECTURE_KEYS = (
     'model.name', 'model.spatial_dims', 'model.normalization',
     'model.num_groups', 'model.activation', 'model.residual',
     'model.downsampling', 'model.filters', 'model.max_filters',
-    'model.cat_channels', 'model.output_activation')
+    'model.pool_sizes', 'model.kernel_sizes', 'model.cat_channels',
+    'model.output_activation')
 
 
-def total_stride(cfg) -> int:
-  """The factor every spatial input size must divide by: 2^(levels - 1)."""
-  return 2 ** (MODELS[cfg.model.name].family.num_levels(cfg) - 1)
+def num_levels(cfg) -> int:
+  """Resolution levels of the model, bottleneck included."""
+  return MODELS[cfg.model.name].family.num_levels(cfg)
+
+
+def axis_strides(cfg) -> list[int]:
+  """The factor each spatial input size must divide by, per axis: the
+  product of that axis' pool factors (2**(levels - 1) on every axis
+  without model.pool_sizes)."""
+  rank = cfg.model.spatial_dims
+  pools = levels.pool_sizes(cfg, num_levels(cfg))
+  return list(levels.cumulative(pools, rank)[-1])
 
 
 def _check_sizes(cfg) -> None:
   dims = cfg.model.spatial_dims
-  stride = total_stride(cfg)
-  levels = stride.bit_length()
+  strides = axis_strides(cfg)
   for key, sizes in (('input_image_size', cfg.input_image_size),
                      ('data.eval_image_size', cfg.data.eval_image_size)):
     if sizes is None:
@@ -77,11 +87,26 @@ def _check_sizes(cfg) -> None:
                         f'model.spatial_dims={dims}, got {sizes}')
     if any(s < 1 for s in sizes):
       raise ConfigError(f'{key}: sizes must be positive, got {sizes}')
-    if any(s % stride for s in sizes):
-      raise ConfigError(
-          f'{key}: {sizes} is not divisible by {stride} (the total stride '
-          f'{stride} of the {levels} levels of {cfg.model.name}); use '
-          f'multiples of {stride} or fewer levels (depth / model.filters)')
+    bad = [a for a, (s, t) in enumerate(zip(sizes, strides)) if s % t]
+    if bad:
+      raise ConfigError(_indivisible_message(cfg, key, sizes, strides,
+                                             bad[0]))
+
+
+def _indivisible_message(cfg, key: str, sizes: list[int],
+                         strides: list[int], axis: int) -> str:
+  """The one-line error for sizes that some axis' stride does not divide."""
+  where = f'axis {axis}: {sizes[axis]} % {strides[axis]} != 0'
+  of_levels = f'the {num_levels(cfg)} levels of {cfg.model.name}'
+  if len(set(strides)) == 1:
+    stride = strides[0]
+    return (f'{key}: {sizes} is not divisible by {stride} (the stride '
+            f'{stride} of {of_levels} on every axis; {where}); use multiples '
+            f'of {stride} or fewer levels (depth / model.filters)')
+  return (f'{key}: {sizes} is not divisible by the strides {strides} per '
+          f'axis ({where}; {of_levels} with model.pool_sizes); use '
+          f'multiples of {strides} per axis, fewer levels (depth / '
+          f'model.filters) or other model.pool_sizes')
 
 
 # Model keys -> the values the builders accept (None: the key may be empty).
@@ -128,6 +153,7 @@ def check_model_config(cfg) -> None:
     raise ConfigError(f'model.sync_batch_norm: only batch norm is '
                       f'synchronised, the model uses {normalization!r}')
   MODELS[m.name].family.check_config(cfg)
+  levels.check_config(cfg, num_levels(cfg))
   _check_sizes(cfg)
 
 

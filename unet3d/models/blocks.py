@@ -1,13 +1,17 @@
 """Rank-generic building blocks: conv + norm + activation units, resampling.
 
 Every function takes `rank` (2 or 3) and works on channels-last tensors
-[B, *spatial, C]. A conv "unit" is one or two conv + norm + act layers, the
-pytorch-3dunet "cr"/"cbr" idea in function form:
+[B, *spatial, C]. Sizes, strides and factors (`Size`) are one int for every
+spatial axis or a tuple with one per axis (anisotropic levels). A conv
+"unit" is one or two conv + norm + act layers, the pytorch-3dunet
+"cr"/"cbr" idea in function form:
 
-  single unit:   conv3 -> norm -> act
-  double unit:   conv3 -> norm -> act -> conv3 -> norm -> act
-  residual unit: conv3 -> norm -> act -> conv3 -> norm, + shortcut -> act
+  single unit:   convk -> norm -> act
+  double unit:   convk -> norm -> act -> convk -> norm -> act
+  residual unit: convk -> norm -> act -> convk -> norm, + shortcut -> act
                  (shortcut: identity, or conv1 + norm when shape changes)
+
+k is the level's kernel size (3 by default).
 
 `model.layer_order` (pytorch-3dunet's string, e.g. 'gcr', 'crg', 'cbr',
 'cr') reorders conv (c), norm (g group, b batch, i instance) and activation
@@ -24,7 +28,7 @@ functional graph. With `recompute` the same layers live inside a
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
@@ -42,6 +46,28 @@ LAYER_ORDER_LETTERS = {
 }
 # The order of the default unit: conv, norm, activation.
 DEFAULT_ORDER = 'cna'
+
+# One int for every spatial axis, or one int per spatial axis.
+Size = Union[int, Sequence[int]]
+
+
+def compact_size(size: Size) -> Union[int, tuple[int, ...]]:
+  """An int, or a tuple of per-axis ints that differ: a uniform size keeps
+  the int spelling that saved layer configs have always had."""
+  if isinstance(size, int):
+    return size
+  size = tuple(int(v) for v in size)
+  return size[0] if len(set(size)) == 1 else size
+
+
+def axis_sizes(size: Size, rank: int) -> tuple[int, ...]:
+  """The per-axis ints of `size` for `rank` spatial axes."""
+  if isinstance(size, int):
+    return (size,) * rank
+  if len(size) != rank:
+    raise ValueError(f'{tuple(size)}: expected {rank} sizes, one per '
+                     'spatial axis')
+  return tuple(size)
 
 
 def parse_layer_order(text: str) -> tuple[str, str, Optional[str]]:
@@ -112,7 +138,7 @@ def block_spec(cfg) -> BlockSpec:
 # ----------------------------------------------------------------------------
 
 
-def conv(rank: int, filters: int, kernel_size: int, strides: int = 1,
+def conv(rank: int, filters: int, kernel_size: Size, strides: Size = 1,
          name: Optional[str] = None, dtype=None) -> keras.layers.Layer:
   """Conv2D/Conv3D, 'same' padding, with bias (as the Model Garden)."""
   cls = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
@@ -120,13 +146,17 @@ def conv(rank: int, filters: int, kernel_size: int, strides: int = 1,
              dtype=dtype)
 
 
-def conv_transpose(rank: int, filters: int, name: Optional[str] = None):
-  """Kernel-2 stride-2 transposed conv: doubles every spatial size."""
+def conv_transpose(rank: int, filters: int, factor: Size = 2,
+                   name: Optional[str] = None):
+  """Transposed conv with kernel = strides = factor: multiplies each
+  spatial size by its axis' factor (2: doubles every size)."""
   cls = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
-  return cls[rank](filters, 2, strides=2, name=name)
+  return cls[rank](filters, factor, strides=factor, name=name)
 
 
-def max_pool(rank: int, size: int, name: Optional[str] = None):
+def max_pool(rank: int, size: Size, name: Optional[str] = None):
+  """Max-pool with strides = size: divides each spatial size by its axis'
+  factor."""
   cls = {2: keras.layers.MaxPool2D, 3: keras.layers.MaxPool3D}[rank]
   dtype = None
   if (rank == 3 and
@@ -137,7 +167,8 @@ def max_pool(rank: int, size: int, name: Optional[str] = None):
   return cls(size, name=name, dtype=dtype)
 
 
-def upsample_nearest(rank: int, size: int, name: Optional[str] = None):
+def upsample_nearest(rank: int, size: Size, name: Optional[str] = None):
+  """Repeats each voxel `size` times along each axis."""
   cls = {2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}[rank]
   return cls(size, name=name)
 
@@ -266,15 +297,15 @@ def _sequence(spec: BlockSpec, num_convs: int) -> list[str]:
 
 
 def _unit_layers(spec: BlockSpec, in_channels: int, filters: list[int],
-                 strides: int, name: str) -> dict:
+                 strides: Size, name: str, kernel_size: Size = 3) -> dict:
   """Creates the layers of a unit with len(filters) (1 or 2) convs."""
   layers = {}
   norm_first = spec.order.index('n') < spec.order.index('c') if (
       'n' in spec.order) else False
   channels_in = in_channels
   for i, f in enumerate(filters, start=1):
-    layers[f'conv{i}'] = conv(spec.rank, f, 3, strides if i == 1 else 1,
-                              name=f'{name}_conv{i}')
+    layers[f'conv{i}'] = conv(spec.rank, f, kernel_size,
+                              strides if i == 1 else 1, name=f'{name}_conv{i}')
     if 'n' in spec.order:
       layers[f'norm{i}'] = norm(spec, channels_in if norm_first else f,
                                 f'{name}_norm{i}')
@@ -282,7 +313,7 @@ def _unit_layers(spec: BlockSpec, in_channels: int, filters: list[int],
       layers[f'act{i}'] = activation(spec, f'{name}_act{i}')
     channels_in = f
   if spec.residual and len(filters) == 2:
-    if in_channels != filters[-1] or strides != 1:
+    if in_channels != filters[-1] or compact_size(strides) != 1:
       layers['proj'] = conv(spec.rank, filters[-1], 1, strides,
                             name=f'{name}_proj')
       if 'n' in spec.order:
@@ -325,14 +356,16 @@ class RecomputeUnit(keras.layers.Layer):
   """
 
   def __init__(self, spec: dict, in_channels: int, filters: list[int],
-               strides: int = 1, **kwargs):
+               strides: Size = 1, kernel_size: Size = 3, **kwargs):
     super().__init__(**kwargs)
     self.spec = dict(spec)
     self.in_channels = in_channels
     self.filters = list(filters)
-    self.strides = strides
+    self.strides = compact_size(strides)
+    self.kernel_size = compact_size(kernel_size)
     self.unit = _unit_layers(BlockSpec(**self.spec), in_channels,
-                             self.filters, strides, self.name)
+                             self.filters, self.strides, self.name,
+                             self.kernel_size)
 
   def build(self, input_shape):
     shape = tuple(input_shape)
@@ -387,27 +420,30 @@ class RecomputeUnit(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update(spec=self.spec, in_channels=self.in_channels,
-                  filters=self.filters, strides=self.strides)
+                  filters=self.filters, strides=self.strides,
+                  kernel_size=self.kernel_size)
     return config
 
 
 def conv_unit(x, spec: BlockSpec, filters: list[int], name: str,
-              strides: int = 1):
+              strides: Size = 1, kernel_size: Size = 3):
   """One (len(filters) == 1) or two conv + norm + act layers.
 
   Args:
     x: [B, *spatial, Cin].
     filters: output channels of each conv.
-    strides: stride of the first conv (2: strided-conv down-sampling).
+    strides: per-axis stride of the first conv (and of a residual unit's
+      projection shortcut); 2: strided-conv down-sampling.
+    kernel_size: per-axis kernel of every conv of the unit.
   Returns:
     [B, *spatial / strides, filters[-1]].
   """
   in_channels = x.shape[-1]
   if spec.recompute:
     return RecomputeUnit(dataclasses.asdict(spec), in_channels, filters,
-                         strides, name=name)(x)
-  return _apply_unit(_unit_layers(spec, in_channels, filters, strides, name),
-                     x)
+                         strides, kernel_size, name=name)(x)
+  return _apply_unit(_unit_layers(spec, in_channels, filters, strides, name,
+                                  kernel_size), x)
 
 
 # ----------------------------------------------------------------------------
@@ -434,27 +470,37 @@ def _linear_axis(x, axis: int, factor: int):
 
 @keras.saving.register_keras_serializable(package='unet3d')
 class LinearUpsample(keras.layers.Layer):
-  """Bi/trilinear up-sampling by an integer factor on every spatial axis.
+  """Bi/trilinear up-sampling by integer factors, one per spatial axis or
+  one for all.
 
   [B, *spatial, C] -> [B, *(spatial * factor), C]. Keras has no trilinear
   UpSampling3D; this matches tf.image.resize(method='bilinear') per axis.
+  Axes with factor 1 are left as they are.
   """
 
-  def __init__(self, factor: int, **kwargs):
+  def __init__(self, factor: Size, **kwargs):
     super().__init__(**kwargs)
-    self.factor = int(factor)
+    # An int for a uniform factor: the saved config of every model built
+    # before per-axis factors.
+    self.factor = compact_size(factor)
+
+  def axis_factors(self, rank: int) -> tuple[int, ...]:
+    """The factor of each of `rank` spatial axes."""
+    return axis_sizes(self.factor, rank)
 
   def call(self, x):
-    if self.factor == 1:
-      return x
-    for axis in range(1, x.shape.rank - 1):
-      x = _linear_axis(x, axis, self.factor)
+    factors = self.axis_factors(x.shape.rank - 2)
+    for axis, factor in enumerate(factors, start=1):
+      if factor > 1:
+        x = _linear_axis(x, axis, factor)
     return x
 
   def compute_output_shape(self, input_shape):
+    factors = self.axis_factors(len(input_shape) - 2)
     return ((input_shape[0],) +
-            tuple(None if s is None else s * self.factor
-                  for s in input_shape[1:-1]) + (input_shape[-1],))
+            tuple(None if s is None else s * f
+                  for s, f in zip(input_shape[1:-1], factors)) +
+            (input_shape[-1],))
 
   def get_config(self):
     config = super().get_config()
@@ -462,7 +508,9 @@ class LinearUpsample(keras.layers.Layer):
     return config
 
 
-def upsample_linear(x, factor: int, name: str, dtype=None):
-  if factor == 1:
+def upsample_linear(x, factor: Size, name: str, dtype=None):
+  """`x` up-sampled by LinearUpsample(factor); `x` itself when every factor
+  is 1."""
+  if compact_size(factor) == 1:
     return x
   return LinearUpsample(factor, name=name, dtype=dtype)(x)

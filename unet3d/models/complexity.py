@@ -7,7 +7,8 @@ FLOPs count a multiply-add as 2 and are per sample (batch 1), inference mode:
   normalisation   2 * elements (the folded scale and shift)
   activation, add 1 * output elements (add: per extra input)
   max-pool        prod(pool) * output elements; global pool: input elements
-  linear upsample 3 * rank * output elements (one lerp per axis)
+  linear upsample 3 * output elements per up-sampled axis (one lerp per
+                  axis with factor > 1)
 Biases, concatenation, nearest up-sampling and dropout count 0.
 """
 
@@ -65,7 +66,8 @@ def layer_flops(layer, input_shapes: list, output_shape) -> int:
   if isinstance(layer, _GLOBAL_POOL):
     return _numel(input_shapes[0])
   if isinstance(layer, blocks.LinearUpsample):
-    return 3 * (len(output_shape) - 2) * out if layer.factor > 1 else 0
+    factors = layer.axis_factors(len(output_shape) - 2)
+    return 3 * sum(f > 1 for f in factors) * out
   return 0
 
 

@@ -3,18 +3,22 @@
 Encoder level d (d = 0 .. depth-1): two conv units with (a_d, b_d) filters,
 by default (f * 2^d, f * 2^(d+1)) with f = num_base_filters, as the Model
 Garden. A `model.filters` list gives (filters[d], filters[d]) instead, as
-nnU-Net; `model.max_filters` caps both. Levels are joined by a 2x max-pool,
-or by a stride-2 first conv (`model.downsampling: strided_conv`).
+nnU-Net; `model.max_filters` caps both. Level d - 1 is joined to level d by
+a max-pool of pool_sizes[d - 1] (2 on every axis by default), or by a first
+conv with those strides (`model.downsampling: strided_conv`). Every conv of
+level d, encoder and decoder, has the kernel kernel_sizes[d] (3 by default;
+`unet3d.models.levels`).
 
 Dropout (`dropout_rate` > 0) is spatial dropout after each encoder level's
 convs (before the skip is taken), as NVIDIA's and nnU-Net's encoders.
 
-Decoder level d (depth-2 .. 0): up-sample x2 (Conv3DTranspose with the
-current channel count, or nearest UpSampling when `deconvolution` is false),
-concatenate the level's skip, two convs with b_d filters. Head: 1x1 conv to
-num_classes logits. `num_segmentation_levels` = L > 1 adds 1x1 heads on
-decoder levels 1 .. L-1 (level depth-1 is the bottleneck), each
-linearly up-sampled to full resolution.
+Decoder level d (depth-2 .. 0): up-sample by pool_sizes[d] (Conv3DTranspose
+with the current channel count and kernel = strides = pool_sizes[d], or
+nearest UpSampling when `deconvolution` is false), concatenate the level's
+skip, two convs with b_d filters. Head: 1x1 conv to num_classes logits.
+`num_segmentation_levels` = L > 1 adds 1x1 heads on decoder levels 1 .. L-1
+(level depth-1 is the bottleneck), each linearly up-sampled to full
+resolution (by the product of the pool factors above it, per axis).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import keras
 from unet3d.errors import ConfigError
 from unet3d.models import blocks
 from unet3d.models import heads
+from unet3d.models import levels
 
 
 def level_filters(cfg) -> list[tuple[int, int]]:
@@ -70,15 +75,20 @@ def build(cfg) -> keras.Model:
   pairs = level_filters(cfg)
   num_heads = cfg.num_segmentation_levels
   strided = cfg.model.downsampling == 'strided_conv'
+  pools = levels.pool_sizes(cfg, depth)
+  kernels = levels.kernel_sizes(cfg, depth)
+  scales = levels.cumulative(pools, rank)
 
   inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
   x = inputs
   skips = []
   for level, (a, b) in enumerate(pairs):
+    down = pools[level - 1] if level > 0 else 1
     if level > 0 and not strided:
-      x = blocks.max_pool(rank, 2, name=f'pool{level - 1}')(x)
+      x = blocks.max_pool(rank, down, name=f'pool{level - 1}')(x)
     x = blocks.conv_unit(x, spec, [a, b], f'enc{level}',
-                         strides=2 if level > 0 and strided else 1)
+                         strides=down if strided else 1,
+                         kernel_size=kernels[level])
     if cfg.dropout_rate > 0:
       x = blocks.spatial_dropout(rank, cfg.dropout_rate,
                                  name=f'enc{level}_dropout')(x)
@@ -87,13 +97,15 @@ def build(cfg) -> keras.Model:
   decoded = {depth - 1: x}
   for level in range(depth - 2, -1, -1):
     if cfg.deconvolution:
-      x = blocks.conv_transpose(rank, x.shape[-1], name=f'up{level}')(x)
+      x = blocks.conv_transpose(rank, x.shape[-1], pools[level],
+                                name=f'up{level}')(x)
     else:
-      x = blocks.upsample_nearest(rank, 2, name=f'up{level}')(x)
+      x = blocks.upsample_nearest(rank, pools[level], name=f'up{level}')(x)
     skip = skips[level]
     x = keras.layers.Concatenate(name=f'concat{level}')([x, skip])
     channels = skip.shape[-1]
-    x = blocks.conv_unit(x, spec, [channels, channels], f'dec{level}')
+    x = blocks.conv_unit(x, spec, [channels, channels], f'dec{level}',
+                         kernel_size=kernels[level])
     decoded[level] = x
 
   logits = blocks.conv(rank, cfg.num_classes, 1, name='logits',
@@ -104,7 +116,7 @@ def build(cfg) -> keras.Model:
   for level in range(1, num_heads):
     head = blocks.conv(rank, cfg.num_classes, 1, name=f'logits_level{level}',
                        dtype='float32')(decoded[level])
-    side.append(blocks.upsample_linear(head, 2**level,
+    side.append(blocks.upsample_linear(head, scales[level],
                                        name=f'logits_level{level}_up',
                                        dtype='float32'))
   return keras.Model(inputs, {heads.LOGITS: logits,

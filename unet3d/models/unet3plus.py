@@ -2,19 +2,26 @@
 
 Encoder: n levels (default 5) of two conv units with filters[i] channels;
 default filters [64, 128, 256, 512, 1024] * num_base_filters / 64, or
-`model.filters`, capped by `model.max_filters`. Levels are joined by 2x
-max-pool, or a stride-2 first conv (`model.downsampling: strided_conv`).
+`model.filters`, capped by `model.max_filters`. Level d - 1 is joined to
+level d by a max-pool of pool_sizes[d - 1] (2 on every axis by default), or
+a first conv with those strides (`model.downsampling: strided_conv`).
 
-Decoder stage i (n-2 .. 0) takes full-scale skips from every level j:
-  j < i: encoder j, max-pooled by 2^(i-j)
+With S_k the per-axis scale of level k (the product of the first k pool
+factors; 2^k by default), decoder stage i (n-2 .. 0) takes full-scale skips
+from every level j:
+  j < i: encoder j, max-pooled by S_i / S_j per axis
   j = i: encoder i
-  j > i: decoder j (the bottleneck for j = n-1), linearly up-sampled 2^(j-i)
-Each branch is conv3 -> cat_channels + norm + act; the n branches are
+  j > i: decoder j (the bottleneck for j = n-1), linearly up-sampled by
+         S_j / S_i per axis
+Each branch is conv -> cat_channels + norm + act; the n branches are
 concatenated (n * cat_channels) and fused by one conv + norm + act with
 n * cat_channels filters. The full-scale max-pools are part of the topology
-and stay max-pools under strided-conv down-sampling.
+and stay max-pools under strided-conv down-sampling. Every conv at level k
+(encoder, decoder stage, head) has the kernel kernel_sizes[k] (3 by
+default; `unet3d.models.levels`).
 
-Heads (3x3 conv to num_classes, float32 logits):
+Heads (a conv with the level's kernel to num_classes, float32 logits,
+up-sampled by S_i):
   unet3plus              decoder stage 0 only.
   unet3plus_deepsup      + decoder stages 1 .. n-2 and the bottleneck, each
                          linearly up-sampled to full resolution.
@@ -30,6 +37,7 @@ import keras
 from unet3d.errors import ConfigError
 from unet3d.models import blocks
 from unet3d.models import heads
+from unet3d.models import levels
 
 PAPER_FILTERS = (64, 128, 256, 512, 1024)
 # The paper's CGM dropout; CGM is a small head on a deep feature map.
@@ -65,8 +73,9 @@ def check_config(cfg) -> None:
                       f'{cfg.model.cat_channels}')
 
 
-def _head(x, cfg, rank: int, factor: int, name: str):
-  logits = blocks.conv(rank, cfg.num_classes, 3, name=name,
+def _head(x, cfg, rank: int, kernel_size: blocks.Size,
+          factor: blocks.Size, name: str):
+  logits = blocks.conv(rank, cfg.num_classes, kernel_size, name=name,
                        dtype='float32')(x)
   return blocks.upsample_linear(logits, factor, name=f'{name}_up',
                                 dtype='float32')
@@ -82,15 +91,20 @@ def build(cfg, deep_supervision: bool = False,
   n = len(filters)
   cat = cfg.model.cat_channels
   strided = cfg.model.downsampling == 'strided_conv'
+  pools = levels.pool_sizes(cfg, n)
+  kernels = levels.kernel_sizes(cfg, n)
+  scales = levels.cumulative(pools, rank)
 
   inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
   x = inputs
   enc = []
   for level, f in enumerate(filters):
+    down = pools[level - 1] if level > 0 else 1
     if level > 0 and not strided:
-      x = blocks.max_pool(rank, 2, name=f'pool{level - 1}')(x)
+      x = blocks.max_pool(rank, down, name=f'pool{level - 1}')(x)
     x = blocks.conv_unit(x, spec, [f, f], f'enc{level}',
-                         strides=2 if level > 0 and strided else 1)
+                         strides=down if strided else 1,
+                         kernel_size=kernels[level])
     if cfg.dropout_rate > 0:
       x = blocks.spatial_dropout(rank, cfg.dropout_rate,
                                  name=f'enc{level}_dropout')(x)
@@ -101,25 +115,28 @@ def build(cfg, deep_supervision: bool = False,
     branches = []
     for j in range(n):
       if j < i:
-        src = blocks.max_pool(rank, 2**(i - j),
+        src = blocks.max_pool(rank, levels.ratio(scales[j], scales[i]),
                               name=f'dec{i}_pool_enc{j}')(enc[j])
         tag = f'enc{j}'
       elif j == i:
         src, tag = enc[j], f'enc{j}'
       else:
-        src = blocks.upsample_linear(dec[j], 2**(j - i),
+        src = blocks.upsample_linear(dec[j],
+                                     levels.ratio(scales[i], scales[j]),
                                      name=f'dec{i}_up_dec{j}')
         tag = f'dec{j}'
       branches.append(blocks.conv_unit(src, spec, [cat],
-                                       f'dec{i}_from_{tag}'))
+                                       f'dec{i}_from_{tag}',
+                                       kernel_size=kernels[i]))
     x = keras.layers.Concatenate(name=f'dec{i}_concat')(branches)
-    dec[i] = blocks.conv_unit(x, spec, [n * cat], f'dec{i}_fuse')
+    dec[i] = blocks.conv_unit(x, spec, [n * cat], f'dec{i}_fuse',
+                              kernel_size=kernels[i])
 
   name = cfg.model.name
-  logits = _head(dec[0], cfg, rank, 1, 'logits')
+  logits = _head(dec[0], cfg, rank, kernels[0], scales[0], 'logits')
   if not deep_supervision:
     return keras.Model(inputs, logits, name=name)
-  side = [_head(dec[i], cfg, rank, 2**i, f'logits_level{i}')
+  side = [_head(dec[i], cfg, rank, kernels[i], scales[i], f'logits_level{i}')
           for i in range(1, n)]
   outputs = {heads.LOGITS: logits, heads.DEEP_SUPERVISION: side}
   if cgm:

@@ -230,13 +230,37 @@ def survey_case(case: Case, geometry: GeometryFn, load: Loader,
 
 
 def _channel_statistics(values: np.ndarray) -> dict[str, list[float]]:
-  """Per-channel statistics of voxel values [N, C]."""
+  """Per-channel statistics of voxel values [N, C]: count, mean, std, min,
+  max and the 0.5 / 50 / 99.5 percentiles."""
   values = values.astype(np.float64)
+  low, median, high = np.percentile(values, [0.5, 50, 99.5], axis=0)
   return {'count': [int(len(values))] * values.shape[-1],
           'mean': values.mean(axis=0).tolist(),
           'std': values.std(axis=0).tolist(),
           'min': values.min(axis=0).tolist(),
-          'max': values.max(axis=0).tolist()}
+          'max': values.max(axis=0).tolist(),
+          'percentile_00_5': low.tolist(), 'median': median.tolist(),
+          'percentile_99_5': high.tolist()}
+
+
+def _label_shapes(label: Optional[np.ndarray], counts: Sequence[int]
+                 ) -> dict[str, dict[str, Any]]:
+  """dataset.json's `components` and `centroid_voxel` of a stored label.
+
+  Args:
+    label: uint8 [X, Y, Z] class indices, [X, Y, Z, K] masks, or None (both
+      empty).
+    counts: its `class_voxel_counts`; classes without voxels are left out,
+      as is the background of index labels.
+  """
+  first = 0 if label is not None and label.ndim == 4 else 1
+  components, centroids = {}, {}
+  for k in range(first, len(counts)):
+    if counts[k]:
+      mask = pp.class_mask(label, k)
+      components[str(k)] = pp.connected_components(mask)
+      centroids[str(k)] = pp.centroid_voxel(mask)
+  return {'components': components, 'centroid_voxel': centroids}
 
 
 def _geometry(shape, affine) -> dict[str, Any]:
@@ -253,13 +277,18 @@ class Regridded:
   image: float32 [X, Y, Z, C] on the stored grid; label: as loaded, on that
   grid, or None; mask: bool [X, Y, Z], the input's nonzero voxels carried
   onto the grid (z-score within the nonzero mask uses it); affine: the
-  grid's voxel-to-world matrix; nonzero_crop: {'start', 'stop'} in voxels
-  of the reoriented input when cropped, else None.
+  grid's voxel-to-world matrix; cropped_shape / cropped_spacing: [3]
+  voxels / mm of the grid after reorienting and cropping, before
+  resampling (the input's own without those steps); nonzero_crop:
+  {'start', 'stop'} in voxels of the reoriented input when cropped, else
+  None.
   """
   image: np.ndarray
   label: Optional[np.ndarray]
   mask: np.ndarray
   affine: np.ndarray
+  cropped_shape: list[int]
+  cropped_spacing: list[float]
   nonzero_crop: Optional[dict[str, list[int]]] = None
 
 
@@ -283,9 +312,11 @@ def to_stored_grid(image: np.ndarray, label: Optional[np.ndarray],
     label = None if label is None else pp.crop(label, start, stop)
     affine = pp.crop_affine(affine, start)
     nonzero_crop = {'start': start.tolist(), 'stop': stop.tolist()}
+  cropped_shape = [int(s) for s in image.shape[:3]]
+  cropped_spacing = io.spacing_of(affine).tolist()
   mask = np.any(image != 0, axis=-1)
   if plan.target_spacing is not None or plan.target_shape is not None:
-    grid = pp.resample_grid(image.shape, io.spacing_of(affine),
+    grid = pp.resample_grid(image.shape, cropped_spacing,
                             plan.target_spacing, plan.target_shape)
     if not grid.is_identity() or grid.shape != image.shape[:3]:
       image = pp.resample_image(image, grid, plan.image_order)
@@ -294,7 +325,8 @@ def to_stored_grid(image: np.ndarray, label: Optional[np.ndarray],
       mask = pp.resample_label(mask.astype(np.uint8), grid,
                                'nearest').astype(bool)
       affine = pp.resampled_affine(affine, grid)
-  return Regridded(image, label, mask, affine, nonzero_crop)
+  return Regridded(image, label, mask, affine, cropped_shape=cropped_shape,
+                   cropped_spacing=cropped_spacing, nonzero_crop=nonzero_crop)
 
 
 def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
@@ -305,10 +337,15 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
 
   Returns (records, info): records[0] is the case itself (finish may add
   more, e.g. augmented crops) unless `parts` replaces each record by its
-  parts (e.g. 2D slices); info is the case's dataset.json entry (original
-  and stored geometry of the whole case, crop box, class voxel counts,
-  statistics) plus 'samples' of foreground intensities before
-  normalisation.
+  parts (e.g. 2D slices); info is the case's dataset.json entry plus
+  'samples' of foreground intensities before normalisation. The entry
+  holds the original geometry, `cropped` {shape, spacing} after reorienting
+  and cropping (before resampling), `nonzero_fraction` (cropped / original
+  voxels), the crop box, foreground `intensity` statistics before
+  normalisation, and of records[0] (the whole case before `parts`): the
+  stored geometry, class voxel counts, and per present foreground class
+  (mask channel when multi-label) its face-connected `components` {count,
+  largest_voxels} and `centroid_voxel` (mean voxel index per array axis).
   """
   raw = load(case)
   info: dict[str, Any] = {
@@ -317,6 +354,10 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
       'original': _geometry(raw.image.shape, raw.affine)}
   grid = to_stored_grid(raw.image, raw.label, raw.affine, plan)
   image, label, affine = grid.image, grid.label, grid.affine
+  info['cropped'] = {'shape': grid.cropped_shape,
+                     'spacing': grid.cropped_spacing}
+  info['nonzero_fraction'] = float(np.prod(grid.cropped_shape) /
+                                   np.prod(raw.image.shape[:3]))
   if grid.nonzero_crop is not None:
     info['nonzero_crop'] = grid.nonzero_crop
   values = image[foreground_mask(label, image)]
@@ -335,6 +376,7 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   info['channel_std'] = main.channel_std.tolist()
   info['class_voxel_counts'] = ([] if main.label is None else
                                 pp.class_voxel_counts(main.label, 0))
+  info.update(_label_shapes(main.label, info['class_voxel_counts']))
   info['label_type'] = (None if main.label is None else 'multi_label'
                         if main.label.ndim == 4 else 'index')
   if parts is not None:

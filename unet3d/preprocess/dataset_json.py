@@ -3,6 +3,8 @@
 Top-level keys:
 
   name, format            the input path; the record schema
+  fingerprint_version     which per-case fingerprint keys (below) a planner
+                          can rely on (dataset_info.FINGERPRINT_VERSION)
   labels                  {"0": "background", "1": ...} (training reads it
                           for class names); mask channels when multi-label
   label_type              "index" ([D, H, W]) or "multi_label" ([D, H, W, K])
@@ -28,9 +30,24 @@ Top-level keys:
 Each case: case_id, split, shard, image_files, label_file, original
 {shape, affine, spacing, orientation} of the input, stored {...} of the
 record's array, nonzero_crop {start, stop} (voxels of the reoriented input),
-intensity (this case's foreground statistics), channel_mean/channel_std
-(what normalisation subtracted and divided by), class_voxel_counts,
-label_type and num_records (> 1 with augmented crops).
+intensity (this case's foreground statistics before normalisation: per
+channel count/mean/std/min/max/percentile_00_5/median/percentile_99_5),
+channel_mean/channel_std (what normalisation subtracted and divided by),
+class_voxel_counts, label_type and num_records (> 1 with augmented crops).
+The dataset fingerprint a planner reads (as nnU-Net's), per case:
+
+  cropped                 {"shape": [3 voxels], "spacing": [3 mm]} after
+                          reorienting and cropping to nonzero, before
+                          resampling
+  nonzero_fraction        cropped voxels / original voxels (1.0 uncropped)
+  components              {"<class>": {"count", "largest_voxels"}}: the
+                          face-connected components of each foreground class
+                          (mask channel when multi-label) present in the
+                          stored label, and the sizes of the 10 largest
+                          (stored-grid voxels, largest first)
+  centroid_voxel          {"<class>": [3 floats]}: the mean voxel index per
+                          array axis of each such class on the stored grid
+
 `preprocessing.restore_original(array, case)` maps a stored-grid array back
 onto the original grid, and `plan_from_dataset_info` reads the
 `preprocessing` section back (predict replays it on new volumes).
@@ -43,6 +60,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from unet3d.input import dataset_info
 from unet3d.input import splits
 from unet3d.preprocess import cases
 from unet3d.preprocess import preprocessing as pp
@@ -151,6 +169,7 @@ def dataset_summary(source: cases.Source, plan: cases.Plan, *,
       'name': source.name,
       'format': (f'unet3d TFRecord schema {schema_version} '
                  '(unet3d/input/schema.py)'),
+      'fingerprint_version': dataset_info.FINGERPRINT_VERSION,
       'labels': labels,
       'label_type': 'multi_label' if multi_label else 'index',
       'modalities': dict(source.modalities),

@@ -14,7 +14,7 @@ in one file is what keeps them in agreement.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -453,6 +453,36 @@ def class_voxel_counts(label: np.ndarray, num_classes: int) -> list[int]:
   if label.ndim == 4:
     return [int(label[..., k].sum()) for k in range(label.shape[-1])]
   return np.bincount(label.reshape(-1), minlength=num_classes).tolist()
+
+
+def class_mask(label: np.ndarray, k: int) -> np.ndarray:
+  """bool [X, Y, Z]: voxels of class k ([X, Y, Z]) or mask channel k
+  ([X, Y, Z, K])."""
+  return label[..., k] > 0 if label.ndim == 4 else label == k
+
+
+def connected_components(mask: np.ndarray, max_sizes: int = 10
+                        ) -> dict[str, Any]:
+  """Face-connected components of a bool [X, Y, Z] mask.
+
+  Returns {'count': number of components, 'largest_voxels': the sizes in
+  voxels of the largest `max_sizes` of them, largest first}.
+  """
+  components, count = ndimage.label(mask)
+  sizes = np.bincount(components.reshape(-1), minlength=count + 1)[1:]
+  largest = np.sort(sizes)[::-1][:max_sizes]
+  return {'count': int(count), 'largest_voxels': [int(s) for s in largest]}
+
+
+def centroid_voxel(mask: np.ndarray) -> list[float]:
+  """Mean voxel index per array axis of a non-empty bool [X, Y, Z] mask."""
+  centroid = []
+  for axis in range(3):
+    # A profile per axis, rather than np.argwhere: no [N, 3] index array
+    # for a large structure.
+    profile = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+    centroid.append(float(np.arange(len(profile)) @ profile / profile.sum()))
+  return centroid
 
 
 # ----------------------------------------------------------------------------

@@ -121,3 +121,45 @@ def input_capacity(cfg: Config, train_step, steps: int) -> dict[str, float]:
   return {'input_images_per_second_during_training':
               (sum(drained) + consumed) / wall,
           'images_per_second_while_draining': consumed / wall}
+
+
+def synthetic_batch(cfg: Config, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """One random training batch of the config's shapes: images
+  [B, *input_image_size, num_channels] and labels as training reads them
+  (class indices, one-hot of label_dtype, or sigmoid masks)."""
+  rng = np.random.default_rng(seed)
+  size = [cfg.train_batch_size] + list(cfg.input_image_size)
+  images = rng.normal(size=size + [cfg.num_channels]).astype(np.float32)
+  if cfg.model.output_activation == 'sigmoid':
+    return images, rng.integers(0, 2, size=size + [cfg.num_classes]).astype(
+        cfg.label_dtype)
+  labels = rng.integers(0, cfg.num_classes, size=size).astype(np.int32)
+  if not cfg.use_index_label_in_train:
+    labels = np.eye(cfg.num_classes, dtype=cfg.label_dtype)[labels]
+  return images, labels
+
+
+def synthetic_train_loop(cfg: Config, state: trainer.TrainState):
+  """`loop(steps)`: the trainer's loop run `steps` times on one in-memory
+  batch, waiting for the result (no input pipeline)."""
+  dataset = tf.data.Dataset.from_tensors(synthetic_batch(cfg)).repeat()
+  iterator = iter(state.strategy.experimental_distribute_dataset(dataset))
+  run = trainer.make_train_loop(cfg, state)
+
+  def loop(steps: int) -> None:
+    run(iterator, tf.constant(steps)).numpy()
+
+  return loop
+
+
+def seconds_per_step(cfg: Config, steps: int = 3, warmup: int = 2) -> float:
+  """Seconds per training step of the config on this machine, without the
+  input pipeline (the planner sizes CPU recipes with it)."""
+  cfg = dataclasses.replace(cfg, model_dir='')
+  strategy = distribute.build_strategy(cfg)
+  loop = synthetic_train_loop(cfg, trainer.build_train_state(cfg, strategy))
+  loop(warmup)
+  start = time.perf_counter()
+  loop(steps)
+  return (time.perf_counter() - start) / steps

@@ -276,6 +276,22 @@ def check_can_train(cfg: Config) -> None:
     raise ConfigError(f'training_file_pattern: {e}') from None
 
 
+def warn_if_data_changed_since_plan(cfg: Config) -> bool:
+  """A planned recipe (plan.fingerprint_sha256) on records whose
+  dataset.json fingerprint differs: logs a warning, returns True."""
+  planned = cfg.plan.fingerprint_sha256
+  path = dataset_info.path_beside(cfg.training_file_pattern)
+  if not planned or not path:
+    return False
+  current = dataset_info.fingerprint_sha256(dataset_info.read(path))
+  if current == planned:
+    return False
+  logging.warning('%s: the dataset changed since the recipe was planned '
+                  '(fingerprint sha256 %s, planned from %s); re-plan with '
+                  '--mode=plan', path, current[:12], planned[:12])
+  return True
+
+
 class Trainer:
   """Trains one run: restores, loops, reports, checkpoints, evaluates.
 
@@ -349,6 +365,7 @@ class Trainer:
       # fail before params.yaml or summaries are written.
       self.state.iterator = training_iterator(cfg, self.state)
     if distribute.is_chief():
+      warn_if_data_changed_since_plan(cfg)
       run_dir.save_params(cfg)
       print(describe_run(cfg, self.strategy, self.state.model,
                          self.state.jit_compile), flush=True)

@@ -1,0 +1,122 @@
+"""--mode=plan end to end: convert -> plan (a measured CPU step) -> the
+recipe trains and evaluates unchanged; and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from unet3d import config
+from unet3d import run_dir
+from unet3d.input import dataset_info
+from unet3d.planning import fingerprint
+from unet3d.preprocess import datasets
+from unet3d.preprocess import synthetic
+from unet3d.training import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+
+
+def _main(*argv, timeout=300):
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, 'unet_main.py')] + list(argv),
+      capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+@pytest.fixture(scope='module')
+def records(tmp_path_factory):
+  root = tmp_path_factory.mktemp('plan')
+  task = synthetic.write_demo_decathlon_task(str(root / 'task'), num_cases=4,
+                                             shape=(16, 16, 16), seed=0)
+  out = str(root / 'records')
+  datasets.convert_decathlon(task, out, num_shards=1,
+                             validation_fraction=0.25, seed=0)
+  return out
+
+
+def test_planned_recipe_trains_unchanged_and_params_record_the_plan(
+    records, tmp_path):
+  proc = _main('--mode=plan', f'--data_dir={records}', '--budget=cpu2',
+               '--train_hours=0.2')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  plan_file = os.path.join(records, 'plan_cpu2.yaml')
+  assert f'wrote {plan_file}' in proc.stdout
+  recipe = yaml.safe_load(open(plan_file))
+  info = dataset_info.read(os.path.join(records, 'dataset.json'))
+  assert recipe['plan']['fingerprint_sha256'] == (
+      dataset_info.fingerprint_sha256(info))
+  assert recipe['num_classes'] == 4 and recipe['num_channels'] == 1
+  assert recipe['train_steps'] >= 2000 and recipe['train_steps'] % 50 == 0
+  # The file as written; only the step count is cut for the test.
+  model_dir = tmp_path / 'run'
+  proc = _main('--mode=train_and_eval', f'--config_file={plan_file}',
+               f'--model_dir={model_dir}',
+               '--params_override=train_steps=2,'
+               'train.checkpoint_every_n_steps=2')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  saved = run_dir.load_params(str(model_dir))
+  assert saved.plan.fingerprint_sha256 == recipe['plan']['fingerprint_sha256']
+  assert saved.plan.budget == 'cpu2'
+  assert saved.model.pool_sizes == recipe['model']['pool_sizes']
+  report = json.load(open(model_dir / 'eval_results.json'))
+  assert report['num_cases'] == 1  # the val case, whole
+
+
+def test_training_warns_when_the_dataset_changed_since_planning(records,
+                                                                 tmp_path):
+  fp = fingerprint.read(records)
+  cfg = config.build_config(params_override={
+      'training_file_pattern': os.path.join(records, 'train-*'),
+      'plan': {'fingerprint_sha256': fp.sha256}})
+  assert not trainer.warn_if_data_changed_since_plan(cfg)
+  cfg.plan.fingerprint_sha256 = '0' * 64
+  assert trainer.warn_if_data_changed_since_plan(cfg)
+
+
+def test_fingerprint_hash_follows_the_content(records):
+  info = dataset_info.read(os.path.join(records, 'dataset.json'))
+  before = dataset_info.fingerprint_sha256(info)
+  info['seconds'] = 123.0  # not part of the fingerprint
+  assert dataset_info.fingerprint_sha256(info) == before
+  info['cases'][0]['stored']['spacing'][0] += 0.5
+  assert dataset_info.fingerprint_sha256(info) != before
+
+
+def test_fingerprint_reads_the_converted_cases(records):
+  fp = fingerprint.read(records)
+  assert len(fp.cases) == 4 and len(fp.training_cases()) == 3
+  assert fp.reoriented and fp.num_classes == 4
+  case = fp.cases[0]
+  assert case.stored_spacing == (1.0, 1.0, 1.5)
+  assert set(case.component_counts) <= {'1', '2', '3'}
+
+
+def test_old_dataset_json_names_the_file_and_what_to_do(tmp_path):
+  (tmp_path / 'dataset.json').write_text(json.dumps({'labels': {}}))
+  proc = _main('--mode=plan', f'--data_dir={tmp_path}', timeout=120)
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert errors == [f'error: {tmp_path}/dataset.json: fingerprint_version is '
+                    'None, expected 1; re-convert the dataset with this '
+                    'version of data_preprocess/ to record the fingerprint '
+                    'the planner reads'], proc.stderr[-2000:]
+  assert not (tmp_path / 'plan_cpu2.yaml').exists()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--mode=plan'], '--data_dir: required with --mode=plan'),
+    (['--mode=plan', '--data_dir=/no/such'],
+     '/no/such/dataset.json: not found (--data_dir'),
+    (['--mode=plan', '--data_dir=/no/such', '--budget=gpu17g'],
+     "--budget: unknown budget 'gpu17g'"),
+])
+def test_plan_mode_bad_input_is_one_line(argv, message):
+  proc = _main(*argv, timeout=120)
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]

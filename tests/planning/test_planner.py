@@ -1,0 +1,210 @@
+"""Plans of fabricated fingerprints: each rule as the recipe shows it."""
+
+import dataclasses
+import math
+
+import pytest
+import yaml
+
+from unet3d import config
+from unet3d.planning import budgets
+from unet3d.planning import planner
+from unet3d.planning import recipe
+from tests.planning import fabricate
+
+GPU = budgets.get_budget('gpu16g')
+LATERAL = {'0': 'background', '1': 'kidney_L', '2': 'kidney_R',
+           '3': 'liver'}
+
+
+def _plan(budget=GPU, seconds_per_step=None, **kwargs):
+  fp = fabricate.make(**kwargs)
+  return planner.make_plan(fp, budget, '/data', seconds_per_step).values()
+
+
+def test_anisotropic_data_plans_in_plane_pooling_first():
+  values = _plan(spacing=(0.8, 0.8, 3.0), shape=(256, 256, 40))
+  assert values['model.pool_sizes'][0] == [2, 2, 1]
+  assert values['model.kernel_sizes'][0] == [3, 3, 1]
+  assert values['model.kernel_sizes'][1] == [3, 3, 3]
+  assert values['depth'] == len(values['model.kernel_sizes'])
+  strides = [math.prod(p[a] for p in values['model.pool_sizes'])
+             for a in range(3)]
+  assert all(s % t == 0 for s, t in zip(values['input_image_size'], strides))
+  assert values['data.augmentation.rotation_degrees'] == 15.0
+
+
+def test_isotropic_data_pools_every_axis():
+  values = _plan(shape=(64, 64, 64))
+  assert values['model.pool_sizes'] == [[2, 2, 2]] * 4
+  assert values['input_image_size'] == [64, 64, 64]
+  assert 'data.augmentation.rotation_degrees' not in values
+
+
+def test_halving_the_memory_budget_gives_a_smaller_patch_or_batch():
+  fp = fabricate.make(shape=(256, 256, 256))
+  large = dataclasses.replace(GPU, memory_gib=16.0)
+  small = dataclasses.replace(GPU, memory_gib=8.75)  # usable 14.5 -> 7.25 GiB
+  a = planner.size_for_memory(fp, large)
+  b = planner.size_for_memory(fp, small)
+  assert math.prod(b.patch) * b.batch < math.prod(a.patch) * a.batch
+  for sizing, budget in ((a, large), (b, small)):
+    assert sizing.memory_bytes <= budget.usable_bytes
+  # The large budget's sizing would not fit the small one.
+  _, _, needed = planner._memory(fp, small, a.patch, a.topology, a.batch)
+  assert needed > small.usable_bytes
+
+
+def test_a_budget_too_small_for_any_patch_is_a_one_line_error():
+  tiny = dataclasses.replace(GPU, memory_gib=1.5001)
+  with pytest.raises(ValueError, match='budget gpu16g: even a .* patch'):
+    planner.size_for_memory(fabricate.make(), tiny)
+
+
+def test_the_batch_grows_to_the_5_percent_cap():
+  # 100 training cases of 64^3; a 64^3 patch is 1% of the dataset: at most
+  # 5 patches per batch, and memory allows more on 80 GB.
+  fp = fabricate.make(num_cases=102, num_val=2, shape=(64, 64, 64))
+  sizing = planner.size_for_memory(fp, budgets.get_budget('gpu80g'))
+  assert sizing.patch == [64, 64, 64]
+  assert sizing.batch == 5
+
+
+def test_lateralised_labels_swap_pairs_and_mirroring_skips_that_axis():
+  values = _plan(labels=LATERAL)
+  assert values['data.augmentation.left_right_axis'] == 0
+  assert values['data.augmentation.left_right_label_pairs'] == [[1, 2]]
+  assert values['data.augmentation.flip_axes'] == [0, 1, 2]
+  assert values['inference.mirror_axes'] == [1, 2]
+
+
+def test_without_orientation_the_centroids_give_the_lateral_axis():
+  centroids = {'1': [32.0, 30.0, 10.0], '2': [32.0, 31.0, 50.0],
+               '3': [32.0, 32.0, 32.0]}
+  values = _plan(labels=LATERAL, orientation='unchanged',
+                 centroid_voxel=centroids)
+  assert values['data.augmentation.left_right_axis'] == 2
+  assert values['inference.mirror_axes'] == [0, 1]
+
+
+def test_lateral_labels_without_any_axis_turn_flips_off():
+  values = _plan(labels=LATERAL, orientation='unchanged', centroid_voxel={})
+  assert values['data.augmentation.flip_prob'] == 0.0
+  assert values['inference.mirror_axes'] == []
+  assert 'data.augmentation.left_right_axis' not in values
+
+
+def test_lateral_mask_channels_are_not_flipped_over_the_lateral_axis():
+  labels = {'0': 'lung_left', '1': 'lung_right'}
+  values = _plan(labels=labels, multi_label=True,
+                 centroid_voxel={'0': [10.0, 0, 0], '1': [50.0, 0, 0]},
+                 components={'0': {'count': 1}, '1': {'count': 1}})
+  assert values['data.augmentation.flip_axes'] == [1, 2]
+  assert values['inference.mirror_axes'] == [1, 2]
+  assert 'data.augmentation.left_right_label_pairs' not in values
+  assert values['model.output_activation'] == 'sigmoid'
+  assert values['loss'] == 'bce_dice'
+
+
+def test_no_lateral_names_flip_and_mirror_every_axis():
+  values = _plan()
+  assert values['data.augmentation.flip_axes'] == [0, 1, 2]
+  assert values['inference.mirror_axes'] == [0, 1, 2]
+
+
+def _notes_and_warnings(**kwargs):
+  plan = planner.make_plan(fabricate.make(**kwargs), GPU, '/data')
+  return ' '.join(plan.notes), ' '.join(plan.warnings)
+
+
+def test_ct_normalisation_rule_and_a_converter_that_did_otherwise():
+  ct = {'scheme': 'ct', 'clip': [-50.0, 250.0], 'mean': 1.0, 'std': 1.0}
+  notes, warnings = _notes_and_warnings(modality='CT', norm=ct)
+  assert 'CT: clip to the foreground 0.5-99.5 percentiles [-50, 250]' in notes
+  assert not warnings
+  _, warnings = _notes_and_warnings(modality='CT')  # the converter z-scored
+  assert 'channel 0 normalisation: the rule says CT' in warnings
+  assert 're-convert' in warnings
+
+
+def test_mri_with_a_zero_background_wants_the_nonzero_mask():
+  notes, warnings = _notes_and_warnings(modality='T1', nonzero_fraction=0.5)
+  assert 'z-score on non-zero voxels' in warnings
+  assert '--nonzero_mask' in warnings
+  masked = {'scheme': 'zscore', 'within_nonzero_mask': True}
+  notes, warnings = _notes_and_warnings(modality='T1', nonzero_fraction=0.5,
+                                        norm=masked)
+  assert 'kept 50% of the volume' in notes and not warnings
+
+
+def test_a_target_spacing_other_than_the_rule_is_a_warning_with_the_flag():
+  # Cropped (input) spacing 0.5 mm, records resampled to 1 mm.
+  notes, warnings = _notes_and_warnings(
+      cropped={'shape': [128, 128, 128], 'spacing': [0.5, 0.5, 0.5]})
+  assert '--target_spacing=0.5,0.5,0.5' in warnings
+  notes, warnings = _notes_and_warnings()
+  assert 'target spacing 1 x 1 x 1 mm' in notes and not warnings
+
+
+def test_no_val_split_evaluates_training_cases_with_a_warning():
+  fp = fabricate.make(num_val=0)
+  plan = planner.make_plan(fp, GPU, '/data')
+  assert plan.values()['eval_file_pattern'] == '/data/train-*.tfrecord'
+  assert any('no val cases' in w for w in plan.warnings)
+
+
+def test_largest_component_only_for_single_component_classes():
+  components = {'1': {'count': 1}, '2': {'count': 3}}
+  values = _plan(components=components)
+  assert values['predict.largest_component'] == [1]
+  values = _plan(components={'1': {'count': 2}, '2': {'count': 2}})
+  assert 'predict.largest_component' not in values
+
+
+def test_cpu_budget_shrinks_the_patch_until_enough_steps_fit():
+  # A fake machine: 2 microseconds per voxel of the batch.
+  def seconds(sizing):
+    calls.append(sizing.patch)
+    return 2e-6 * math.prod(sizing.patch) * sizing.batch
+
+  calls = []
+  budget = budgets.get_budget('cpu2', train_hours=0.5)
+  values = _plan(budget=budget, seconds_per_step=seconds,
+                 shape=(128, 128, 128))
+  step = 2e-6 * math.prod(values['input_image_size']) * 2
+  assert len(calls) >= 2 and calls[0] != calls[-1]  # measured, shrunk
+  assert math.prod(calls[0]) * 2 * 2e-6 * planner.MIN_CPU_STEPS > 1800
+  assert step * planner.MIN_CPU_STEPS <= 1800
+  assert values['train_steps'] == int(1800 / step) // 50 * 50
+  assert values['train_batch_size'] == 2
+  assert values['distribution_strategy'] == 'cpu'
+
+
+def test_cpu_budget_needs_a_step_time():
+  with pytest.raises(ValueError, match='a CPU plan needs a measured step'):
+    _plan(budget=budgets.get_budget('cpu2'))
+
+
+def test_gpu_budget_follows_nnunet_schedule_and_precision():
+  values = _plan()
+  assert values['train_steps'] == 250_000
+  assert values['optimizer'] == 'momentum'
+  assert values['dtype'] == 'float16'
+  assert values['train.jit_compile'] is True
+
+
+def test_recipe_comments_every_key_and_loads_with_the_same_values():
+  fp = fabricate.make(labels=LATERAL)
+  plan = planner.make_plan(fp, GPU, '/data')
+  text = recipe.render(plan, ['header line'])
+  lines = text.splitlines()
+  for i, line in enumerate(lines):
+    stripped = line.strip()
+    if stripped and not stripped.startswith('#') and not stripped.endswith(
+        ':'):
+      assert lines[i - 1].strip().startswith('# '), line
+  cfg = recipe.check_loads(text, 'test')
+  for key, value, _ in plan.entries:
+    assert config.value_at(cfg, key) == value, key
+  loaded = yaml.safe_load(text)
+  assert loaded['plan']['fingerprint_sha256'] == fp.sha256

@@ -1,0 +1,432 @@
+"""A fingerprint and a budget -> the choices of a training recipe.
+
+`make_plan` applies `unet3d.planning.rules` to a converted dataset's
+fingerprint and sizes the patch, batch and network for the budget:
+
+1. the stored grid (what training reads) gives the median shape and
+   spacing; the patch starts at the median shape;
+2. the topology (per-axis pooling and kernels) follows the patch and the
+   spacing; the patch is rounded to its strides;
+3. while the estimated training memory at batch 2 exceeds the budget, the
+   axis largest relative to the median shape shrinks by its stride
+   (nnU-Net's loop), and the topology is re-derived;
+4. the batch grows while memory allows, up to 5% of the dataset's voxels
+   and the number of training records;
+5. CPU budgets then measure seconds per step (`seconds_per_step`, which the
+   caller supplies) and shrink the patch until MIN_CPU_STEPS steps fit in
+   the budget's hours; train_steps fills the hours.
+
+The result is a `Plan`: (dotted config key, value, reason) entries in
+recipe order, plus warnings where the converter did something other than
+the rules say (target spacing, normalisation), with the flag to re-convert.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from unet3d.planning import budgets as budgets_lib
+from unet3d.planning import fingerprint as fingerprint_lib
+from unet3d.planning import rules
+
+# nnU-Net's schedule: 1000 epochs of 250 steps, SGD with Nesterov momentum.
+GPU_TRAIN_STEPS = 250_000
+# A CPU plan shrinks its patch until at least this many steps fit its hours.
+MIN_CPU_STEPS = 2000
+# Steps are rounded down to a multiple of this.
+STEP_ROUNDING = 50
+
+
+@dataclass
+class Plan:
+  """The recipe's entries in order, and what the user should know."""
+  entries: list[tuple[str, Any, str]] = field(default_factory=list)
+  warnings: list[str] = field(default_factory=list)
+  notes: list[str] = field(default_factory=list)
+
+  def add(self, key: str, value: Any, reason: str) -> None:
+    self.entries.append((key, value, reason))
+
+  def values(self) -> dict[str, Any]:
+    return {k: v for k, v, _ in self.entries}
+
+
+@dataclass(frozen=True)
+class Sizing:
+  """The patch, batch and network a budget affords."""
+  patch: list[int]
+  batch: int
+  topology: rules.Topology
+  filters: list[int]
+  parameters: int
+  memory_bytes: float
+
+
+def _memory(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+            patch, topo: rules.Topology, batch: int
+           ) -> tuple[list[int], int, float]:
+  filters = rules.filters_per_level(topo.levels, budget.base_filters,
+                                    budget.max_filters)
+  params = budgets_lib.unet_parameters(filters, topo.kernel_sizes,
+                                       topo.pool_sizes, fp.num_channels,
+                                       fp.num_classes)
+  acts = budgets_lib.unet_activations(patch, filters, topo.pool_sizes,
+                                      fp.num_classes)
+  return filters, params, budgets_lib.training_bytes(params, acts, batch,
+                                                     budget.precision)
+
+
+def _shrink(patch: list[int], median_shape, strides) -> list[int]:
+  """nnU-Net's step: the axis largest relative to the median shape loses
+  one stride (an axis already at its stride cannot shrink)."""
+  ratios = [p / m if p > s else -1.0
+            for p, m, s in zip(patch, median_shape, strides)]
+  axis = int(np.argmax(ratios))
+  if ratios[axis] < 0:
+    raise ValueError('the patch cannot shrink further')
+  patch = list(patch)
+  patch[axis] -= strides[axis]
+  return patch
+
+
+def size_for_memory(fp: fingerprint_lib.Fingerprint,
+                    budget: budgets_lib.Budget,
+                    start_patch: Optional[list[int]] = None,
+                    grow_batch: bool = True) -> Sizing:
+  """The largest patch at batch 2 (fewer with fewer training records) whose
+  estimated training memory fits, then the largest batch (grow_batch)."""
+  spacing = fp.stored_spacing()
+  median_shape = fp.stored_shape()
+  patch, topo = rules.fit_topology(
+      start_patch or [int(s) for s in median_shape], spacing,
+      budget.max_levels)
+  cases = fp.training_cases()
+  records = sum(c.num_records for c in cases)
+  min_batch = min(2, records)
+  while True:
+    filters, params, memory = _memory(fp, budget, patch, topo, min_batch)
+    if memory <= budget.usable_bytes:
+      break
+    try:
+      smaller = _shrink(patch, median_shape, topo.strides)
+    except ValueError:
+      raise ValueError(
+          f'budget {budget.name}: even a {patch} patch needs '
+          f'{memory / budgets_lib.GIB:.1f} GiB at batch {min_batch}; choose '
+          'a larger budget') from None
+    patch, topo = rules.fit_topology(smaller, spacing, budget.max_levels)
+  dataset_voxels = sum(math.prod(c.stored_shape) for c in cases)
+  cap = rules.batch_cap(math.prod(patch), dataset_voxels, records)
+  batch = min_batch
+  while grow_batch and batch < cap:
+    _, _, more = _memory(fp, budget, patch, topo, batch + 1)
+    if more > budget.usable_bytes:
+      break
+    batch, memory = batch + 1, more
+  return Sizing(patch, batch, topo, filters, params, memory)
+
+
+def size_for_time(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+                  sizing: Sizing, seconds_per_step: Callable[[Sizing], float]
+                 ) -> tuple[Sizing, float]:
+  """A CPU budget: the patch shrinks (step time taken as proportional to
+  voxels) until MIN_CPU_STEPS measured steps fit in its hours."""
+  seconds = budget.train_hours * 3600.0
+  step = seconds_per_step(sizing)
+  for _ in range(3):
+    if step * MIN_CPU_STEPS <= seconds:
+      break
+    target = math.prod(sizing.patch) * seconds / (step * MIN_CPU_STEPS)
+    patch = list(sizing.patch)
+    median_shape = fp.stored_shape()
+    while math.prod(patch) > target:
+      try:
+        patch = _shrink(patch, median_shape, rules.topology(
+            patch, fp.stored_spacing(), budget.max_levels).strides)
+      except ValueError:
+        break
+      patch, _ = rules.fit_topology(patch, fp.stored_spacing(),
+                                    budget.max_levels)
+    if patch == sizing.patch:
+      break
+    sizing = size_for_memory(fp, budget, start_patch=patch,
+                             grow_batch=False)
+    step = seconds_per_step(sizing)
+  return sizing, step
+
+
+# ----------------------------------------------------------------------------
+# The whole plan
+# ----------------------------------------------------------------------------
+
+
+def _preprocessing_checks(fp: fingerprint_lib.Fingerprint, plan: Plan) -> None:
+  """Target spacing and normalisation by the rules, against what the
+  converter applied: notes when they agree, warnings (with the flag to
+  re-convert) when not. Training reads the records as they are."""
+  spacing = rules.target_spacing([c.cropped_spacing for c in fp.cases],
+                                 [c.cropped_shape for c in fp.cases])
+  applied = fp.stored_spacing()
+  same_grid = np.allclose([c.stored_spacing for c in fp.cases], applied,
+                          rtol=0.01)
+  text = rules.describe_shape(spacing.value)
+  if same_grid and np.allclose(applied, spacing.value, rtol=0.01):
+    plan.notes.append(f'target spacing {text} mm: {spacing.reason}; the '
+                      'converter resampled to it')
+  else:
+    flag = ','.join(f'{s:.4g}' for s in spacing.value)
+    plan.warnings.append(
+        f'target spacing: the rule gives {text} mm ({spacing.reason}), the '
+        f'records are at {rules.describe_shape(applied)} mm'
+        f'{"" if same_grid else " (median; cases differ)"}; re-convert with '
+        f'--target_spacing={flag} to follow it')
+  applied_norms = fp.preprocessing.get('normalization') or []
+  fractions = [c.nonzero_fraction for c in fp.cases]
+  for c, (key, modality) in enumerate(sorted(fp.modalities.items(),
+                                             key=lambda kv: int(kv[0]))):
+    rule = rules.channel_normalisation(modality, fractions, fp.intensity[c])
+    entry = applied_norms[c] if c < len(applied_norms) else {}
+    if rules.applied_matches(rule, entry):
+      plan.notes.append(f'channel {key} normalisation: {rule.reason}; the '
+                        'converter applied it')
+    else:
+      hint = (' (convert_decathlon.py --nonzero_mask)' if
+              rule.scheme == 'zscore' and rule.nonzero_mask else '')
+      plan.warnings.append(
+          f'channel {key} normalisation: the rule says {rule.reason}; the '
+          f"converter applied {entry.get('scheme', 'nothing')}"
+          f"{' within the nonzero mask' if entry.get('within_nonzero_mask') else ''}"
+          f'; re-convert to follow it{hint}')
+
+
+def _augmentation(fp: fingerprint_lib.Fingerprint, plan: Plan,
+                  rank: int) -> list[int]:
+  """Flips (with laterality) and rotations; returns the axes test-time
+  mirroring may use (none whose flip changes what a label means)."""
+  first = 0 if fp.multi_label else 1
+  pairs = rules.lateral_pairs(fp.labels, first)
+  all_axes = list(range(rank))
+  aug = 'data.augmentation.'
+  if not pairs:
+    plan.add(aug + 'flip_axes', all_axes,
+             'no label name says left or right: every axis may flip '
+             '(nnU-Net mirrors all axes)')
+    return all_axes
+  names = ', '.join(f'{fp.labels[str(a)]}/{fp.labels[str(b)]}'
+                    for a, b in pairs)
+  centroid_axis = rules.lateral_axis_from_centroids(
+      [c.centroid_voxel for c in fp.cases], pairs)
+  axis, how = None, ''
+  if fp.reoriented:
+    axis, how = 0, 'axis 0 of the RAS-reoriented records'
+    if centroid_axis not in (None, 0):
+      plan.warnings.append(
+          f'laterality: the paired classes lie apart along axis '
+          f'{centroid_axis}, not along RAS axis 0; check the label names')
+  elif centroid_axis is not None:
+    axis, how = centroid_axis, ('the axis along which the paired classes '
+                                'lie apart (the records carry no orientation)')
+  if axis is None:
+    plan.add(aug + 'flip_prob', 0.0,
+             f'lateralised labels ({names}) but no known left-right axis: '
+             'no flips, since a flip over it would swap their meaning')
+    return []
+  others = [a for a in all_axes if a != axis]
+  if fp.multi_label:
+    plan.add(aug + 'flip_axes', others,
+             f'lateralised mask channels ({names}) cannot be swapped: no '
+             f'flip over the left-right axis {axis} ({how})')
+    return others
+  plan.add(aug + 'flip_axes', all_axes, 'every axis may flip (nnU-Net)')
+  plan.add(aug + 'left_right_axis', axis,
+           f'label names are lateralised; left-right is {how}')
+  plan.add(aug + 'left_right_label_pairs', [list(p) for p in pairs],
+           f'a flip over axis {axis} swaps {names}')
+  return others
+
+
+def _largest_component_classes(fp: fingerprint_lib.Fingerprint) -> list[int]:
+  """Classes that form one connected component in every training case
+  holding them."""
+  first = 0 if fp.multi_label else 1
+  classes = []
+  for key in sorted(fp.labels, key=int):
+    if int(key) < first:
+      continue
+    counts = [c.component_counts[key] for c in fp.training_cases()
+              if key in c.component_counts]
+    if counts and all(n == 1 for n in counts):
+      classes.append(int(key))
+  return classes
+
+
+def _cache(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget
+          ) -> tuple[str, str]:
+  stored = sum(math.prod(c.stored_shape) for c in fp.training_cases()) * (
+      fp.num_channels * 4 + 1)
+  if stored <= 0.25 * budget.memory_gib * budgets_lib.GIB:
+    return 'memory', (f'the training cases take {stored / 2**20:.0f} MiB '
+                      'decoded, within a quarter of the budget\'s memory')
+  return 'none', (f'the training cases take {stored / 2**30:.1f} GiB '
+                  'decoded: read from disk each epoch')
+
+
+def model_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+                  sizing: Sizing) -> list[tuple[str, Any, str]]:
+  """The recipe's patch, batch, network and loss entries for a sizing (a
+  CPU plan measures the step of exactly these)."""
+  topo = sizing.topology
+  median = rules.describe_shape(fp.stored_shape())
+  spacing = rules.describe_shape(fp.stored_spacing())
+  shrunk = (f', shrunk until {MIN_CPU_STEPS} steps fit its hours'
+            if budget.device == 'cpu' else '')
+  if sizing.batch == 2:
+    batch_reason = 'nnU-Net\'s 2'
+  elif sizing.batch > 2:
+    batch_reason = ('the most that fits, at most 5% of the dataset\'s voxels '
+                    'and the training records')
+  else:
+    batch_reason = 'one training record'
+  out = [
+      ('num_channels', fp.num_channels,
+       'modalities: ' + ', '.join(fp.modalities.values())),
+      ('num_classes', fp.num_classes,
+       'labels: ' + ', '.join(fp.labels[k] for k in
+                              sorted(fp.labels, key=int))),
+      ('input_image_size', sizing.patch,
+       f'median stored case {median} voxels at {spacing} mm; the largest '
+       f'patch whose estimated training memory '
+       f'({sizing.memory_bytes / budgets_lib.GIB:.1f} GiB) fits '
+       f'{budget.name}{shrunk}'),
+      ('train_batch_size', sizing.batch, batch_reason),
+      ('depth', topo.levels,
+       f'pool while a feature map keeps >= {rules.MIN_FEATURE_SIZE} voxels '
+       f'per axis, at most {budget.max_levels} levels'),
+      ('model.name', 'unet3d',
+       '3D U-Net, the plain encoder-decoder nnU-Net plans'),
+      ('model.filters', sizing.filters,
+       f'{budget.base_filters} x 2^level, capped at {budget.max_filters} '
+       f'({sizing.parameters:,} weights)'),
+      ('model.pool_sizes', [list(p) for p in topo.pool_sizes],
+       'pool an axis only while its spacing is within 2x of the finest '
+       '(anisotropic data pools in-plane first)'),
+      ('model.kernel_sizes', [list(k) for k in topo.kernel_sizes],
+       '3 on axes within 2x of the finest spacing, 1 on coarser ones'),
+  ]
+  if fp.multi_label:
+    out += [('model.output_activation', 'sigmoid',
+             'multi-label masks: one sigmoid channel each'),
+            ('loss', 'bce_dice', 'multi-label: BCE + dice per channel')]
+  else:
+    out += [('loss', 'dice_ce', 'dice + cross-entropy (nnU-Net)'),
+            ('use_index_label_in_train', True, 'class indices, not one-hot'),
+            ('loss_options.include_background', False,
+             'dice over the foreground classes (nnU-Net)')]
+  out.append(('loss_options.batch_dice', True,
+              'one dice over the batch (nnU-Net\'s 3D default)'))
+  return out
+
+
+def measurement_values(fp: fingerprint_lib.Fingerprint,
+                       budget: budgets_lib.Budget, sizing: Sizing
+                      ) -> dict[str, Any]:
+  """Config values (dotted keys) of the training step a CPU plan times."""
+  values = {k: v for k, v, _ in model_entries(fp, budget, sizing)}
+  values.update({'distribution_strategy': 'cpu', 'optimizer': 'adam'})
+  return values
+
+
+def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+              records_dir: str,
+              seconds_per_step: Optional[Callable[[Sizing], float]] = None
+             ) -> Plan:
+  """The recipe's choices for a dataset and a budget.
+
+  Args:
+    fp: the converted dataset's fingerprint.
+    budget: what training may spend.
+    records_dir: the converter's output folder (for the file patterns).
+    seconds_per_step: CPU budgets: the measured time of one training step
+      of a sizing (required for them).
+  """
+  plan = Plan()
+  rank = 3
+  sizing = size_for_memory(fp, budget, grow_batch=budget.device != 'cpu')
+  step_seconds = None
+  if budget.device == 'cpu':
+    if seconds_per_step is None:
+      raise ValueError(f'budget {budget.name}: a CPU plan needs a measured '
+                       'step time')
+    sizing, step_seconds = size_for_time(fp, budget, sizing, seconds_per_step)
+  _preprocessing_checks(fp, plan)
+  shards = fp.shards
+  plan.add('training_file_pattern', f'{records_dir}/train-*.tfrecord',
+           'the converter\'s train split')
+  if shards.get('val'):
+    plan.add('eval_file_pattern', f'{records_dir}/val-*.tfrecord',
+             'the converter\'s val split (held out)')
+  else:
+    plan.add('eval_file_pattern', f'{records_dir}/train-*.tfrecord',
+             'no val split was written: evaluation sees training cases')
+    plan.warnings.append('no val cases: evaluation runs on training cases; '
+                         're-convert with --validation_fraction > 0')
+  plan.add('compressed_input', fp.compressed, 'as the converter wrote them')
+  plan.entries += model_entries(fp, budget, sizing)
+  plan.add('eval_batch_size', 1, 'whole-volume evaluation, one case at a time')
+  plan.add('predict_batch_size', 2, 'sliding windows per forward pass')
+  if budget.device == 'gpu':
+    plan.add('dtype', budget.precision, 'mixed precision on the GPU')
+    plan.add('train.jit_compile', True, 'XLA on the GPU')
+    plan.add('optimizer', 'momentum', 'SGD with Nesterov momentum (nnU-Net)')
+    plan.add('momentum', 0.99, 'nnU-Net')
+    plan.add('init_learning_rate', 0.01, 'nnU-Net')
+    plan.add('train.weight_decay', 3e-5, 'nnU-Net')
+    steps = GPU_TRAIN_STEPS
+    plan.add('train_steps', steps, 'nnU-Net: 1000 epochs of 250 steps')
+    plan.add('train.eval_every_n_steps', 12_500,
+             'evaluate every 50 nnU-Net epochs; the best checkpoint is kept')
+  else:
+    plan.add('distribution_strategy', 'cpu', f'{budget.description}')
+    plan.add('optimizer', 'adam',
+             'Adam: faster than SGD in the few thousand steps a CPU affords')
+    plan.add('init_learning_rate', 0.003, 'Adam with a polynomial decay')
+    steps = max(STEP_ROUNDING, int(budget.train_hours * 3600 / step_seconds)
+                // STEP_ROUNDING * STEP_ROUNDING)
+    plan.add('train_steps', steps,
+             f'{budget.train_hours:g} h at the measured '
+             f'{step_seconds:.2f} s per step')
+  plan.add('train.lr_schedule', 'polynomial', 'poly decay (nnU-Net)')
+  plan.add('train.checkpoint_every_n_steps',
+           max(STEP_ROUNDING, steps // 20 // STEP_ROUNDING * STEP_ROUNDING),
+           'twenty checkpoints over the run')
+  plan.add('data.foreground_oversample', 0.33,
+           'a third of the patches centred on foreground (nnU-Net)')
+  cache, why = _cache(fp, budget)
+  plan.add('data.cache', cache, why)
+  plan.add('data.eval_mode', 'whole_volume',
+           'evaluate whole cases with sliding windows, as predict does')
+  mirror_axes = _augmentation(fp, plan, rank)
+  anisotropic = max(fp.stored_spacing()) > rules.ANISOTROPY_RATIO * min(
+      fp.stored_spacing())
+  if anisotropic:
+    plan.add('data.augmentation.rotation_degrees', 15.0,
+             'anisotropic spacing: smaller rotations mix the coarse axis less')
+  plan.add('inference.overlap', 0.5, 'half-window overlap (nnU-Net)')
+  plan.add('inference.weighting', 'gaussian', 'Gaussian importance map')
+  plan.add('inference.mirror_axes', mirror_axes,
+           'test-time mirroring over the axes training flips without '
+           'changing label meaning')
+  classes = _largest_component_classes(fp)
+  if classes:
+    plan.add('predict.largest_component', classes,
+             'one connected component in every training case holding them')
+  plan.add('seed', 0, 'repeatable runs')
+  plan.add('plan.dataset_json', fp.path, 'planned from this fingerprint')
+  plan.add('plan.fingerprint_sha256', fp.sha256,
+           'the hash of the fingerprint the plan read')
+  plan.add('plan.budget', budget.name, budget.description)
+  return plan
