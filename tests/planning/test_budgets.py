@@ -34,12 +34,13 @@ def test_counts_match_the_built_model(filters, pools, kernels):
   assert budgets.unet_activations(patch, filters, pools, 3) == outputs
 
 
-def test_training_bytes_formula():
-  # 16 bytes per weight; factor x batch x elements x bytes per element.
-  assert budgets.training_bytes(1000, 500, 2, 'float16') == (
-      16 * 1000 + budgets.ACTIVATION_FACTOR * 2 * 500 * 2)
-  assert budgets.training_bytes(0, 500, 1, 'float32') == (
-      budgets.ACTIVATION_FACTOR * 500 * 4)
+def test_training_bytes_hand_computed():
+  # 1000 weights x 16 bytes = 16,000; 500 elements x batch 2 x 2 bytes
+  # (float16) = 2,000, at the documented factor 1.0 over the layer outputs.
+  assert budgets.ACTIVATION_FACTOR == 1.0
+  assert budgets.training_bytes(1000, 500, 2, 'float16') == 18_000
+  assert budgets.training_bytes(0, 500, 1, 'float32') == 2_000
+  assert budgets.training_bytes(0, 500, 1, 'bfloat16') == 1_000
 
 
 def test_budget_names_and_train_hours():
@@ -49,5 +50,14 @@ def test_budget_names_and_train_hours():
     budgets.get_budget('gpu17g')
   with pytest.raises(ConfigError, match='--train_hours: only CPU budgets'):
     budgets.get_budget('gpu16g', train_hours=1.0)
-  with pytest.raises(ConfigError, match='--train_hours: must be positive'):
-    budgets.get_budget('cpu2', train_hours=0.0)
+  for hours in (0.0, -1.0, math.inf, math.nan):
+    with pytest.raises(ConfigError,
+                       match='--train_hours: must be a positive number'):
+      budgets.get_budget('cpu2', train_hours=hours)
+
+
+def test_gpu_budgets_assume_twice_their_memory_as_host_ram():
+  assert budgets.get_budget('gpu8g').host_memory_gib == 16
+  assert budgets.get_budget('gpu40g').host_memory_gib == 80
+  assert budgets.get_budget('cpu2').host_memory_gib == 4
+  assert budgets.get_budget('cpu2').cores == 2

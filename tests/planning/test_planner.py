@@ -134,7 +134,7 @@ def test_mri_with_a_zero_background_wants_the_nonzero_mask():
   masked = {'scheme': 'zscore', 'within_nonzero_mask': True}
   notes, warnings = _notes_and_warnings(modality='T1', nonzero_fraction=0.5,
                                         norm=masked)
-  assert 'kept 50% of the volume' in notes and not warnings
+  assert 'holds 50% of the volume' in notes and not warnings
 
 
 def test_a_target_spacing_other_than_the_rule_is_a_warning_with_the_flag():
@@ -178,6 +178,79 @@ def test_cpu_budget_shrinks_the_patch_until_enough_steps_fit():
   assert values['train_steps'] == int(1800 / step) // 50 * 50
   assert values['train_batch_size'] == 2
   assert values['distribution_strategy'] == 'cpu'
+
+
+def _cpu_plan(seconds, **kwargs):
+  budget = budgets.get_budget('cpu2', train_hours=0.5)
+  fp = fabricate.make(**kwargs)
+  return planner.make_plan(fp, budget, '/data', seconds)
+
+
+def test_cpu_budget_warns_when_even_the_smallest_patch_is_too_slow():
+  # 10 s per step whatever the patch: 1800 s hold 180 steps.
+  calls = []
+
+  def seconds(sizing):
+    calls.append(list(sizing.patch))
+    return 10.0 - 1e-9 * len(calls)  # a hair faster each time: keeps going
+
+  plan = _cpu_plan(seconds, shape=(32, 32, 32))
+  values = plan.values()
+  smallest = calls[-1]
+  assert values['input_image_size'] == smallest
+  assert math.prod(smallest) < 32**3
+  with pytest.raises(ValueError, match='cannot shrink'):
+    planner._shrink(smallest, [32, 32, 32],
+                    [math.prod(p[a] for p in values['model.pool_sizes'])
+                     for a in range(3)])
+  reasons = dict((k, r) for k, _, r in plan.entries)
+  assert 'fewer than 2000 steps fit 0.5 h' in reasons['input_image_size']
+  assert 'shrunk until' not in reasons['input_image_size']
+  assert values['train_steps'] == 150  # 1800 / 10 = 180, rounded to 50
+  assert any('0.5 h hold only 180 steps of 10.00 s, fewer than 2000' in w
+             and '--train_hours' in w for w in plan.warnings)
+
+
+def test_cpu_budget_keeps_the_faster_patch_when_shrinking_stops_helping():
+  # The first (largest) patch takes 2 s, every smaller one 3 s.
+  calls = []
+
+  def seconds(sizing):
+    calls.append(list(sizing.patch))
+    return 2.0 if len(calls) == 1 else 3.0
+
+  plan = _cpu_plan(seconds, shape=(64, 64, 64))
+  values = plan.values()
+  assert len(calls) == 2 and math.prod(calls[1]) < math.prod(calls[0])
+  assert values['input_image_size'] == calls[0]
+  assert values['train_steps'] == 900  # 1800 s / 2 s
+  reasons = dict((k, r) for k, _, r in plan.entries)
+  assert 'stepped no faster (3.00 s)' in reasons['input_image_size']
+  assert any('fewer than 2000' in w for w in plan.warnings)
+
+
+def test_cpu_budget_that_fits_at_once_keeps_the_patch_and_says_so():
+  plan = _cpu_plan(lambda sizing: 0.1, shape=(64, 64, 64))
+  reasons = dict((k, r) for k, _, r in plan.entries)
+  assert plan.values()['input_image_size'] == [64, 64, 64]
+  assert '2000 measured steps of it fit 0.5 h' in reasons['input_image_size']
+  assert plan.values()['train_steps'] == 18_000
+  assert not any('fewer than' in w for w in plan.warnings)
+
+
+def test_cache_counts_val_records_and_mask_channels():
+  # 6 cases (2 val) of 64^3 voxels: float32 image + int32 label = 8 bytes a
+  # voxel -> 12 MiB; three sigmoid masks instead of one label -> 24 MiB.
+  # A host of 0.07 GB: a quarter is 17.9 MiB.
+  host = dataclasses.replace(GPU, host_memory_gib=0.07)
+  index = planner.make_plan(fabricate.make(), host, '/data')
+  masks = planner.make_plan(fabricate.make(multi_label=True), host, '/data')
+  reasons = {name: dict((k, (v, r)) for k, v, r in plan.entries)
+             for name, plan in (('index', index), ('masks', masks))}
+  value, reason = reasons['index']['data.cache']
+  assert value == 'memory' and 'take 12 MiB decoded' in reason
+  value, reason = reasons['masks']['data.cache']
+  assert value == 'none' and 'take 24 MiB decoded' in reason
 
 
 def test_cpu_budget_needs_a_step_time():

@@ -78,6 +78,8 @@ def test_fit_topology_rounds_the_patch_down_to_its_strides():
     ('T1', [0.5, 0.6, 0.9], 'zscore', True),   # median 0.6 < 0.75
     ('FLAIR', [0.8, 0.9], 'zscore', False),
     ('DCT', [1.0], 'zscore', False),           # not the word CT
+    ('CTA', [1.0], 'zscore', False),
+    ('non-contrast CT', [1.0], 'ct', False),
 ])
 def test_channel_normalisation(modality, fractions, scheme, mask):
   rule = rules.channel_normalisation(
@@ -119,8 +121,19 @@ def test_lateral_axis_from_centroids_is_the_axis_that_separates_pairs():
   cases = [{'1': [10.0, 30.0, 5.0], '2': [12.0, 30.5, 40.0]},
            {'1': [11.0, 31.0, 6.0], '2': [10.0, 29.0, 42.0]},
            {'1': [11.0, 31.0, 6.0]}]  # no partner: ignored
-  assert rules.lateral_axis_from_centroids(cases, [(1, 2)]) == 2
-  assert rules.lateral_axis_from_centroids([{'1': [0, 0, 0]}], [(1, 2)]) is None
+  iso = [[1.0, 1.0, 1.0]] * 3
+  assert rules.lateral_axis_from_centroids(cases, iso, [(1, 2)]) == 2
+  assert rules.lateral_axis_from_centroids([{'1': [0, 0, 0]}], iso[:1],
+                                           [(1, 2)]) is None
+
+
+def test_lateral_axis_compares_millimetres_not_voxels():
+  # 20 voxels apart on axis 0 at 0.5 mm (10 mm), 6 on axis 2 at 3 mm (18 mm).
+  case = {'1': [10.0, 30.0, 10.0], '2': [30.0, 30.0, 16.0]}
+  assert rules.lateral_axis_from_centroids([case], [[1.0, 1.0, 1.0]],
+                                           [(1, 2)]) == 0
+  assert rules.lateral_axis_from_centroids([case], [[0.5, 0.5, 3.0]],
+                                           [(1, 2)]) == 2
 
 
 @pytest.mark.parametrize('patch_voxels, dataset_voxels, records, expected', [

@@ -536,12 +536,15 @@ def test_case_fingerprint_of_a_cropped_reoriented_case(layout):
   assert json.loads(json.dumps(entry)) == entry
 
 
+# nonzero_fraction is the nonzero box's 600 of 1680 voxels whether or not
+# the plan crops to it: the planner reads it as "zero background".
 @pytest.mark.parametrize('layout, plan, shape, spacing, fraction', [
-    ('lps', dict(crop_nonzero=False), [14, 12, 10], [0.8, 0.8, 3.0], 1.0),
+    ('lps', dict(crop_nonzero=False), [14, 12, 10], [0.8, 0.8, 3.0],
+     600 / 1680),
     ('transposed', dict(crop_nonzero=False), [14, 12, 10], [0.8, 0.8, 3.0],
-     1.0),
+     600 / 1680),
     ('transposed', dict(reorient=False, crop_nonzero=False), [10, 14, 12],
-     [3.0, 0.8, 0.8], 1.0),
+     [3.0, 0.8, 0.8], 600 / 1680),
     ('transposed', dict(reorient=False), [6, 10, 10], [3.0, 0.8, 0.8],
      600 / 1680),
 ])

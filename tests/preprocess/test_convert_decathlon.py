@@ -58,9 +58,13 @@ def test_cli_converts_a_4d_mri_task_with_resampling(tmp_path):
                                _world_centroid(label, affine), atol=0.5)
 
 
-def test_ct_channels_are_clipped_to_foreground_percentiles(tmp_path):
+# Any modality name with the word CT (the planner's test too).
+@pytest.mark.parametrize('modality', ['CT', 'non-contrast CT'])
+def test_ct_channels_are_clipped_to_foreground_percentiles(tmp_path,
+                                                           modality):
   task = tmp_path / 'Task03_LiverFake'
-  raw = common.write_msd_task(str(task), SPECS[:3], modalities={'0': 'CT'})
+  raw = common.write_msd_task(str(task), SPECS[:3],
+                              modalities={'0': modality})
   # Shift to CT-like values with outliers in the foreground.
   for i, case_id in enumerate(sorted(raw)):
     image, label, affine = raw[case_id]

@@ -44,8 +44,13 @@ class Budget:
   # Memory the runtime takes before the model (CUDA context and cuDNN
   # workspace; TensorFlow's CPU runtime and the input pipeline).
   reserved_gib: float
-  # CPU: hours of training train_steps is sized for, from a measured step.
+  # RAM of the host, for the choice to cache decoded records in memory
+  # (CPU budgets: memory_gib, which training shares).
+  host_memory_gib: float = 0.0
+  # CPU: hours of training train_steps is sized for, from a measured step
+  # timed on this many cores.
   train_hours: Optional[float] = None
+  cores: Optional[int] = None
   description: str = ''
 
   @property
@@ -54,14 +59,20 @@ class Budget:
 
 
 def _gpu(gib: int) -> Budget:
+  # A GPU machine's host: twice the GPU's memory, at least 16 GB.
+  host = max(16, 2 * gib)
   return Budget(f'gpu{gib}g', 'gpu', gib, 'float16', 32, 320, 6, 1.5,
-                description=f'one {gib} GB GPU, mixed float16')
+                host_memory_gib=host,
+                description=f'one {gib} GB GPU, mixed float16, {host} GB '
+                'host RAM')
 
 
 BUDGETS = {b.name: b for b in [
-    Budget('cpu2', 'cpu', 4, 'float32', 16, 128, 5, 1.0, train_hours=0.5,
+    Budget('cpu2', 'cpu', 4, 'float32', 16, 128, 5, 1.0, host_memory_gib=4,
+           train_hours=0.5, cores=2,
            description='2 CPU cores, 4 GB for training, 30 minutes'),
-    Budget('cpu8', 'cpu', 16, 'float32', 16, 256, 5, 2.0, train_hours=4.0,
+    Budget('cpu8', 'cpu', 16, 'float32', 16, 256, 5, 2.0, host_memory_gib=16,
+           train_hours=4.0, cores=8,
            description='8 CPU cores, 16 GB for training, 4 hours'),
     _gpu(8), _gpu(11), _gpu(16), _gpu(24), _gpu(40), _gpu(80),
 ]}
@@ -74,8 +85,9 @@ def get_budget(name: str, train_hours: Optional[float] = None) -> Budget:
                       f"{', '.join(BUDGETS)})")
   budget = BUDGETS[name]
   if train_hours is not None:
-    if train_hours <= 0:
-      raise ConfigError(f'--train_hours: must be positive, got {train_hours}')
+    if not (math.isfinite(train_hours) and train_hours > 0):
+      raise ConfigError('--train_hours: must be a positive number of hours, '
+                        f'got {train_hours}')
     if budget.device != 'cpu':
       raise ConfigError('--train_hours: only CPU budgets size train_steps '
                         'from a measured step; GPU budgets train nnU-Net\'s '

@@ -8,6 +8,7 @@ can say which data it was planned from. Plain Python and numpy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -78,34 +79,148 @@ class Fingerprint:
     return np.median([c.stored_shape for c in self.cases], axis=0)
 
 
-def _case(entry: Mapping[str, Any], where: str) -> CaseFingerprint:
-  try:
-    stored = entry['stored']
-    cropped = entry['cropped']
-    classes = {str(k): int(v) for k, v in
-               enumerate(entry.get('class_voxel_counts') or [])}
-    return CaseFingerprint(
-        case_id=str(entry['case_id']), split=str(entry.get('split', 'train')),
-        cropped_shape=tuple(int(s) for s in cropped['shape']),
-        cropped_spacing=tuple(float(s) for s in cropped['spacing']),
-        stored_shape=tuple(int(s) for s in stored['shape']),
-        stored_spacing=tuple(float(s) for s in stored['spacing']),
-        nonzero_fraction=float(entry['nonzero_fraction']),
-        num_records=int(entry.get('num_records', 1)),
-        class_voxel_counts=classes,
-        component_counts={str(k): int(v['count'])
-                          for k, v in entry['components'].items()},
-        centroid_voxel={str(k): tuple(float(x) for x in v)
-                        for k, v in entry['centroid_voxel'].items()})
-  except KeyError as e:
-    raise ValueError(f'{where} has no key {e}') from None
-  except (TypeError, ValueError, AttributeError) as e:
-    raise ValueError(f'{where} is malformed ({e})') from None
+# ----------------------------------------------------------------------------
+# Checked reads: each raises _Malformed naming the key and what it expects;
+# from_dataset_info adds the file and the case.
+# ----------------------------------------------------------------------------
+
+
+class _Malformed(ValueError):
+  """A dataset.json field that is not what the converters write."""
+
+
+def _describe(value: Any) -> str:
+  text = repr(value)
+  return text if len(text) <= 60 else text[:57] + '...'
+
+
+def _expect(ok: bool, key: str, expected: str, value: Any) -> None:
+  if not ok:
+    raise _Malformed(f'{key} must be {expected}, got {_describe(value)}')
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+  _expect(isinstance(value, Mapping), key, 'a mapping', value)
+  return value
+
+
+def _list(value: Any, key: str) -> list:
+  _expect(isinstance(value, list), key, 'a list', value)
+  return value
+
+
+def _number(value: Any, key: str, low: float = -math.inf,
+            high: float = math.inf) -> float:
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and
+        math.isfinite(value) and low <= value <= high)
+  _expect(ok, key, 'a finite number' + (
+      f' in [{low:g}, {high:g}]' if math.isfinite(low) else ''), value)
+  return float(value)
+
+
+def _count(value: Any, key: str, low: int = 0) -> int:
+  _expect(isinstance(value, int) and not isinstance(value, bool) and
+          value >= low, key, f'an integer >= {low}', value)
+  return int(value)
+
+
+def _index_key(key: Any, where: str) -> str:
+  """A class or channel index as dataset.json writes it: '0', '1', ..."""
+  _expect(isinstance(key, str) and key.isdigit(), f'{where} keys',
+          'indices such as "1"', key)
+  return str(int(key))
+
+
+def _names(value: Any, key: str) -> dict[str, str]:
+  """{index: name} with indices 0..n-1."""
+  names = {_index_key(k, key): v for k, v in _mapping(value, key).items()}
+  _expect(sorted(map(int, names)) == list(range(len(names))) and
+          bool(names), key, 'indices 0..n-1 mapped to names', value)
+  for k, v in names.items():
+    _expect(isinstance(v, str), f'{key}.{k}', 'a name', v)
+  return names
+
+
+def _per_axis(value: Any, key: str, read) -> tuple:
+  _expect(isinstance(value, list) and len(value) == 3, key,
+          'a list of 3 per-axis values', value)
+  return tuple(read(v, key) for v in value)
+
+
+def _grid(entry: Mapping[str, Any], key: str) -> tuple[tuple, tuple]:
+  grid = _mapping(entry[key], key)
+  shape = _per_axis(grid.get('shape'), f'{key}.shape',
+                    lambda v, k: _count(v, k, 1))
+  spacing = _per_axis(grid.get('spacing'), f'{key}.spacing',
+                      lambda v, k: _number(v, k, 1e-6))
+  return shape, spacing
+
+
+_CASE_KEYS = ('case_id', 'cropped', 'stored', 'nonzero_fraction',
+              'components', 'centroid_voxel')
+
+
+def _case(entry: Mapping[str, Any]) -> CaseFingerprint:
+  for key in _CASE_KEYS:
+    if key not in entry:
+      raise _Malformed(f'{key} is missing (the converters write it)')
+  cropped_shape, cropped_spacing = _grid(entry, 'cropped')
+  stored_shape, stored_spacing = _grid(entry, 'stored')
+  counts = _list(entry.get('class_voxel_counts') or [], 'class_voxel_counts')
+  components = _mapping(entry['components'], 'components')
+  centroids = _mapping(entry['centroid_voxel'], 'centroid_voxel')
+  return CaseFingerprint(
+      case_id=str(entry['case_id']), split=str(entry.get('split', 'train')),
+      cropped_shape=cropped_shape, cropped_spacing=cropped_spacing,
+      stored_shape=stored_shape, stored_spacing=stored_spacing,
+      nonzero_fraction=_number(entry['nonzero_fraction'], 'nonzero_fraction',
+                               0.0, 1.0),
+      num_records=_count(entry.get('num_records', 1), 'num_records', 1),
+      class_voxel_counts={str(k): _count(v, 'class_voxel_counts')
+                          for k, v in enumerate(counts)},
+      component_counts={
+          _index_key(k, 'components'): _count(
+              _mapping(v, f'components.{k}').get('count'),
+              f'components.{k}.count') for k, v in components.items()},
+      centroid_voxel={
+          _index_key(k, 'centroid_voxel'): _per_axis(
+              v, f'centroid_voxel.{k}', _number)
+          for k, v in centroids.items()})
+
+
+def _intensity(value: Any, channels: int) -> tuple[dict[str, float], ...]:
+  entries = _list(value, 'intensity')
+  _expect(len(entries) == channels, 'intensity',
+          f'one entry per modality ({channels})', value)
+  out = []
+  for c, entry in enumerate(entries):
+    entry = _mapping(entry, f'intensity[{c}]')
+    out.append({k: _number(v, f'intensity[{c}].{k}')
+                for k, v in entry.items() if v is not None})
+  return tuple(out)
+
+
+def _preprocessing(value: Any) -> dict[str, Any]:
+  preprocessing = dict(_mapping(value, 'preprocessing'))
+  norms = _list(preprocessing.get('normalization') or [],
+                'preprocessing.normalization')
+  for c, norm in enumerate(norms):
+    _mapping(norm, f'preprocessing.normalization[{c}]')
+  return preprocessing
+
+
+def _shards(value: Any) -> dict[str, list[str]]:
+  shards = _mapping(value or {}, 'shards')
+  return {str(k): [str(f) for f in _list(v, f'shards.{k}')]
+          for k, v in shards.items()}
 
 
 def from_dataset_info(info: Mapping[str, Any], path: str) -> Fingerprint:
   """The fingerprint of a parsed dataset.json; one-line ValueErrors name
   `path` and the key."""
+  if not isinstance(info, Mapping):
+    raise ValueError(f'{path}: expected a JSON object, got '
+                     f'{type(info).__name__}')
   version = info.get('fingerprint_version')
   if version != dataset_info.FINGERPRINT_VERSION:
     raise ValueError(
@@ -116,23 +231,29 @@ def from_dataset_info(info: Mapping[str, Any], path: str) -> Fingerprint:
     if not info.get(key):
       raise ValueError(f'{path}: no {key} (expected the dataset.json a '
                        'data_preprocess converter writes)')
-  if any(c.get('record_spatial_dims', 3) != 3 for c in info['cases']):
-    raise ValueError(f'{path}: the records are 2D slices; the planner plans '
-                     '3D recipes (convert the 3D volumes)')
-  cases = tuple(_case(c, f"{path}: cases[{i}]")
-                for i, c in enumerate(info['cases']))
-  if len(info['intensity']) != len(info['modalities']):
-    raise ValueError(f"{path}: intensity has {len(info['intensity'])} "
-                     f"channels, modalities {len(info['modalities'])}")
+  where = ''
+  try:
+    labels = _names(info['labels'], 'labels')
+    modalities = _names(info['modalities'], 'modalities')
+    intensity = _intensity(info['intensity'], len(modalities))
+    preprocessing = _preprocessing(info['preprocessing'])
+    shards = _shards(info.get('shards'))
+    cases = []
+    for i, entry in enumerate(_list(info['cases'], 'cases')):
+      _mapping(entry, f'cases[{i}]')
+      where = f'cases[{i}].'
+      if entry.get('record_spatial_dims', 3) != 3:
+        raise ValueError(f'{path}: the records are 2D slices; the planner '
+                         'plans 3D recipes (convert the 3D volumes)')
+      cases.append(_case(entry))
+  except _Malformed as e:
+    raise ValueError(f'{path}: {where}{e}') from None
   return Fingerprint(
       path=path, sha256=dataset_info.fingerprint_sha256(info),
-      labels={str(k): str(v) for k, v in info['labels'].items()},
-      multi_label=info.get('label_type') == 'multi_label',
-      modalities={str(k): str(v) for k, v in info['modalities'].items()},
-      intensity=tuple(dict(c) for c in info['intensity']),
-      preprocessing=dict(info['preprocessing']),
-      cases=cases, compressed=bool(info.get('compressed', True)),
-      shards={k: list(v) for k, v in (info.get('shards') or {}).items()})
+      labels=labels, multi_label=info.get('label_type') == 'multi_label',
+      modalities=modalities, intensity=intensity,
+      preprocessing=preprocessing, cases=tuple(cases),
+      compressed=bool(info.get('compressed', True)), shards=shards)
 
 
 def read(data_dir: str) -> Fingerprint:

@@ -14,7 +14,8 @@ fingerprint and sizes the patch, batch and network for the budget:
    and the number of training records;
 5. CPU budgets then measure seconds per step (`seconds_per_step`, which the
    caller supplies) and shrink the patch until MIN_CPU_STEPS steps fit in
-   the budget's hours; train_steps fills the hours.
+   the budget's hours (or it cannot shrink, or stops stepping faster: a
+   warning); train_steps fills the hours.
 
 The result is a `Plan`: (dotted config key, value, reason) entries in
 recipe order, plus warnings where the converter did something other than
@@ -130,33 +131,56 @@ def size_for_memory(fp: fingerprint_lib.Fingerprint,
   return Sizing(patch, batch, topo, filters, params, memory)
 
 
+@dataclass(frozen=True)
+class Timing:
+  """What a CPU budget's measured step gave."""
+  step_seconds: float
+  # MIN_CPU_STEPS steps fit the budget's hours.
+  fits: bool
+  shrunk: bool
+  # When they do not fit: why the patch did not shrink further.
+  why_not: str = ''
+
+
+def _shrink_to(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+               patch: list[int], target_voxels: float) -> list[int]:
+  """The patch shrunk by nnU-Net's step until it has at most target_voxels
+  (or cannot shrink further)."""
+  spacing, median_shape = fp.stored_spacing(), fp.stored_shape()
+  while math.prod(patch) > target_voxels:
+    strides = rules.topology(patch, spacing, budget.max_levels).strides
+    try:
+      patch = _shrink(patch, median_shape, strides)
+    except ValueError:
+      break
+    patch, _ = rules.fit_topology(patch, spacing, budget.max_levels)
+  return patch
+
+
 def size_for_time(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
                   sizing: Sizing, seconds_per_step: Callable[[Sizing], float]
-                 ) -> tuple[Sizing, float]:
-  """A CPU budget: the patch shrinks (step time taken as proportional to
-  voxels) until MIN_CPU_STEPS measured steps fit in its hours."""
+                 ) -> tuple[Sizing, Timing]:
+  """A CPU budget: while MIN_CPU_STEPS measured steps overrun its hours, the
+  patch shrinks to the voxels that would fit were step time proportional to
+  them, and the step is measured again. Stops when the patch cannot shrink
+  or the smaller patch does not step faster (keeping the faster one)."""
   seconds = budget.train_hours * 3600.0
   step = seconds_per_step(sizing)
-  for _ in range(3):
-    if step * MIN_CPU_STEPS <= seconds:
-      break
+  shrunk = False
+  while step * MIN_CPU_STEPS > seconds:
     target = math.prod(sizing.patch) * seconds / (step * MIN_CPU_STEPS)
-    patch = list(sizing.patch)
-    median_shape = fp.stored_shape()
-    while math.prod(patch) > target:
-      try:
-        patch = _shrink(patch, median_shape, rules.topology(
-            patch, fp.stored_spacing(), budget.max_levels).strides)
-      except ValueError:
-        break
-      patch, _ = rules.fit_topology(patch, fp.stored_spacing(),
-                                    budget.max_levels)
+    patch = _shrink_to(fp, budget, list(sizing.patch), target)
     if patch == sizing.patch:
-      break
-    sizing = size_for_memory(fp, budget, start_patch=patch,
-                             grow_batch=False)
-    step = seconds_per_step(sizing)
-  return sizing, step
+      return sizing, Timing(step, False, shrunk,
+                            f'the {sizing.patch} patch cannot shrink further')
+    smaller = size_for_memory(fp, budget, start_patch=patch, grow_batch=False)
+    smaller_step = seconds_per_step(smaller)
+    if smaller_step >= step:
+      return sizing, Timing(
+          step, False, shrunk,
+          f'a {smaller.patch} patch stepped no faster ({smaller_step:.2f} s)')
+    sizing, step, shrunk = smaller, smaller_step, True
+  return sizing, Timing(step, True, shrunk)
 
 
 # ----------------------------------------------------------------------------
@@ -219,7 +243,8 @@ def _augmentation(fp: fingerprint_lib.Fingerprint, plan: Plan,
   names = ', '.join(f'{fp.labels[str(a)]}/{fp.labels[str(b)]}'
                     for a, b in pairs)
   centroid_axis = rules.lateral_axis_from_centroids(
-      [c.centroid_voxel for c in fp.cases], pairs)
+      [c.centroid_voxel for c in fp.cases],
+      [c.stored_spacing for c in fp.cases], pairs)
   axis, how = None, ''
   if fp.reoriented:
     axis, how = 0, 'axis 0 of the RAS-reoriented records'
@@ -266,24 +291,45 @@ def _largest_component_classes(fp: fingerprint_lib.Fingerprint) -> list[int]:
 
 def _cache(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget
           ) -> tuple[str, str]:
-  stored = sum(math.prod(c.stored_shape) for c in fp.training_cases()) * (
-      fp.num_channels * 4 + 1)
-  if stored <= 0.25 * budget.memory_gib * budgets_lib.GIB:
-    return 'memory', (f'the training cases take {stored / 2**20:.0f} MiB '
-                      'decoded, within a quarter of the budget\'s memory')
-  return 'none', (f'the training cases take {stored / 2**30:.1f} GiB '
-                  'decoded: read from disk each epoch')
+  """In memory when every record (train and val, both pipelines cache)
+  decoded (float32 image, int32 label or masks) takes at most a quarter of
+  the host's RAM."""
+  label_channels = fp.num_classes if fp.multi_label else 1
+  decoded = sum(math.prod(c.stored_shape) * c.num_records
+                for c in fp.cases) * 4 * (fp.num_channels + label_channels)
+  host = budget.host_memory_gib
+  size = (f'{decoded / 2**20:.0f} MiB' if decoded < budgets_lib.GIB else
+          f'{decoded / budgets_lib.GIB:.1f} GiB')
+  if decoded <= 0.25 * host * budgets_lib.GIB:
+    return 'memory', (f'the train and val records take {size} decoded, '
+                      f'within a quarter of the {host:g} GB of host RAM the '
+                      'budget assumes')
+  return 'none', (f'the train and val records take {size} decoded, over a '
+                  f'quarter of the {host:g} GB of host RAM: read from disk '
+                  'each epoch')
+
+
+def _timing_reason(budget: budgets_lib.Budget, timing: Optional[Timing]
+                  ) -> str:
+  if timing is None:
+    return ''
+  hours = f'{budget.train_hours:g} h'
+  if not timing.fits:
+    return f'; fewer than {MIN_CPU_STEPS} steps fit {hours} ({timing.why_not})'
+  if timing.shrunk:
+    return f', shrunk until {MIN_CPU_STEPS} measured steps fit {hours}'
+  return f'; {MIN_CPU_STEPS} measured steps of it fit {hours}'
 
 
 def model_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-                  sizing: Sizing) -> list[tuple[str, Any, str]]:
+                  sizing: Sizing, timing: Optional[Timing] = None
+                 ) -> list[tuple[str, Any, str]]:
   """The recipe's patch, batch, network and loss entries for a sizing (a
-  CPU plan measures the step of exactly these)."""
+  CPU plan measures the step of exactly these; `timing` is what that gave)."""
   topo = sizing.topology
   median = rules.describe_shape(fp.stored_shape())
   spacing = rules.describe_shape(fp.stored_spacing())
-  shrunk = (f', shrunk until {MIN_CPU_STEPS} steps fit its hours'
-            if budget.device == 'cpu' else '')
+  shrunk = _timing_reason(budget, timing)
   if sizing.batch == 2:
     batch_reason = 'nnU-Net\'s 2'
   elif sizing.batch > 2:
@@ -342,8 +388,8 @@ def measurement_values(fp: fingerprint_lib.Fingerprint,
 
 def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
               records_dir: str,
-              seconds_per_step: Optional[Callable[[Sizing], float]] = None
-             ) -> Plan:
+              seconds_per_step: Optional[Callable[[Sizing], float]] = None,
+              timed_on: str = '') -> Plan:
   """The recipe's choices for a dataset and a budget.
 
   Args:
@@ -352,16 +398,24 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
     records_dir: the converter's output folder (for the file patterns).
     seconds_per_step: CPU budgets: the measured time of one training step
       of a sizing (required for them).
+    timed_on: CPU budgets: where the step was timed, for the reasons (e.g.
+      'on 2 cores of this machine').
   """
   plan = Plan()
   rank = 3
   sizing = size_for_memory(fp, budget, grow_batch=budget.device != 'cpu')
-  step_seconds = None
+  timing = None
   if budget.device == 'cpu':
     if seconds_per_step is None:
       raise ValueError(f'budget {budget.name}: a CPU plan needs a measured '
                        'step time')
-    sizing, step_seconds = size_for_time(fp, budget, sizing, seconds_per_step)
+    sizing, timing = size_for_time(fp, budget, sizing, seconds_per_step)
+    if not timing.fits:
+      plan.warnings.append(
+          f'budget {budget.name}: {budget.train_hours:g} h hold only '
+          f'{int(budget.train_hours * 3600 / timing.step_seconds)} steps of '
+          f'{timing.step_seconds:.2f} s, fewer than {MIN_CPU_STEPS} '
+          f'({timing.why_not}); give more --train_hours')
   _preprocessing_checks(fp, plan)
   shards = fp.shards
   plan.add('training_file_pattern', f'{records_dir}/train-*.tfrecord',
@@ -375,7 +429,7 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
     plan.warnings.append('no val cases: evaluation runs on training cases; '
                          're-convert with --validation_fraction > 0')
   plan.add('compressed_input', fp.compressed, 'as the converter wrote them')
-  plan.entries += model_entries(fp, budget, sizing)
+  plan.entries += model_entries(fp, budget, sizing, timing)
   plan.add('eval_batch_size', 1, 'whole-volume evaluation, one case at a time')
   plan.add('predict_batch_size', 2, 'sliding windows per forward pass')
   if budget.device == 'gpu':
@@ -394,11 +448,12 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
     plan.add('optimizer', 'adam',
              'Adam: faster than SGD in the few thousand steps a CPU affords')
     plan.add('init_learning_rate', 0.003, 'Adam with a polynomial decay')
-    steps = max(STEP_ROUNDING, int(budget.train_hours * 3600 / step_seconds)
+    steps = max(STEP_ROUNDING, int(budget.train_hours * 3600 /
+                                   timing.step_seconds)
                 // STEP_ROUNDING * STEP_ROUNDING)
     plan.add('train_steps', steps,
-             f'{budget.train_hours:g} h at the measured '
-             f'{step_seconds:.2f} s per step')
+             f'{budget.train_hours:g} h at the {timing.step_seconds:.2f} s '
+             f'per step measured{" " + timed_on if timed_on else ""}')
   plan.add('train.lr_schedule', 'polynomial', 'poly decay (nnU-Net)')
   plan.add('train.checkpoint_every_n_steps',
            max(STEP_ROUNDING, steps // 20 // STEP_ROUNDING * STEP_ROUNDING),

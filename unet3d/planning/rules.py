@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from unet3d.preprocess import preprocessing
+
 # An axis is anisotropic when its spacing exceeds this many times the finest.
 ANISOTROPY_RATIO = 3.0
 # No feature map is pooled below this many voxels on any axis (nnU-Net: 4).
@@ -153,10 +155,6 @@ def filters_per_level(levels: int, base: int, cap: int) -> list[int]:
 NONZERO_FRACTION_FOR_MASK = 0.75
 
 
-def is_ct(modality: str) -> bool:
-  return re.search(r'(^|[^a-z])ct([^a-z]|$)', modality.lower()) is not None
-
-
 @dataclass(frozen=True)
 class ChannelRule:
   """The normalisation a channel should get."""
@@ -170,7 +168,7 @@ def channel_normalisation(modality: str, nonzero_fractions: Sequence[float],
   """CT: clip to the foreground 0.5-99.5 percentiles, z-score with the
   foreground statistics; anything else: per-case z-score, within the
   nonzero voxels when the data has a zero background."""
-  if is_ct(modality):
+  if preprocessing.is_ct_modality(modality):
     low = intensity.get('percentile_00_5')
     high = intensity.get('percentile_99_5')
     window = (f' [{low:.4g}, {high:.4g}]' if low is not None and
@@ -183,11 +181,12 @@ def channel_normalisation(modality: str, nonzero_fractions: Sequence[float],
   if fraction < NONZERO_FRACTION_FOR_MASK:
     return ChannelRule('zscore', True,
                        f'{modality}: per-case z-score on non-zero voxels '
-                       f'(cropping to them kept {fraction:.0%} of the '
+                       f'(their bounding box holds {fraction:.0%} of the '
                        'volume: a zero background, e.g. skull-stripped)')
   return ChannelRule('zscore', False,
                      f'{modality}: per-case z-score (no zero background: '
-                     f'cropping kept {fraction:.0%} of the volume)')
+                     f'the nonzero bounding box holds {fraction:.0%} of the '
+                     'volume)')
 
 
 def applied_matches(rule: ChannelRule, applied: dict) -> bool:
@@ -237,17 +236,19 @@ def lateral_pairs(labels: dict[str, str], first_class: int = 1
 
 
 def lateral_axis_from_centroids(centroids: Sequence[dict[str, Sequence[float]]],
+                                spacings: Sequence[Sequence[float]],
                                 pairs: Sequence[tuple[int, int]]
                                ) -> Optional[int]:
   """The array axis along which paired classes lie apart: the axis of the
-  largest mean |centroid(left) - centroid(right)| over cases and pairs
-  holding both classes; None without such a case."""
+  largest mean |centroid(left) - centroid(right)| in millimetres (voxel
+  gaps times each case's spacing) over cases and pairs holding both
+  classes; None without such a case."""
   gaps = []
-  for case in centroids:
+  for case, spacing in zip(centroids, spacings):
     for left, right in pairs:
       a, b = case.get(str(left)), case.get(str(right))
       if a is not None and b is not None:
-        gaps.append(np.abs(np.subtract(a, b)))
+        gaps.append(np.abs(np.subtract(a, b)) * np.asarray(spacing))
   if not gaps:
     return None
   return int(np.argmax(np.mean(gaps, axis=0)))
@@ -260,8 +261,8 @@ def lateral_axis_from_centroids(centroids: Sequence[dict[str, Sequence[float]]],
 
 def batch_cap(patch_voxels: int, dataset_voxels: int, training_records: int
              ) -> int:
-  """The largest batch: at most 5% of the dataset's voxels (nnU-Net) and at
-  most the training records; at least 1."""
+  """The largest batch: at most 5% of the dataset's voxels (nnU-Net), but
+  at least 2, and never more than the training records (so 1 with one)."""
   share = int(BATCH_SHARE_OF_DATASET * dataset_voxels // patch_voxels)
   return max(1, min(max(share, 2), training_records))
 

@@ -20,6 +20,21 @@ from unet3d.planning import recipe
 PLAN_FILE = 'plan_{budget}.yaml'
 
 
+def timing_threads(budget: budgets_lib.Budget) -> int:
+  """Limits TensorFlow to the CPU budget's cores (or this machine's, when
+  fewer) for the timed steps; returns the cores the steps run on. Must run
+  before TensorFlow starts executing; after, the steps use what it has."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  available = os.cpu_count() or 1
+  threads = min(budget.cores or available, available)
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  except RuntimeError:  # already running (tests): as configured
+    return tf.config.threading.get_intra_op_parallelism_threads() or available
+  return threads
+
+
 def measured_step(fp: fingerprint_lib.Fingerprint,
                   budget: budgets_lib.Budget
                  ) -> Callable[[planner.Sizing], float]:
@@ -74,9 +89,20 @@ def plan_dataset(data_dir: str, budget_name: str,
     records_dir = os.path.abspath(records_dir)
   plan_file = plan_file or fileio.join(
       records_dir, PLAN_FILE.format(budget=budget.name))
+  timed_on, fewer_cores = '', None
   if budget.device == 'cpu' and seconds_per_step is None:
+    threads = timing_threads(budget)
+    timed_on = f'on {threads} cores of this machine'
+    if threads < budget.cores:
+      fewer_cores = (
+          f'budget {budget.name} is for {budget.cores} cores; the step was '
+          f'timed {timed_on}, so train_steps is what {threads} cores do in '
+          f'{budget.train_hours:g} h (more cores would do more)')
     seconds_per_step = measured_step(fp, budget)
-  plan = planner.make_plan(fp, budget, records_dir, seconds_per_step)
+  plan = planner.make_plan(fp, budget, records_dir, seconds_per_step,
+                           timed_on)
+  if fewer_cores:
+    plan.warnings.append(fewer_cores)
   text = recipe.render(plan, _header(fp, budget, plan_file))
   recipe.check_loads(text, f'the planned recipe for {fp.path}')
   fileio.write_text(plan_file, text)

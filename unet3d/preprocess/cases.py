@@ -340,8 +340,9 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   parts (e.g. 2D slices); info is the case's dataset.json entry plus
   'samples' of foreground intensities before normalisation. The entry
   holds the original geometry, `cropped` {shape, spacing} after reorienting
-  and cropping (before resampling), `nonzero_fraction` (cropped / original
-  voxels), the crop box, foreground `intensity` statistics before
+  and cropping (before resampling), `nonzero_fraction` (the share of the
+  original voxels inside the nonzero bounding box, whether or not the plan
+  crops to it), the crop box, foreground `intensity` statistics before
   normalisation, and of records[0] (the whole case before `parts`): the
   stored geometry, class voxel counts, and per present foreground class
   (mask channel when multi-label) its face-connected `components` {count,
@@ -356,8 +357,9 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   image, label, affine = grid.image, grid.label, grid.affine
   info['cropped'] = {'shape': grid.cropped_shape,
                      'spacing': grid.cropped_spacing}
-  info['nonzero_fraction'] = float(np.prod(grid.cropped_shape) /
-                                   np.prod(raw.image.shape[:3]))
+  # Recorded whether or not the plan crops: the planner's normalisation rule
+  # reads it as "is there a zero background".
+  info['nonzero_fraction'] = pp.nonzero_box_fraction(raw.image)
   if grid.nonzero_crop is not None:
     info['nonzero_crop'] = grid.nonzero_crop
   values = image[foreground_mask(label, image)]

@@ -191,7 +191,7 @@ def source(task_dir: str, *, nonzero_mask: bool = False,
                   if k != '0'}
   norms = []
   for c in range(len(kept)):
-    if kept[str(c)].upper() == 'CT':
+    if pp.is_ct_modality(kept[str(c)]):
       norms.append(pp.ChannelNorm(
           'ct', window=None if ct_window is None else tuple(ct_window)))
     else:

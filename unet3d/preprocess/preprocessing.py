@@ -13,6 +13,7 @@ in one file is what keeps them in agreement.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -94,6 +95,13 @@ def nonzero_bbox(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     start.append(hits[0])
     stop.append(hits[-1] + 1)
   return np.array(start), np.array(stop)
+
+
+def nonzero_box_fraction(image: np.ndarray) -> float:
+  """The share of the volume inside its nonzero bounding box: what cropping
+  to it keeps (1.0 for an all-zero or a fully nonzero image)."""
+  start, stop = nonzero_bbox(image)
+  return float(np.prod(stop - start) / np.prod(image.shape[:3]))
 
 
 def crop(array: np.ndarray, start: Sequence[int], stop: Sequence[int]
@@ -284,6 +292,12 @@ def resample_label(label: np.ndarray, grid: Grid, method: str = 'linear'
 # ----------------------------------------------------------------------------
 # Intensities
 # ----------------------------------------------------------------------------
+
+
+def is_ct_modality(name: str) -> bool:
+  """A channel whose modality name says CT ('CT', 'ct', 'non-contrast CT',
+  'CT_venous'; not 'CTA'): it gets the CT scheme, not a z-score."""
+  return re.search(r'(^|[^a-z])ct([^a-z]|$)', name.lower()) is not None
 
 
 @dataclass(frozen=True)
