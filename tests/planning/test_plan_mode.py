@@ -60,8 +60,8 @@ def test_planned_recipe_trains_unchanged_and_params_record_the_plan(
   # measured on the budget's 2 cores (or this machine's, if fewer).
   text = open(plan_file).read().splitlines()
   reason = text[text.index(f"train_steps: {recipe['train_steps']}") - 1]
-  match = re.search(r'at the ([0-9.]+) s per step measured on (\d+) cores',
-                    reason)
+  match = re.search(r'at the ([0-9.]+) s per step measured with its input '
+                    r'pipeline on (\d+) cores', reason)
   assert match, reason
   step, cores = float(match.group(1)), int(match.group(2))
   assert cores == min(2, os.cpu_count())

@@ -281,3 +281,24 @@ def test_recipe_comments_every_key_and_loads_with_the_same_values():
     assert config.value_at(cfg, key) == value, key
   loaded = yaml.safe_load(text)
   assert loaded['plan']['fingerprint_sha256'] == fp.sha256
+
+
+def test_a_cpu_plan_times_the_step_with_the_recipes_own_input():
+  timed = []
+
+  def seconds(sizing):
+    timed.append(planner.measurement_values(fp, budget, sizing, '/data'))
+    return 0.1
+
+  fp = fabricate.make(labels=LATERAL, spacing=(0.8, 0.8, 3.0),
+                      shape=(128, 128, 32))
+  budget = budgets.get_budget('cpu2')
+  values = planner.make_plan(fp, budget, '/data', seconds).values()
+  input_keys = [k for k in values
+                if k.startswith('data.') or k.endswith('_file_pattern')
+                or k == 'compressed_input']
+  assert 'data.augmentation.left_right_label_pairs' in input_keys
+  assert 'data.augmentation.rotation_degrees' in input_keys
+  for key in input_keys + ['input_image_size', 'train_batch_size',
+                           'model.pool_sizes', 'loss']:
+    assert timed[-1][key] == values[key], key

@@ -377,11 +377,46 @@ def model_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
   return out
 
 
+def input_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+                  records_dir: str) -> tuple[Plan, list[int]]:
+  """The records and how training reads them (file patterns, sampling,
+  cache, augmentation) as a part of the plan with its warnings, and the axes
+  test-time mirroring may use. A CPU plan times its steps through this."""
+  part = Plan()
+  part.add('training_file_pattern', f'{records_dir}/train-*.tfrecord',
+           'the converter\'s train split')
+  if fp.shards.get('val'):
+    part.add('eval_file_pattern', f'{records_dir}/val-*.tfrecord',
+             'the converter\'s val split (held out)')
+  else:
+    part.add('eval_file_pattern', f'{records_dir}/train-*.tfrecord',
+             'no val split was written: evaluation sees training cases')
+    part.warnings.append('no val cases: evaluation runs on training cases; '
+                         're-convert with --validation_fraction > 0')
+  part.add('compressed_input', fp.compressed, 'as the converter wrote them')
+  part.add('data.foreground_oversample', 0.33,
+           'a third of the patches centred on foreground (nnU-Net)')
+  cache, why = _cache(fp, budget)
+  part.add('data.cache', cache, why)
+  part.add('data.eval_mode', 'whole_volume',
+           'evaluate whole cases with sliding windows, as predict does')
+  mirror_axes = _augmentation(fp, part, rank=3)
+  anisotropic = max(fp.stored_spacing()) > rules.ANISOTROPY_RATIO * min(
+      fp.stored_spacing())
+  if anisotropic:
+    part.add('data.augmentation.rotation_degrees', 15.0,
+             'anisotropic spacing: smaller rotations mix the coarse axis less')
+  return part, mirror_axes
+
+
 def measurement_values(fp: fingerprint_lib.Fingerprint,
-                       budget: budgets_lib.Budget, sizing: Sizing
-                      ) -> dict[str, Any]:
-  """Config values (dotted keys) of the training step a CPU plan times."""
+                       budget: budgets_lib.Budget, sizing: Sizing,
+                       records_dir: Optional[str] = None) -> dict[str, Any]:
+  """Config values (dotted keys) of the training step a CPU plan times:
+  the sizing's network, fed by the plan's input from records_dir (given)."""
   values = {k: v for k, v, _ in model_entries(fp, budget, sizing)}
+  if records_dir is not None:
+    values.update(input_entries(fp, budget, records_dir)[0].values())
   values.update({'distribution_strategy': 'cpu', 'optimizer': 'adam'})
   return values
 
@@ -402,7 +437,6 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
       'on 2 cores of this machine').
   """
   plan = Plan()
-  rank = 3
   sizing = size_for_memory(fp, budget, grow_batch=budget.device != 'cpu')
   timing = None
   if budget.device == 'cpu':
@@ -417,18 +451,9 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
           f'{timing.step_seconds:.2f} s, fewer than {MIN_CPU_STEPS} '
           f'({timing.why_not}); give more --train_hours')
   _preprocessing_checks(fp, plan)
-  shards = fp.shards
-  plan.add('training_file_pattern', f'{records_dir}/train-*.tfrecord',
-           'the converter\'s train split')
-  if shards.get('val'):
-    plan.add('eval_file_pattern', f'{records_dir}/val-*.tfrecord',
-             'the converter\'s val split (held out)')
-  else:
-    plan.add('eval_file_pattern', f'{records_dir}/train-*.tfrecord',
-             'no val split was written: evaluation sees training cases')
-    plan.warnings.append('no val cases: evaluation runs on training cases; '
-                         're-convert with --validation_fraction > 0')
-  plan.add('compressed_input', fp.compressed, 'as the converter wrote them')
+  inputs, mirror_axes = input_entries(fp, budget, records_dir)
+  plan.warnings += inputs.warnings
+  plan.entries += [e for e in inputs.entries if not e[0].startswith('data.')]
   plan.entries += model_entries(fp, budget, sizing, timing)
   plan.add('eval_batch_size', 1, 'whole-volume evaluation, one case at a time')
   plan.add('predict_batch_size', 2, 'sliding windows per forward pass')
@@ -458,18 +483,7 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
   plan.add('train.checkpoint_every_n_steps',
            max(STEP_ROUNDING, steps // 20 // STEP_ROUNDING * STEP_ROUNDING),
            'twenty checkpoints over the run')
-  plan.add('data.foreground_oversample', 0.33,
-           'a third of the patches centred on foreground (nnU-Net)')
-  cache, why = _cache(fp, budget)
-  plan.add('data.cache', cache, why)
-  plan.add('data.eval_mode', 'whole_volume',
-           'evaluate whole cases with sliding windows, as predict does')
-  mirror_axes = _augmentation(fp, plan, rank)
-  anisotropic = max(fp.stored_spacing()) > rules.ANISOTROPY_RATIO * min(
-      fp.stored_spacing())
-  if anisotropic:
-    plan.add('data.augmentation.rotation_degrees', 15.0,
-             'anisotropic spacing: smaller rotations mix the coarse axis less')
+  plan.entries += [e for e in inputs.entries if e[0].startswith('data.')]
   plan.add('inference.overlap', 0.5, 'half-window overlap (nnU-Net)')
   plan.add('inference.weighting', 'gaussian', 'Gaussian importance map')
   plan.add('inference.mirror_axes', mirror_axes,

@@ -36,13 +36,14 @@ def timing_threads(budget: budgets_lib.Budget) -> int:
 
 
 def measured_step(fp: fingerprint_lib.Fingerprint,
-                  budget: budgets_lib.Budget
+                  budget: budgets_lib.Budget, records_dir: str
                  ) -> Callable[[planner.Sizing], float]:
-  """Seconds per training step of a sizing, timed on this machine."""
+  """Seconds per training step of a sizing, timed on this machine with the
+  plan's input pipeline reading the records (it shares the cores)."""
   from unet3d.training import benchmark  # pylint: disable=g-import-not-at-top
 
   def measure(sizing: planner.Sizing) -> float:
-    values = planner.measurement_values(fp, budget, sizing)
+    values = planner.measurement_values(fp, budget, sizing, records_dir)
     cfg = config.build_config_from_mapping(
         config.nest_dotted(values.items(), 'the measured recipe'))
     return benchmark.seconds_per_step(cfg)
@@ -92,13 +93,13 @@ def plan_dataset(data_dir: str, budget_name: str,
   timed_on, fewer_cores = '', None
   if budget.device == 'cpu' and seconds_per_step is None:
     threads = timing_threads(budget)
-    timed_on = f'on {threads} cores of this machine'
+    timed_on = f'with its input pipeline on {threads} cores of this machine'
     if threads < budget.cores:
       fewer_cores = (
           f'budget {budget.name} is for {budget.cores} cores; the step was '
           f'timed {timed_on}, so train_steps is what {threads} cores do in '
           f'{budget.train_hours:g} h (more cores would do more)')
-    seconds_per_step = measured_step(fp, budget)
+    seconds_per_step = measured_step(fp, budget, records_dir)
   plan = planner.make_plan(fp, budget, records_dir, seconds_per_step,
                            timed_on)
   if fewer_cores:

@@ -140,11 +140,9 @@ def synthetic_batch(cfg: Config, seed: int = 0
   return images, labels
 
 
-def synthetic_train_loop(cfg: Config, state: trainer.TrainState):
-  """`loop(steps)`: the trainer's loop run `steps` times on one in-memory
-  batch, waiting for the result (no input pipeline)."""
-  dataset = tf.data.Dataset.from_tensors(synthetic_batch(cfg)).repeat()
-  iterator = iter(state.strategy.experimental_distribute_dataset(dataset))
+def timed_train_loop(cfg: Config, state: trainer.TrainState, iterator):
+  """`loop(steps)`: the trainer's loop run `steps` times on `iterator`,
+  waiting for the result."""
   run = trainer.make_train_loop(cfg, state)
 
   def loop(steps: int) -> None:
@@ -153,12 +151,25 @@ def synthetic_train_loop(cfg: Config, state: trainer.TrainState):
   return loop
 
 
-def seconds_per_step(cfg: Config, steps: int = 3, warmup: int = 2) -> float:
-  """Seconds per training step of the config on this machine, without the
-  input pipeline (the planner sizes CPU recipes with it)."""
+def synthetic_train_loop(cfg: Config, state: trainer.TrainState):
+  """`timed_train_loop` on one in-memory batch (no input pipeline)."""
+  dataset = tf.data.Dataset.from_tensors(synthetic_batch(cfg)).repeat()
+  return timed_train_loop(
+      cfg, state, iter(state.strategy.experimental_distribute_dataset(dataset)))
+
+
+def seconds_per_step(cfg: Config, steps: int = 6, warmup: int = 2) -> float:
+  """Seconds per training step of the config on this machine: fed by its
+  input pipeline when it names training records (the planner sizes CPU
+  recipes so, since the pipeline shares the cores), else by one synthetic
+  batch. Runs `warmup` untimed steps first."""
   cfg = dataclasses.replace(cfg, model_dir='')
   strategy = distribute.build_strategy(cfg)
-  loop = synthetic_train_loop(cfg, trainer.build_train_state(cfg, strategy))
+  state = trainer.build_train_state(cfg, strategy)
+  if cfg.training_file_pattern:
+    loop = timed_train_loop(cfg, state, trainer.training_iterator(cfg, state))
+  else:
+    loop = synthetic_train_loop(cfg, state)
   loop(warmup)
   start = time.perf_counter()
   loop(steps)
