@@ -302,3 +302,18 @@ def test_a_cpu_plan_times_the_step_with_the_recipes_own_input():
   for key in input_keys + ['input_image_size', 'train_batch_size',
                            'model.pool_sizes', 'loss']:
     assert timed[-1][key] == values[key], key
+
+
+def test_a_step_timed_on_fewer_cores_than_the_budget_is_a_warning():
+  fp = fabricate.make()
+  budget = budgets.get_budget('cpu8')
+  plan = planner.make_plan(fp, budget, '/data', lambda sizing: 0.1,
+                           timed_on_cores=2)
+  reasons = dict((k, r) for k, _, r in plan.entries)
+  assert reasons['train_steps'].endswith(
+      'measured with its input pipeline on 2 cores of this machine')
+  assert any('budget cpu8 is for 8 cores' in w and 'what 2 cores do' in w
+             for w in plan.warnings)
+  same = planner.make_plan(fp, budget, '/data', lambda sizing: 0.1,
+                           timed_on_cores=8)
+  assert not any('cores' in w for w in same.warnings)

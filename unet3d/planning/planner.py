@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -94,32 +94,41 @@ def _shrink(patch: list[int], median_shape, strides) -> list[int]:
   return patch
 
 
+def _shrink_steps(fp: fingerprint_lib.Fingerprint,
+                  budget: budgets_lib.Budget, patch
+                 ) -> Iterator[tuple[list[int], rules.Topology]]:
+  """nnU-Net's shrinking sequence: the patch rounded to its strides with its
+  topology, then after each `_shrink` step, until it cannot shrink."""
+  spacing, median_shape = fp.stored_spacing(), fp.stored_shape()
+  patch, topo = rules.fit_topology(patch, spacing, budget.max_levels)
+  while True:
+    yield patch, topo
+    try:
+      patch = _shrink(patch, median_shape, topo.strides)
+    except ValueError:
+      return
+    patch, topo = rules.fit_topology(patch, spacing, budget.max_levels)
+
+
 def size_for_memory(fp: fingerprint_lib.Fingerprint,
                     budget: budgets_lib.Budget,
                     start_patch: Optional[list[int]] = None,
                     grow_batch: bool = True) -> Sizing:
   """The largest patch at batch 2 (fewer with fewer training records) whose
   estimated training memory fits, then the largest batch (grow_batch)."""
-  spacing = fp.stored_spacing()
-  median_shape = fp.stored_shape()
-  patch, topo = rules.fit_topology(
-      start_patch or [int(s) for s in median_shape], spacing,
-      budget.max_levels)
   cases = fp.training_cases()
   records = sum(c.num_records for c in cases)
   min_batch = min(2, records)
-  while True:
+  for patch, topo in _shrink_steps(
+      fp, budget, start_patch or [int(s) for s in fp.stored_shape()]):
     filters, params, memory = _memory(fp, budget, patch, topo, min_batch)
     if memory <= budget.usable_bytes:
       break
-    try:
-      smaller = _shrink(patch, median_shape, topo.strides)
-    except ValueError:
-      raise ValueError(
-          f'budget {budget.name}: even a {patch} patch needs '
-          f'{memory / budgets_lib.GIB:.1f} GiB at batch {min_batch}; choose '
-          'a larger budget') from None
-    patch, topo = rules.fit_topology(smaller, spacing, budget.max_levels)
+  else:
+    raise ValueError(
+        f'budget {budget.name}: even a {patch} patch needs '
+        f'{memory / budgets_lib.GIB:.1f} GiB at batch {min_batch}; choose '
+        'a larger budget')
   dataset_voxels = sum(math.prod(c.stored_shape) for c in cases)
   cap = rules.batch_cap(math.prod(patch), dataset_voxels, records)
   batch = min_batch
@@ -146,14 +155,9 @@ def _shrink_to(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
                patch: list[int], target_voxels: float) -> list[int]:
   """The patch shrunk by nnU-Net's step until it has at most target_voxels
   (or cannot shrink further)."""
-  spacing, median_shape = fp.stored_spacing(), fp.stored_shape()
-  while math.prod(patch) > target_voxels:
-    strides = rules.topology(patch, spacing, budget.max_levels).strides
-    try:
-      patch = _shrink(patch, median_shape, strides)
-    except ValueError:
+  for patch, _ in _shrink_steps(fp, budget, patch):
+    if math.prod(patch) <= target_voxels:
       break
-    patch, _ = rules.fit_topology(patch, spacing, budget.max_levels)
   return patch
 
 
@@ -424,7 +428,7 @@ def measurement_values(fp: fingerprint_lib.Fingerprint,
 def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
               records_dir: str,
               seconds_per_step: Optional[Callable[[Sizing], float]] = None,
-              timed_on: str = '') -> Plan:
+              timed_on_cores: Optional[int] = None) -> Plan:
   """The recipe's choices for a dataset and a budget.
 
   Args:
@@ -433,8 +437,8 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
     records_dir: the converter's output folder (for the file patterns).
     seconds_per_step: CPU budgets: the measured time of one training step
       of a sizing (required for them).
-    timed_on: CPU budgets: where the step was timed, for the reasons (e.g.
-      'on 2 cores of this machine').
+    timed_on_cores: CPU budgets: the cores of this machine the step was
+      timed on (with the recipe's input pipeline), when measured here.
   """
   plan = Plan()
   sizing = size_for_memory(fp, budget, grow_batch=budget.device != 'cpu')
@@ -444,12 +448,21 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
       raise ValueError(f'budget {budget.name}: a CPU plan needs a measured '
                        'step time')
     sizing, timing = size_for_time(fp, budget, sizing, seconds_per_step)
+    steps_that_fit = int(budget.train_hours * 3600 / timing.step_seconds)
     if not timing.fits:
       plan.warnings.append(
           f'budget {budget.name}: {budget.train_hours:g} h hold only '
-          f'{int(budget.train_hours * 3600 / timing.step_seconds)} steps of '
-          f'{timing.step_seconds:.2f} s, fewer than {MIN_CPU_STEPS} '
-          f'({timing.why_not}); give more --train_hours')
+          f'{steps_that_fit} steps of {timing.step_seconds:.2f} s, fewer '
+          f'than {MIN_CPU_STEPS} ({timing.why_not}); give more --train_hours')
+    timed_on = ''
+    if timed_on_cores is not None:
+      timed_on = (f' with its input pipeline on {timed_on_cores} cores of '
+                  'this machine')
+      if timed_on_cores < budget.cores:
+        plan.warnings.append(
+            f'budget {budget.name} is for {budget.cores} cores; the step was '
+            f'timed{timed_on}, so train_steps is what {timed_on_cores} cores '
+            f'do in {budget.train_hours:g} h (more cores would do more)')
   _preprocessing_checks(fp, plan)
   inputs, mirror_axes = input_entries(fp, budget, records_dir)
   plan.warnings += inputs.warnings
@@ -473,12 +486,11 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
     plan.add('optimizer', 'adam',
              'Adam: faster than SGD in the few thousand steps a CPU affords')
     plan.add('init_learning_rate', 0.003, 'Adam with a polynomial decay')
-    steps = max(STEP_ROUNDING, int(budget.train_hours * 3600 /
-                                   timing.step_seconds)
-                // STEP_ROUNDING * STEP_ROUNDING)
+    steps = max(STEP_ROUNDING,
+                steps_that_fit // STEP_ROUNDING * STEP_ROUNDING)
     plan.add('train_steps', steps,
              f'{budget.train_hours:g} h at the {timing.step_seconds:.2f} s '
-             f'per step measured{" " + timed_on if timed_on else ""}')
+             f'per step measured{timed_on}')
   plan.add('train.lr_schedule', 'polynomial', 'poly decay (nnU-Net)')
   plan.add('train.checkpoint_every_n_steps',
            max(STEP_ROUNDING, steps // 20 // STEP_ROUNDING * STEP_ROUNDING),

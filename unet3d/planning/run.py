@@ -90,20 +90,12 @@ def plan_dataset(data_dir: str, budget_name: str,
     records_dir = os.path.abspath(records_dir)
   plan_file = plan_file or fileio.join(
       records_dir, PLAN_FILE.format(budget=budget.name))
-  timed_on, fewer_cores = '', None
+  timed_on_cores = None
   if budget.device == 'cpu' and seconds_per_step is None:
-    threads = timing_threads(budget)
-    timed_on = f'with its input pipeline on {threads} cores of this machine'
-    if threads < budget.cores:
-      fewer_cores = (
-          f'budget {budget.name} is for {budget.cores} cores; the step was '
-          f'timed {timed_on}, so train_steps is what {threads} cores do in '
-          f'{budget.train_hours:g} h (more cores would do more)')
+    timed_on_cores = timing_threads(budget)
     seconds_per_step = measured_step(fp, budget, records_dir)
   plan = planner.make_plan(fp, budget, records_dir, seconds_per_step,
-                           timed_on)
-  if fewer_cores:
-    plan.warnings.append(fewer_cores)
+                           timed_on_cores)
   text = recipe.render(plan, _header(fp, budget, plan_file))
   recipe.check_loads(text, f'the planned recipe for {fp.path}')
   fileio.write_text(plan_file, text)

@@ -358,10 +358,15 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   info['cropped'] = {'shape': grid.cropped_shape,
                      'spacing': grid.cropped_spacing}
   # Recorded whether or not the plan crops: the planner's normalisation rule
-  # reads it as "is there a zero background".
-  info['nonzero_fraction'] = pp.nonzero_box_fraction(raw.image)
-  if grid.nonzero_crop is not None:
-    info['nonzero_crop'] = grid.nonzero_crop
+  # reads it as "is there a zero background". Reorientation keeps the box's
+  # volume, so the crop box (when there is one) gives it without a rescan.
+  box = grid.nonzero_crop
+  start, stop = ((box['start'], box['stop']) if box is not None else
+                 pp.nonzero_bbox(raw.image))
+  info['nonzero_fraction'] = float(np.prod(np.subtract(stop, start)) /
+                                   np.prod(raw.image.shape[:3]))
+  if box is not None:
+    info['nonzero_crop'] = box
   values = image[foreground_mask(label, image)]
   info['intensity'] = _channel_statistics(
       values if len(values) else image.reshape(-1, image.shape[-1]))

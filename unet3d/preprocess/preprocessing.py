@@ -97,13 +97,6 @@ def nonzero_bbox(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.array(start), np.array(stop)
 
 
-def nonzero_box_fraction(image: np.ndarray) -> float:
-  """The share of the volume inside its nonzero bounding box: what cropping
-  to it keeps (1.0 for an all-zero or a fully nonzero image)."""
-  start, stop = nonzero_bbox(image)
-  return float(np.prod(stop - start) / np.prod(image.shape[:3]))
-
-
 def crop(array: np.ndarray, start: Sequence[int], stop: Sequence[int]
         ) -> np.ndarray:
   """array[start:stop] along the first three axes."""

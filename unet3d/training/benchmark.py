@@ -60,18 +60,16 @@ def run_benchmark(cfg: Config,
   distribute.set_determinism(cfg)
   state = trainer.build_train_state(cfg, strategy)
   state.iterator = trainer.training_iterator(cfg, state)
-  run = trainer.make_train_loop(cfg, state)
-  one = tf.constant(1)
+  loop = timed_train_loop(cfg, state, state.iterator)
   for _ in range(max(1, cfg.train.benchmark_warmup_steps)):
-    run(state.iterator, one).numpy()
+    loop(1)
   seconds = []
   for _ in range(cfg.train.benchmark_steps):
     start = time.perf_counter()
-    run(state.iterator, one).numpy()
+    loop(1)
     seconds.append(time.perf_counter() - start)
   voxels = int(np.prod(cfg.input_image_size))
-  capacity = input_capacity(cfg, lambda: run(state.iterator, one).numpy(),
-                            cfg.train.benchmark_steps)
+  capacity = input_capacity(cfg, lambda: loop(1), cfg.train.benchmark_steps)
   report = {
       'benchmark': 'train',
       'model': cfg.model.name,
