@@ -171,3 +171,32 @@ def test_plan_mode_bad_input_is_one_line(argv, message):
   assert proc.returncode == 1
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
   assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_a_cpu_plan_without_the_records_is_one_line(records, tmp_path):
+  # dataset.json copied away from its records: a CPU plan cannot time steps.
+  (tmp_path / 'dataset.json').write_text(
+      open(os.path.join(records, 'dataset.json')).read())
+  proc = _main('--mode=plan', f'--data_dir={tmp_path}', timeout=120)
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert errors == [f'error: {tmp_path}/train-*.tfrecord: no training records '
+                    f'beside {tmp_path}/dataset.json (budget cpu2 times '
+                    'training steps on them; keep dataset.json with the '
+                    "converter's records)"], proc.stderr[-2000:]
+  assert not (tmp_path / 'plan_cpu2.yaml').exists()
+
+
+def test_a_cpu_plan_on_a_corrupt_shard_names_it(records, tmp_path):
+  (tmp_path / 'dataset.json').write_text(
+      open(os.path.join(records, 'dataset.json')).read())
+  shard = glob.glob(os.path.join(records, 'train-*.tfrecord'))[0]
+  bad = tmp_path / 'train-00000-of-00001.tfrecord'
+  bad.write_bytes(open(shard, 'rb').read()[:500])  # truncated
+  proc = _main('--mode=plan', f'--data_dir={tmp_path}', timeout=180)
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1, proc.stderr[-2000:]
+  assert errors[0].startswith(f'error: {bad}: cannot read this TFRecord '
+                              'shard ('), errors[0]
+  assert not (tmp_path / 'plan_cpu2.yaml').exists()

@@ -381,19 +381,24 @@ def model_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
   return out
 
 
+def training_pattern(records_dir: str) -> str:
+  """The converter's train split in records_dir."""
+  return f'{records_dir}/train-*.tfrecord'
+
+
 def input_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
                   records_dir: str) -> tuple[Plan, list[int]]:
   """The records and how training reads them (file patterns, sampling,
   cache, augmentation) as a part of the plan with its warnings, and the axes
   test-time mirroring may use. A CPU plan times its steps through this."""
   part = Plan()
-  part.add('training_file_pattern', f'{records_dir}/train-*.tfrecord',
+  part.add('training_file_pattern', training_pattern(records_dir),
            'the converter\'s train split')
   if fp.shards.get('val'):
     part.add('eval_file_pattern', f'{records_dir}/val-*.tfrecord',
              'the converter\'s val split (held out)')
   else:
-    part.add('eval_file_pattern', f'{records_dir}/train-*.tfrecord',
+    part.add('eval_file_pattern', training_pattern(records_dir),
              'no val split was written: evaluation sees training cases')
     part.warnings.append('no val cases: evaluation runs on training cases; '
                          're-convert with --validation_fraction > 0')

@@ -40,13 +40,20 @@ def measured_step(fp: fingerprint_lib.Fingerprint,
                  ) -> Callable[[planner.Sizing], float]:
   """Seconds per training step of a sizing, timed on this machine with the
   plan's input pipeline reading the records (it shares the cores)."""
-  from unet3d.training import benchmark  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from unet3d.input import pipeline
+  from unet3d.training import benchmark
+  # pylint: enable=g-import-not-at-top
 
   def measure(sizing: planner.Sizing) -> float:
     values = planner.measurement_values(fp, budget, sizing, records_dir)
     cfg = config.build_config_from_mapping(
         config.nest_dotted(values.items(), 'the measured recipe'))
-    return benchmark.seconds_per_step(cfg)
+    try:
+      return benchmark.seconds_per_step(cfg)
+    except tf.errors.OpError as e:  # a shard that cannot be read
+      raise ValueError(pipeline.describe_read_error(cfg, e)) from None
 
   return measure
 
@@ -92,6 +99,11 @@ def plan_dataset(data_dir: str, budget_name: str,
       records_dir, PLAN_FILE.format(budget=budget.name))
   timed_on_cores = None
   if budget.device == 'cpu' and seconds_per_step is None:
+    pattern = planner.training_pattern(records_dir)
+    if not fileio.glob(pattern):
+      raise ValueError(f'{pattern}: no training records beside {fp.path} '
+                       f'(budget {budget.name} times training steps on them; '
+                       'keep dataset.json with the converter\'s records)')
     timed_on_cores = timing_threads(budget)
     seconds_per_step = measured_step(fp, budget, records_dir)
   plan = planner.make_plan(fp, budget, records_dir, seconds_per_step,
