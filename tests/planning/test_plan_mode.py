@@ -18,6 +18,7 @@ from unet3d import run_dir
 from unet3d.input import dataset_info
 from unet3d.input import schema
 from unet3d.planning import fingerprint
+from unet3d.planning import run as plan_run
 from unet3d.preprocess import datasets
 from unet3d.preprocess import synthetic
 from unet3d.training import trainer
@@ -150,12 +151,11 @@ def test_a_malformed_dataset_json_is_one_line(records, tmp_path):
   info = dataset_info.read(os.path.join(records, 'dataset.json'))
   info['cases'][1]['stored']['shape'] = [16, 16]
   (tmp_path / 'dataset.json').write_text(json.dumps(info))
-  proc = _main('--mode=plan', f'--data_dir={tmp_path}', timeout=120)
-  assert proc.returncode == 1
-  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
-  assert errors == [f'error: {tmp_path}/dataset.json: cases[1].stored.shape '
-                    'must be a list of 3 per-axis values, got [16, 16]'], (
-                        proc.stderr[-2000:])
+  with pytest.raises(ValueError) as raised:
+    plan_run.plan_dataset(str(tmp_path), 'cpu2')
+  assert str(raised.value) == (
+      f'{tmp_path}/dataset.json: cases[1].stored.shape must be a list of 3 '
+      'per-axis values, got [16, 16]')
   assert not (tmp_path / 'plan_cpu2.yaml').exists()
 
 
@@ -173,30 +173,23 @@ def test_plan_mode_bad_input_is_one_line(argv, message):
   assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
 
 
-def test_a_cpu_plan_without_the_records_is_one_line(records, tmp_path):
-  # dataset.json copied away from its records: a CPU plan cannot time steps.
+def test_a_cpu_plan_without_its_records_or_with_a_corrupt_shard_names_them(
+    records, tmp_path):
+  # dataset.json away from its records: a CPU plan cannot time steps.
   (tmp_path / 'dataset.json').write_text(
       open(os.path.join(records, 'dataset.json')).read())
-  proc = _main('--mode=plan', f'--data_dir={tmp_path}', timeout=120)
-  assert proc.returncode == 1
-  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
-  assert errors == [f'error: {tmp_path}/train-*.tfrecord: no training records '
-                    f'beside {tmp_path}/dataset.json (budget cpu2 times '
-                    'training steps on them; keep dataset.json with the '
-                    "converter's records)"], proc.stderr[-2000:]
-  assert not (tmp_path / 'plan_cpu2.yaml').exists()
-
-
-def test_a_cpu_plan_on_a_corrupt_shard_names_it(records, tmp_path):
-  (tmp_path / 'dataset.json').write_text(
-      open(os.path.join(records, 'dataset.json')).read())
+  with pytest.raises(ValueError) as raised:
+    plan_run.plan_dataset(str(tmp_path), 'cpu2')
+  assert str(raised.value) == (
+      f'{tmp_path}/train-*.tfrecord: no training records beside '
+      f'{tmp_path}/dataset.json (budget cpu2 times training steps on them; '
+      "keep dataset.json with the converter's records)")
   shard = glob.glob(os.path.join(records, 'train-*.tfrecord'))[0]
   bad = tmp_path / 'train-00000-of-00001.tfrecord'
   bad.write_bytes(open(shard, 'rb').read()[:500])  # truncated
-  proc = _main('--mode=plan', f'--data_dir={tmp_path}', timeout=180)
-  assert proc.returncode == 1
-  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
-  assert len(errors) == 1, proc.stderr[-2000:]
-  assert errors[0].startswith(f'error: {bad}: cannot read this TFRecord '
-                              'shard ('), errors[0]
+  with pytest.raises(ValueError) as raised:
+    plan_run.plan_dataset(str(tmp_path), 'cpu2')
+  assert str(raised.value).startswith(
+      f'{bad}: cannot read this TFRecord shard ('), str(raised.value)
+  assert '\n' not in str(raised.value)
   assert not (tmp_path / 'plan_cpu2.yaml').exists()

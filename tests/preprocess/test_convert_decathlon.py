@@ -7,6 +7,7 @@ import pytest
 
 from tests.preprocess import test_convert_common as common
 from unet3d.preprocess import datasets
+from unet3d.preprocess import decathlon
 from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
 
@@ -58,13 +59,19 @@ def test_cli_converts_a_4d_mri_task_with_resampling(tmp_path):
                                _world_centroid(label, affine), atol=0.5)
 
 
-# Any modality name with the word CT (the planner's test too).
-@pytest.mark.parametrize('modality', ['CT', 'non-contrast CT'])
-def test_ct_channels_are_clipped_to_foreground_percentiles(tmp_path,
-                                                           modality):
+# Any modality name with the word CT gets the CT scheme (the planner's test
+# too); the channel's other name keeps its z-score.
+def test_modality_names_with_the_word_ct_get_the_ct_scheme(tmp_path):
   task = tmp_path / 'Task03_LiverFake'
-  raw = common.write_msd_task(str(task), SPECS[:3],
-                              modalities={'0': modality})
+  common.write_msd_task(str(task), SPECS[:1],
+                        modalities={'0': 'non-contrast CT', '1': 'CTA'})
+  norms = decathlon.source(str(task)).norms
+  assert [n.scheme for n in norms] == ['ct', 'zscore']
+
+
+def test_ct_channels_are_clipped_to_foreground_percentiles(tmp_path):
+  task = tmp_path / 'Task03_LiverFake'
+  raw = common.write_msd_task(str(task), SPECS[:3], modalities={'0': 'CT'})
   # Shift to CT-like values with outliers in the foreground.
   for i, case_id in enumerate(sorted(raw)):
     image, label, affine = raw[case_id]
