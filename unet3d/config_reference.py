@@ -1,6 +1,6 @@
 """The config reference and the option tables, generated from the schema.
 
-`docs/config_reference.md` lists every key of `unet3d/config.py`'s
+`docs/config_reference.md` lists every key of `unet3d/config/schema.py`'s
 dataclasses with its type, default and meaning (the comment above the
 field, or after it on the same line); the registries (models, losses,
 optimizers, schedules) supply their names and one-line descriptions. The
@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import yaml
 
 from unet3d import config
+from unet3d.config import coerce
 from unet3d import losses
 from unet3d import models
 from unet3d import optimizers
@@ -112,8 +113,8 @@ def walk(cls: type = config.Config, prefix: str = '') -> Iterator[Key]:
     if choices and not all(c in meaning for c in choices):
       meaning = (meaning + ' ' if meaning else '') + 'One of: ' + ', '.join(
           f'`{c}`' for c in choices) + '.'
-    yield Key(name, config._type_name(tp),  # pylint: disable=protected-access
-              _default_text(_field_default(f)), meaning)
+    yield Key(name, coerce.type_name(tp), _default_text(_field_default(f)),
+              meaning)
   for name, tp in groups:
     yield from walk(tp, prefix + name + '.')
 
@@ -158,7 +159,7 @@ def config_reference() -> str:
   keys = list(walk())
   docs = group_docs()
   out = ['# Config reference', '',
-         'Generated from `unet3d/config.py` by '
+         'Generated from `unet3d/config/schema.py` by '
          '`python scripts/make_config_reference.py`; do not edit by hand '
          '(`tests/test_config_reference.py` fails when it is out of date).',
          '',
