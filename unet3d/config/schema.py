@@ -452,12 +452,13 @@ LEGACY_IGNORED_KEYS = frozenset({
 })
 
 # Values of keys that no registry owns. Models, losses, optimizers and
-# learning-rate schedules own their names (see `validation.validate`).
+# learning-rate schedules own their names and their checks (data_format is a
+# model key: `unet3d.models.check_model_config` checks it); see
+# `unet3d.config.validation.validate`.
 CHOICES = {
     'dtype': (None, 'float32', 'bfloat16', 'float16'),
     'label_dtype': ('float32', 'bfloat16', 'float16', 'int32', 'int64',
                     'uint8'),
-    'data_format': ('channels_last',),
     'distribution_strategy': (None, 'tpu', 'mirrored', 'multi_worker', 'cpu'),
     'data.record_format': ('unet3d', 'model_garden'),
     'data.eval_mode': ('center_crop', 'whole_volume'),
