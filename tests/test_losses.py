@@ -1,5 +1,8 @@
-"""Tests for unet3d/losses.py against numpy written from each formula."""
+"""Tests for unet3d/losses against numpy written from each formula."""
 
+import dataclasses
+import inspect
+import logging
 import math
 
 import numpy as np
@@ -327,7 +330,8 @@ def test_gradients_are_finite_for_all_background_and_perfect(name):
       if name in ('bce', 'bce_dice'):
         y = tf.constant(one_hot(target), tf.float32)
       with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(losses.get_loss(name)(y, logits, **options))
+        loss = tf.reduce_mean(losses.get_loss(name)(
+            y, logits, **losses.options_for(name, options)))
       grad = tape.gradient(loss, logits)
       assert np.isfinite(loss.numpy()), name
       assert grad is not None and np.all(np.isfinite(grad.numpy())), name
@@ -437,7 +441,9 @@ def test_dice_ce_in_one_pass_equals_ce_plus_dice(ignore_label, batch_dice,
                  include_background=include_background,
                  class_weights=class_weights, smooth=1e-5,
                  output_activation='softmax')
-  expected_fn = lambda lg: (0.7 * losses.cross_entropy(labels, lg, **options)
+  ce_options = losses.options_for('cross_entropy', options)
+  expected_fn = lambda lg: (0.7 * losses.cross_entropy(labels, lg,
+                                                       **ce_options)
                             + 1.3 * losses.dice(labels, lg, **options))
   got_fn = lambda lg: losses.dice_ce(labels, lg, ce_weight=0.7,
                                      dice_weight=1.3, **options)
@@ -452,3 +458,77 @@ def test_dice_ce_in_one_pass_equals_ce_plus_dice(ignore_label, batch_dice,
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got_grad.numpy(), expected_grad.numpy(),
                              rtol=1e-4, atol=1e-6)
+
+
+# ---- the option contract -----------------------------------------------------
+
+
+def test_a_misspelt_option_names_the_loss_and_the_closest_option():
+  logits, labels = random_case()
+  with pytest.raises(config.ConfigError,
+                     match="^dice: unknown option 'smoth'; did you mean "
+                           "'smooth'\\?"):
+    run('dice', labels, logits, smoth=1.0)
+  with pytest.raises(config.ConfigError,
+                     match="^focal: unknown option 'focal_gama'; did you "
+                           "mean 'focal_gamma'\\?"):
+    losses.focal(tf.constant(labels), tf.constant(logits), focal_gama=1.0)
+  # An option of another loss is refused as well: dice has no focal_gamma.
+  with pytest.raises(config.ConfigError, match="^dice: .*'focal_gamma'"):
+    run('dice', labels, logits, focal_gamma=1.0)
+
+
+@pytest.mark.parametrize('name', losses.LOSS_NAMES)
+def test_each_loss_declares_its_options_and_no_catch_all(name):
+  entry = losses.LOSSES[name]
+  params = inspect.signature(entry.fn).parameters.values()
+  assert all(p.kind is not p.VAR_KEYWORD for p in params), name
+  assert entry.options == tuple(p.name for p in params)[2:]
+  # Every option a loss declares is one the config can give it.
+  assert set(entry.options) <= _config_option_names(), name
+
+
+def _config_option_names():
+  lo = config.Config().loss_options
+  return {f.name for f in dataclasses.fields(lo)} | {
+      'output_activation'}
+
+
+def test_build_loss_fn_passes_only_the_declared_options():
+  cfg = _cfg(loss='focal', loss_options={'focal_gamma': 1.0,
+                                         'ignore_label': 2})
+  assert losses.config_options(cfg) == {
+      'output_activation': 'softmax', 'ignore_label': 2, 'focal_alpha': 0.25,
+      'focal_gamma': 1.0}
+  # Plain cross-entropy never weighs, even with class_weights set.
+  cfg = _cfg(loss='ce', num_classes=3,
+             loss_options={'class_weights': [1.0, 2.0, 3.0]})
+  assert losses.config_options(cfg) == {'output_activation': 'softmax',
+                                        'ignore_label': None}
+  logits, labels = random_case()
+  np.testing.assert_allclose(
+      losses.build_loss_fn(cfg)(tf.constant(labels), tf.constant(logits)),
+      np_cross_entropy(labels, logits), rtol=1e-5)
+
+
+def test_config_options_the_loss_ignores_are_named_once(caplog,
+                                                        monkeypatch):
+  monkeypatch.setattr(losses.registry, '_warned', set())
+  cfg = _cfg(loss='dice', loss_options={'focal_gamma': 3.0, 'smooth': 1.0})
+  assert losses.unused_options(cfg) == ['focal_gamma']
+  with caplog.at_level(logging.WARNING, logger='unet3d'):
+    losses.build_loss_fn(cfg)
+    losses.build_loss_fn(cfg)
+  named = [r.getMessage() for r in caplog.records
+           if 'focal_gamma' in r.getMessage()]
+  assert named == ["loss_options.focal_gamma: set to 3.0, but loss 'dice' "
+                   'does not use it']
+  assert not any('smooth' in r.getMessage() for r in caplog.records)
+  # Defaults are always present and never warned about.
+  assert losses.unused_options(_cfg(loss='dice')) == []
+  cfg = _cfg(loss='cross_entropy', num_classes=3,
+             loss_options={'class_weights': [1.0, 1.0, 2.0]})
+  assert losses.unused_options(cfg) == ['class_weights']
+  cfg = _cfg(loss='weighted_cross_entropy', num_classes=3,
+             loss_options={'class_weights': [1.0, 1.0, 2.0]})
+  assert losses.unused_options(cfg) == []

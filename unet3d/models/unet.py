@@ -10,7 +10,8 @@ level d, encoder and decoder, has the kernel kernel_sizes[d] (3 by default;
 `unet3d.models.levels`).
 
 Dropout (`dropout_rate` > 0) is spatial dropout after each encoder level's
-convs (before the skip is taken), as NVIDIA's and nnU-Net's encoders.
+convs (before the skip is taken), as NVIDIA's and nnU-Net's encoders. The
+encoder is `unet3d.models.encoder`, shared with UNet 3+.
 
 Decoder level d (depth-2 .. 0): up-sample by pool_sizes[d] (Conv3DTranspose
 with the current channel count and kernel = strides = pool_sizes[d], or
@@ -27,6 +28,7 @@ import keras
 
 from unet3d.errors import ConfigError
 from unet3d.models import blocks
+from unet3d.models import encoder
 from unet3d.models import heads
 from unet3d.models import levels
 
@@ -74,25 +76,13 @@ def build(cfg) -> keras.Model:
   depth = cfg.depth
   pairs = level_filters(cfg)
   num_heads = cfg.num_segmentation_levels
-  strided = cfg.model.downsampling == 'strided_conv'
   pools = levels.pool_sizes(cfg, depth)
   kernels = levels.kernel_sizes(cfg, depth)
   scales = levels.cumulative(pools, rank)
 
   inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
-  x = inputs
-  skips = []
-  for level, (a, b) in enumerate(pairs):
-    down = pools[level - 1] if level > 0 else 1
-    if level > 0 and not strided:
-      x = blocks.max_pool(rank, down, name=f'pool{level - 1}')(x)
-    x = blocks.conv_unit(x, spec, [a, b], f'enc{level}',
-                         strides=down if strided else 1,
-                         kernel_size=kernels[level])
-    if cfg.dropout_rate > 0:
-      x = blocks.spatial_dropout(rank, cfg.dropout_rate,
-                                 name=f'enc{level}_dropout')(x)
-    skips.append(x)
+  skips = encoder.encode(inputs, cfg, spec, pairs, pools, kernels)
+  x = skips[-1]
 
   decoded = {depth - 1: x}
   for level in range(depth - 2, -1, -1):

@@ -4,7 +4,8 @@ Encoder: n levels (default 5) of two conv units with filters[i] channels;
 default filters [64, 128, 256, 512, 1024] * num_base_filters / 64, or
 `model.filters`, capped by `model.max_filters`. Level d - 1 is joined to
 level d by a max-pool of pool_sizes[d - 1] (2 on every axis by default), or
-a first conv with those strides (`model.downsampling: strided_conv`).
+a first conv with those strides (`model.downsampling: strided_conv`); the
+encoder is `unet3d.models.encoder`, shared with the U-Net.
 
 With S_k the per-axis scale of level k (the product of the first k pool
 factors; 2^k by default), decoder stage i (n-2 .. 0) takes full-scale skips
@@ -36,6 +37,7 @@ import keras
 
 from unet3d.errors import ConfigError
 from unet3d.models import blocks
+from unet3d.models import encoder
 from unet3d.models import heads
 from unet3d.models import levels
 
@@ -90,25 +92,13 @@ def build(cfg, deep_supervision: bool = False,
   filters = encoder_filters(cfg)
   n = len(filters)
   cat = cfg.model.cat_channels
-  strided = cfg.model.downsampling == 'strided_conv'
   pools = levels.pool_sizes(cfg, n)
   kernels = levels.kernel_sizes(cfg, n)
   scales = levels.cumulative(pools, rank)
 
   inputs = keras.Input([None] * rank + [cfg.num_channels], name='image')
-  x = inputs
-  enc = []
-  for level, f in enumerate(filters):
-    down = pools[level - 1] if level > 0 else 1
-    if level > 0 and not strided:
-      x = blocks.max_pool(rank, down, name=f'pool{level - 1}')(x)
-    x = blocks.conv_unit(x, spec, [f, f], f'enc{level}',
-                         strides=down if strided else 1,
-                         kernel_size=kernels[level])
-    if cfg.dropout_rate > 0:
-      x = blocks.spatial_dropout(rank, cfg.dropout_rate,
-                                 name=f'enc{level}_dropout')(x)
-    enc.append(x)
+  enc = encoder.encode(inputs, cfg, spec, [[f, f] for f in filters], pools,
+                       kernels)
 
   dec = {n - 1: enc[n - 1]}
   for i in range(n - 2, -1, -1):
