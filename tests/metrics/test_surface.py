@@ -59,8 +59,19 @@ def test_empty_masks_follow_the_stated_convention():
   assert surface.hd95(empty, empty, (1, 1, 1)) == 0.0
   assert surface.assd(empty, empty, (1, 1, 1)) == 0.0
   assert surface.normalized_surface_dice(empty, empty, (1, 1, 1), 1) == 1.0
-  assert surface.hd95(empty, full, (1, 1, 1)) == float('inf')
   assert surface.normalized_surface_dice(full, empty, (1, 1, 1), 1) == 0.0
+  legacy = surface.Conventions.legacy()
+  assert surface.hd95(empty, full, (1, 1, 1), legacy) == float('inf')
+  assert surface.assd(full, empty, (1, 1, 1), legacy) == float('inf')
+  # The default is the BraTS penalty; 'nan' follows nnU-Net and MONAI.
+  assert surface.hd95(empty, full, (1, 1, 1)) == 373.13
+  nan = surface.Conventions(empty='nan')
+  assert np.isnan(surface.hd95(empty, full, (1, 1, 1), nan))
+  assert np.isnan(surface.hd95(empty, empty, (1, 1, 1), nan))
+  assert np.isnan(surface.normalized_surface_dice(empty, empty, (1, 1, 1),
+                                                  conventions=nan))
+  assert surface.normalized_surface_dice(empty, full, (1, 1, 1),
+                                         conventions=nan) == 0.0
 
 
 def test_per_case_report_and_summary():
