@@ -33,7 +33,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from unet3d.metrics.conventions import Conventions, empty_score  # noqa: F401 (re-exported)
+from unet3d.metrics.conventions import Conventions, empty_score
 
 # The empty-mask rule of Conventions.legacy(), which per_case_report uses
 # when the caller passes no conventions.
