@@ -59,8 +59,9 @@ def test_volume_fn_uses_the_configured_window():
   image = np.random.default_rng(2).normal(size=(20, 30, 17, 1)).astype(
       np.float32)
   expected = sliding_window.sliding_window_inference(
-      lambda b: predict_fn(b).numpy(), image, [16] * 3, overlap=0.25,
-      weighting='constant', mirror_axes=[1]).numpy()
+      lambda b: predict_fn(b).numpy(), image, sliding_window.WindowOptions(
+          [16] * 3, overlap=0.25, weighting='constant',
+          mirror_axes=[1])).numpy()
   volume = whole_volume.volume_fn(cfg, predict_fn)
   np.testing.assert_allclose(volume(image), expected, atol=1e-6)
   labels = whole_volume.segmentation(expected, 'softmax')
