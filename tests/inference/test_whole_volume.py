@@ -4,6 +4,7 @@ CGM gating, ensemble means, and the window settings from the config."""
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.models import helpers
@@ -68,3 +69,17 @@ def test_volume_fn_uses_the_configured_window():
   np.testing.assert_array_equal(
       whole_volume.segmentation_tensor(tf.constant(expected), 'softmax'),
       labels)
+
+
+def test_window_options_of_a_config_are_one_frozen_value():
+  cfg = dataclasses.replace(
+      helpers.tiny_config(), predict_batch_size=3,
+      inference=InferenceConfig(overlap=0.25, weighting='constant',
+                                mirror_axes=[2, 0]))
+  options = sliding_window.WindowOptions.from_config(cfg)
+  assert options == sliding_window.WindowOptions(
+      tuple(cfg.input_image_size), overlap=0.25, batch_size=3,
+      weighting='constant', mirror_axes=(2, 0))
+  assert isinstance(options.patch_size, tuple) and hash(options)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    options.overlap = 0.5
