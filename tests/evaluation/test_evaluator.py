@@ -82,7 +82,8 @@ def test_whole_volume_eval_uses_sliding_windows_and_surface_metrics(
   preds = []
   for volume in val_volumes:
     probs = sliding_window.sliding_window_inference(
-        predict, volume.image, [SIZE] * 3, overlap=0.5)
+        predict, volume.image,
+        sliding_window.WindowOptions([SIZE] * 3, overlap=0.5))
     assert probs.shape == (24, 24, 24, 4)  # the whole volume, not a crop
     preds.append(np.argmax(probs, axis=-1))
   for cls in range(1, 4):
@@ -206,7 +207,8 @@ def test_an_ensemble_averages_the_members_probabilities(records, tmp_path):
 
   names = list(report['per_class'])
   preds = [np.argmax(sliding_window.sliding_window_inference(
-      mean_probabilities, v.image, [SIZE] * 3, overlap=0.5), -1)
+      mean_probabilities, v.image,
+      sliding_window.WindowOptions([SIZE] * 3, overlap=0.5)), -1)
            for v in val_volumes]
   for cls in range(1, 4):
     expected = np.mean([_numpy_dice(p, v.label, cls)

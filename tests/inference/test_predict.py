@@ -19,6 +19,7 @@ from unet3d.preprocess import datasets
 from unet3d.preprocess import io
 from unet3d.preprocess import dataset_json
 from unet3d.inference import predict
+from unet3d.inference import prediction_files
 
 unet_main = test_unet_main.unet_main
 
@@ -376,17 +377,18 @@ def test_input_accepts_files_folders_and_globs(tmp_path):
   second = _scan(tmp_path / 'a' / 'y.nii')
   (tmp_path / 'a' / 'z.json').write_text('{}')
   third = _scan(tmp_path / 'w.nii.gz')
-  assert predict.input_files(str(tmp_path / 'a')) == [first, second]
-  assert predict.input_files(f'{tmp_path}/a/*.nii*, {third}') == [
+  files = prediction_files
+  assert files.input_files(str(tmp_path / 'a')) == [first, second]
+  assert files.input_files(f'{tmp_path}/a/*.nii*, {third}') == [
       first, second, third]
   # A glob keeps other files; they fail one by one in the run.
-  assert predict.input_files(f'{tmp_path}/a/z*') == [
+  assert files.input_files(f'{tmp_path}/a/z*') == [
       str(tmp_path / 'a' / 'z.json')]
   with pytest.raises(ValueError, match=r'z.json: expected a .nii or .nii.gz'):
-    predict.check_input(str(tmp_path / 'a' / 'z.json'), 1)
+    files.check_input(str(tmp_path / 'a' / 'z.json'), 1)
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='empty: no .nii or .nii.gz files'):
-    predict.input_files(str(tmp_path / 'empty'))
+    files.input_files(str(tmp_path / 'empty'))
 
 
 def test_largest_component_keeps_the_biggest_blob_per_class():
@@ -431,8 +433,8 @@ def test_probabilities_are_written_as_nifti_and_hdf5(tmp_path):
   outputs = {}
   for kind in ('nifti', 'hdf5'):
     out = tmp_path / kind / 'scan_seg.nii.gz'
-    probabilities = predict.probabilities_path(str(tmp_path / kind),
-                                               str(source), kind)
+    probabilities = prediction_files.probabilities_path(
+        str(tmp_path / kind), str(source), kind)
     predict.predict_file(str(source), str(out), soft, cfg, _ct_info(None),
                          probabilities_out=probabilities,
                          class_names=['bg', 'a', 'b'])

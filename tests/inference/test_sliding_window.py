@@ -117,8 +117,9 @@ def _image(shape, channels=2, seed=0):
       size=tuple(shape) + (channels,)).astype(np.float32)
 
 
-def _run(predict, image, patch=PATCH, **kwargs):
-  out = sw.sliding_window_inference(predict, image, patch, **kwargs)
+def _run(predict, image, patch=PATCH, strategy=None, **kwargs):
+  out = sw.sliding_window_inference(
+      predict, image, sw.WindowOptions(patch, **kwargs), strategy)
   assert out.dtype == tf.float32
   return out.numpy()
 
@@ -363,8 +364,8 @@ def test_inside_a_tf_function_with_unknown_spatial_sizes():
   @tf.function(input_signature=[tf.TensorSpec([None, None, None, 2])])
   def infer(image):
     return sw.sliding_window_inference(
-        lambda x: model(x, training=False), image, PATCH, overlap=0.5,
-        batch_size=2, mirror_axes=(1,))
+        lambda x: model(x, training=False), image,
+        sw.WindowOptions(PATCH, overlap=0.5, batch_size=2, mirror_axes=(1,)))
 
   for shape in [(20, 33, 17), (10, 12, 9), (32, 16, 24)]:
     image = _image(shape)
@@ -388,8 +389,9 @@ def test_in_a_saved_model_serving_signature(tmp_path):
                                                 name='image')])
     def serve(self, image):
       probabilities = sw.sliding_window_inference(
-          lambda x: self.model(x, training=False), image, PATCH, overlap=0.5,
-          batch_size=2, mirror_axes=(0, 2))
+          lambda x: self.model(x, training=False), image,
+          sw.WindowOptions(PATCH, overlap=0.5, batch_size=2,
+                           mirror_axes=(0, 2)))
       return {'probabilities': probabilities,
               'classes': tf.argmax(probabilities, -1, output_type=tf.int32)}
 
@@ -410,8 +412,8 @@ def test_in_a_saved_model_serving_signature(tmp_path):
 def test_a_window_fn_is_traced_once_for_every_size():
   model = _tiny_keras_model()
   window_fn = sw.make_sliding_window_fn(
-      tf.function(lambda x: model(x, training=False)), PATCH, 1,
-      batch_size=2, mirror_axes=(2,))
+      tf.function(lambda x: model(x, training=False)),
+      sw.WindowOptions(PATCH, batch_size=2, mirror_axes=(2,)), 1)
   for shape in [(20, 33, 17), (10, 12, 9), (40, 16, 16)]:
     image = _image(shape, channels=1)
     ref = ref_sliding_window(lambda x: model(x).numpy(), image, PATCH,
@@ -490,21 +492,26 @@ def test_a_strategy_gives_the_same_result(name, batch_size, mirror_axes):
 def test_bad_arguments_name_the_argument_on_both_paths():
   image = np.zeros((8, 8, 8, 1), np.float32)
   identity = tf.identity
+  options = sw.WindowOptions
   with pytest.raises(ValueError, match='patch_size: expected 3 sizes'):
-    sw.sliding_window_inference(identity, image, (8, 8))
+    sw.sliding_window_inference(identity, image, options((8, 8)))
   with pytest.raises(ValueError, match='weighting: expected'):
-    sw.sliding_window_inference(identity, image, (8, 8, 8), weighting='x')
+    sw.sliding_window_inference(identity, image,
+                                options((8, 8, 8), weighting='x'))
   with pytest.raises(ValueError, match='overlap: must be in'):
-    sw.sliding_window_inference(identity, image, (8, 8, 8), overlap=1.0)
+    sw.sliding_window_inference(identity, image,
+                                options((8, 8, 8), overlap=1.0))
   with pytest.raises(ValueError, match='mirror_axes: expected'):
-    sw.sliding_window_inference(identity, image, (8, 8, 8),
-                                mirror_axes=(3,))
+    sw.sliding_window_inference(identity, image,
+                                options((8, 8, 8), mirror_axes=(3,)))
   with pytest.raises(ValueError, match='batch_size: must be'):
-    sw.sliding_window_inference(identity, image, (8, 8, 8), batch_size=0)
+    sw.sliding_window_inference(identity, image,
+                                options((8, 8, 8), batch_size=0))
   with pytest.raises(ValueError, match='strategy: expected'):
-    sw.sliding_window_inference(identity, image, (8, 8, 8), strategy='cpu')
+    sw.sliding_window_inference(identity, image, options((8, 8, 8)),
+                                strategy='cpu')
   with pytest.raises(ValueError, match='patch_size: expected positive'):
-    sw.sliding_window_inference(identity, image, (8, 0, 8))
+    sw.sliding_window_inference(identity, image, options((8, 0, 8)))
 
 
 # ----------------------------------------------------------------------------
@@ -544,8 +551,8 @@ def test_a_voxelwise_function_is_reproduced_exactly(weighting, shape):
     return np.concatenate([batch.sum(-1, keepdims=True),
                            np.tanh(batch[..., :1])], axis=-1)
 
-  out = sw.sliding_window_inference(predict, image, (16, 16, 16), overlap=0.5,
-                                    batch_size=3, weighting=weighting)
+  out = sw.sliding_window_inference(predict, image, sw.WindowOptions(
+      (16, 16, 16), overlap=0.5, batch_size=3, weighting=weighting))
   assert out.shape == shape + (2,)
   np.testing.assert_allclose(out, predict(image[None])[0], rtol=1e-5,
                              atol=1e-5)
@@ -559,8 +566,8 @@ def test_constant_weighting_averages_overlapping_windows():
   def predict(batch):
     return np.broadcast_to(batch.mean(axis=(1, 2), keepdims=True), batch.shape)
 
-  out = sw.sliding_window_inference(predict, image, (4,), overlap=0.5,
-                                    weighting='constant')
+  out = sw.sliding_window_inference(predict, image, sw.WindowOptions(
+      (4,), overlap=0.5, weighting='constant'))
   # windows start at 0, 2, 4 with means 1.5, 3.5, 5.5
   expected = [1.5, 1.5, 2.5, 2.5, 4.5, 4.5, 5.5, 5.5]
   np.testing.assert_allclose(out[:, 0], expected)
@@ -574,7 +581,8 @@ def test_volume_smaller_than_the_window_is_padded_and_cropped_back():
     seen.append(batch.shape)
     return batch * 2
 
-  out = sw.sliding_window_inference(predict, image, (8, 8, 8))
+  out = sw.sliding_window_inference(predict, image,
+                                    sw.WindowOptions((8, 8, 8)))
   assert seen == [(1, 8, 8, 8, 1)]
   assert out.shape == (5, 6, 7, 1)
   np.testing.assert_allclose(out, 2.0)
@@ -583,6 +591,7 @@ def test_volume_smaller_than_the_window_is_padded_and_cropped_back():
 def test_bad_arguments_name_the_argument():
   image = np.zeros((8, 8, 8, 1), np.float32)
   with pytest.raises(ValueError, match='patch_size: expected 3 sizes'):
-    sw.sliding_window_inference(lambda b: b, image, (8, 8))
+    sw.sliding_window_inference(lambda b: b, image, sw.WindowOptions((8, 8)))
   with pytest.raises(ValueError, match='weighting: expected'):
-    sw.sliding_window_inference(lambda b: b, image, (8, 8, 8), weighting='x')
+    sw.sliding_window_inference(lambda b: b, image,
+                                sw.WindowOptions((8, 8, 8), weighting='x'))

@@ -4,6 +4,7 @@ CGM gating, ensemble means, and the window settings from the config."""
 import dataclasses
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.models import helpers
@@ -59,11 +60,26 @@ def test_volume_fn_uses_the_configured_window():
   image = np.random.default_rng(2).normal(size=(20, 30, 17, 1)).astype(
       np.float32)
   expected = sliding_window.sliding_window_inference(
-      lambda b: predict_fn(b).numpy(), image, [16] * 3, overlap=0.25,
-      weighting='constant', mirror_axes=[1]).numpy()
+      lambda b: predict_fn(b).numpy(), image, sliding_window.WindowOptions(
+          [16] * 3, overlap=0.25, weighting='constant',
+          mirror_axes=[1])).numpy()
   volume = whole_volume.volume_fn(cfg, predict_fn)
   np.testing.assert_allclose(volume(image), expected, atol=1e-6)
   labels = whole_volume.segmentation(expected, 'softmax')
   np.testing.assert_array_equal(
       whole_volume.segmentation_tensor(tf.constant(expected), 'softmax'),
       labels)
+
+
+def test_window_options_of_a_config_are_one_frozen_value():
+  cfg = dataclasses.replace(
+      helpers.tiny_config(), predict_batch_size=3,
+      inference=InferenceConfig(overlap=0.25, weighting='constant',
+                                mirror_axes=[2, 0]))
+  options = sliding_window.WindowOptions.from_config(cfg)
+  assert options == sliding_window.WindowOptions(
+      tuple(cfg.input_image_size), overlap=0.25, batch_size=3,
+      weighting='constant', mirror_axes=(2, 0))
+  assert isinstance(options.patch_size, tuple) and hash(options)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    options.overlap = 0.5

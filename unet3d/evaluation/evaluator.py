@@ -31,6 +31,7 @@ from unet3d.evaluation import overlays
 from unet3d.evaluation import report as report_lib
 from unet3d.evaluation import tables
 from unet3d.inference import ensemble
+from unet3d.inference import restore
 from unet3d.inference import sliding_window
 from unet3d.inference import whole_volume
 from unet3d.input import dataset_info
@@ -210,13 +211,12 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
     planned = ensemble.members(cfg, checkpoint)
   strategy = strategy or distribute.build_strategy(cfg, training=False)
   if model is None:
-    models, steps = ensemble.restore_models(planned, strategy)
-    step = steps[0] if len(steps) == 1 else None
-    if ensemble.is_ensemble(cfg):
-      members = ensemble.describe(cfg, steps)
+    restored = restore.restore_for_inference(cfg, checkpoint, strategy,
+                                             planned=planned)
+    predict_fn, step, members = (restored.probabilities, restored.step,
+                                 restored.members)
   else:
-    models = [model]
-  predict_fn = whole_volume.probabilities_fn(cfg, models)
+    predict_fn = whole_volume.probabilities_fn(cfg, [model])
   cases = (_volume_cases if cfg.data.eval_mode == 'whole_volume'
            else _crop_cases)(cfg, predict_fn, strategy)
   names = dataset_info.class_names(

@@ -44,7 +44,8 @@ from unet3d import run_dir
 from unet3d.config import Config
 from unet3d.inference import ensemble
 from unet3d.inference import graph_preprocess
-from unet3d.inference import predict
+from unet3d.inference import preprocessing_info
+from unet3d.inference import restore
 from unet3d.inference import sliding_window
 from unet3d.inference import whole_volume
 from unet3d.input import dataset_info as dataset_info_lib
@@ -67,6 +68,7 @@ class _Serving(tf.Module):
     self._norms = tuple(plan.norms) if plan else ()
     self._activation = cfg.model.output_activation
     self._probabilities = whole_volume.probabilities_fn(cfg, self.models)
+    self._window = sliding_window.WindowOptions.from_config(cfg)
     dims, channels = cfg.model.spatial_dims, cfg.num_channels
     volume = tf.TensorSpec([None] * dims + [channels], tf.float32,
                            name='image')
@@ -86,7 +88,7 @@ class _Serving(tf.Module):
     return self._outputs(self._probabilities(image))
 
   def _serve(self, image):
-    cfg, dims = self._cfg, self._cfg.model.spatial_dims
+    dims = self._cfg.model.spatial_dims
     shape = tf.shape(image)
     if self._crop_nonzero:
       start, stop = graph_preprocess.nonzero_box(image)
@@ -97,8 +99,7 @@ class _Serving(tf.Module):
     if self._norms:
       box = graph_preprocess.normalize(box, self._norms)
     probabilities = sliding_window.sliding_window_inference(
-        self._probabilities, box, cfg.input_image_size,
-        **whole_volume.window_options(cfg))
+        self._probabilities, box, self._window)
     # Back into the full volume: outside the box nothing was predicted.
     paddings = tf.concat([tf.stack([start, shape[:dims] - stop], 1),
                           [[0, 0]]], 0)
@@ -208,12 +209,14 @@ def export_model(cfg: Config, checkpoint: str = 'latest',
   export_dir defaults to `model_dir/saved_model/<step>`
   (`model_dir/saved_model/ensemble` for an ensemble).
   """
-  planned = ensemble.members(cfg, checkpoint)
-  info = predict.load_dataset_info(cfg)
-  models, steps = ensemble.restore_models(planned)
-  name = 'ensemble' if ensemble.is_ensemble(cfg) else str(steps[0])
+  planned = ensemble.members(cfg, checkpoint)  # fail before building
+  info = preprocessing_info.load_dataset_info(cfg)
+  restored = restore.restore_for_inference(cfg, checkpoint, planned=planned)
+  name = ('ensemble' if ensemble.is_ensemble(cfg) else
+          str(restored.steps[0]))
   export_dir = export_dir or fileio.join(ensemble.home_dir(cfg),
                                          'saved_model', name)
-  return export_saved_model(models, cfg, export_dir, overwrite=True,
-                            dataset_info=info, steps=steps)
+  return export_saved_model(restored.models, cfg, export_dir,
+                            overwrite=True, dataset_info=info,
+                            steps=restored.steps)
 

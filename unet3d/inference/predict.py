@@ -23,33 +23,26 @@ augmented crops) cannot be replayed: prediction covers the whole volume.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
-from absl import logging
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 import tensorflow as tf
 import tqdm
 
-from unet3d import fileio
 from unet3d.config import Config, ConfigError
 from unet3d.inference import ensemble
+from unet3d.inference import prediction_files as files
+from unet3d.inference import preprocessing_info
+from unet3d.inference import restore
 from unet3d.inference import whole_volume
 from unet3d.inference.whole_volume import PredictFn
 from unet3d.input import dataset_info
 from unet3d.preprocess import cases
 from unet3d.preprocess import dataset_json
-from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
-
-SEG_SUFFIX = '_seg.nii.gz'
-PROBABILITIES_SUFFIX = {'nifti': '_probabilities.nii.gz',
-                        'hdf5': '_probabilities.h5'}
-
 
 # ----------------------------------------------------------------------------
 # The core: numpy in, numpy out
@@ -178,140 +171,8 @@ def keep_largest_component(labels: np.ndarray, classes: Sequence[int]
 
 
 # ----------------------------------------------------------------------------
-# Files
+# One file
 # ----------------------------------------------------------------------------
-
-
-def input_files(pattern: str) -> list[str]:
-  """The sorted files of `--input` / `predict.input_pattern`: a file, a
-  folder (its .nii and .nii.gz files), or a glob; several separated by
-  commas.
-
-  Raises a one-line ValueError naming a missing file or folder, or a glob
-  that matches nothing. Files of other types that a glob matches are kept,
-  and fail one by one in the run.
-  """
-  found = []
-  for part in (p.strip() for p in pattern.split(',')):
-    if not part:
-      continue
-    if os.path.isdir(part):
-      matches = sorted(os.path.join(part, n) for n in os.listdir(part)
-                       if n.endswith(io.NIFTI_SUFFIXES) and
-                       os.path.isfile(os.path.join(part, n)))
-      if not matches:
-        raise ValueError(f'{part}: no .nii or .nii.gz files in this folder')
-      found.extend(matches)
-    elif glob.has_magic(part):
-      matches = sorted(p for p in glob.glob(part) if os.path.isfile(p))
-      if not matches:
-        raise ValueError(f'{part}: no files match predict.input_pattern '
-                         '(expected .nii or .nii.gz volumes)')
-      found.extend(matches)
-    elif os.path.isfile(part):
-      found.append(part)
-    else:
-      raise ValueError(f'{part}: file not found (predict.input_pattern)')
-  return sorted(set(found))
-
-
-def output_path(output_dir: str, input_path: str) -> str:
-  """`<output_dir>/<input name without .nii(.gz)>_seg.nii.gz`."""
-  return os.path.join(output_dir, io.strip_suffix(input_path) + SEG_SUFFIX)
-
-
-def probabilities_path(output_dir: str, input_path: str, kind: str) -> str:
-  """`<output_dir>/<name>_probabilities.nii.gz` (kind 'nifti') or `.h5`."""
-  suffix = PROBABILITIES_SUFFIX[kind]
-  return os.path.join(output_dir, io.strip_suffix(input_path) + suffix)
-
-
-def check_input(path: str, num_channels: int) -> None:
-  """Header-only check: a .nii(.gz) 3D volume or 4D [X, Y, Z, C] with
-  num_channels."""
-  if not path.endswith(io.NIFTI_SUFFIXES):
-    raise ValueError(f'{path}: expected a .nii or .nii.gz volume')
-  shape, _ = io.nifti_geometry(path)
-  channels = 1 if len(shape) == 3 else shape[3] if len(shape) == 4 else None
-  if channels is None:
-    raise ValueError(f'{path}: expected a 3D volume or a 4D [X, Y, Z, C] '
-                     f'volume, got shape {tuple(shape)}')
-  if channels != num_channels:
-    raise ValueError(f'{path}: {channels} channel(s), but the model expects '
-                     f'num_channels={num_channels} (a 3D volume, or 4D '
-                     '[X, Y, Z, C])')
-
-
-def load_dataset_info(cfg: Config) -> Optional[dict[str, Any]]:
-  """The converter's dataset.json for `predict.preprocessing: dataset_json`
-  (None for `none`), checked against the model's num_channels."""
-  if cfg.predict.preprocessing == 'none':
-    return None
-  path = (cfg.predict.dataset_json or
-          dataset_info.path_beside(cfg.training_file_pattern))
-  if not path:
-    raise ConfigError(
-        'predict.dataset_json: required to replay the converter\'s '
-        'preprocessing (no dataset.json beside training_file_pattern); set '
-        'predict.preprocessing=none for inputs that are already preprocessed')
-  if not fileio.exists(path):
-    raise ConfigError(f'predict.dataset_json: {path} not found')
-  info = dataset_info.read(path)
-  plan = dataset_json.plan_from_dataset_info(info, source=path)
-  if len(plan.norms) != cfg.num_channels:
-    raise ValueError(f'{path}: preprocessing.normalization lists '
-                     f'{len(plan.norms)} channel(s), but the model has '
-                     f'num_channels={cfg.num_channels}')
-  skipped = sorted(k for k, v in info['preprocessing'].items()
-                   if k not in dataset_json.REPLAYED_PREPROCESSING and v)
-  if skipped:
-    logging.warning('%s: dataset-specific preprocessing %s is not replayed; '
-                    'predicting on the whole volume', path, skipped)
-  return info
-
-
-def write_segmentation(path: str, labels: np.ndarray, input_path: str) -> None:
-  """Saves labels (atomically) with the input file's affine and header,
-  as uint8 without intensity scaling or display window."""
-  reference = nib.load(input_path)
-  header = reference.header.copy()
-  header.set_data_dtype(np.uint8)
-  header.set_intent('none')
-  header['cal_min'] = header['cal_max'] = 0
-  io.save_nifti(path, labels.astype(np.uint8), reference.affine, header)
-
-
-def write_probabilities(path: str, probabilities: np.ndarray,
-                        input_path: str, class_names: Sequence[str]) -> None:
-  """Saves probabilities [X, Y, Z, K] in [0, 1] atomically.
-
-  NIfTI has no float16: the 4D volume (the input's affine) is stored as
-  uint16 with scl_slope/scl_inter (2 bytes a voxel like float16, steps of at
-  most 1/65535 instead of float16's 4.9e-4 near 1); nibabel's `get_fdata`,
-  ITK and other readers that apply the scaling get floats. HDF5: dataset
-  `predictions` float16 [K, Z, Y, X] (pytorch-3dunet's channel-first
-  (C, Z, Y, X) order) with attributes `axis_order`, `class_names` and the
-  input's `affine`.
-  """
-  reference = nib.load(input_path)
-  if path.endswith(io.NIFTI_SUFFIXES):
-    header = reference.header.copy()
-    header.set_data_dtype(np.uint16)  # nibabel scales the floats into it
-    header.set_intent('none')
-    header['cal_min'], header['cal_max'] = 0, 1
-    io.save_nifti(path, np.clip(probabilities, 0.0, 1.0).astype(np.float32),
-                  reference.affine, header)
-    return
-  import h5py  # pylint: disable=g-import-not-at-top
-  with fileio.published(path, suffix='.h5') as local:
-    with h5py.File(local, 'w') as f:
-      dataset = f.create_dataset(
-          'predictions', data=np.transpose(probabilities.astype(np.float16),
-                                           (3, 2, 1, 0)),
-          compression='gzip')
-      dataset.attrs['axis_order'] = 'CZYX'
-      dataset.attrs['class_names'] = list(class_names)
-      dataset.attrs['affine'] = np.asarray(reference.affine, np.float64)
 
 
 def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
@@ -336,9 +197,9 @@ def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
   if probabilities_out is not None:
     names = list(class_names) or [f'class_{c}' for c in
                                   range(prediction.probabilities.shape[-1])]
-    write_probabilities(probabilities_out, prediction.probabilities,
+    files.write_probabilities(probabilities_out, prediction.probabilities,
                         input_path, names)
-  write_segmentation(out_path, prediction.labels, input_path)
+  files.write_segmentation(out_path, prediction.labels, input_path)
   return out_path
 
 
@@ -363,14 +224,15 @@ def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
   if cfg.model.spatial_dims != 3:
     raise ConfigError('model.spatial_dims: predict segments 3D volumes, got '
                       f'{cfg.model.spatial_dims}')
-  files = input_files(cfg.predict.input_pattern)
-  pairs, inputs, seen = [], {os.path.realpath(p) for p in files}, {}
-  for path in files:
-    out = output_path(cfg.predict.output_dir, path)
+  inputs = files.input_files(cfg.predict.input_pattern)
+  pairs, seen = [], {}
+  realpaths = {os.path.realpath(p) for p in inputs}
+  for path in inputs:
+    out = files.output_path(cfg.predict.output_dir, path)
     if out in seen:
       raise ValueError(f'{path}: same output name {os.path.basename(out)} as '
                        f'{seen[out]}')
-    if os.path.realpath(out) in inputs:
+    if os.path.realpath(out) in realpaths:
       raise ValueError(f'{out}: is an input and would be overwritten; choose '
                        'another predict.output_dir')
     seen[out] = path
@@ -403,13 +265,13 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   and `raise_for_failures` turns failures into a one-line error.
   """
   pairs = _plan_outputs(cfg)
-  info = load_dataset_info(cfg)
+  info = preprocessing_info.load_dataset_info(cfg)
   # One input's failure is the run's one error line; no live line as well.
   report_failure = _report_failure if len(pairs) > 1 else lambda _: None
   failed, runnable = [], []
   for input_path, out in pairs:
     try:
-      check_input(input_path, cfg.num_channels)
+      files.check_input(input_path, cfg.num_channels)
       runnable.append((input_path, out))
     except ValueError as e:
       failed.append({'input': input_path, 'error': _one_line(e, input_path)})
@@ -418,20 +280,19 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   written, step, members = [], None, None
   if runnable:
     strategy = strategy or tf.distribute.get_strategy()
-    models, steps = ensemble.restore_models(planned, strategy)
-    step = steps[0] if len(steps) == 1 else None
-    if ensemble.is_ensemble(cfg):
-      members = ensemble.describe(cfg, steps)
-    volume = whole_volume.volume_fn(
-        cfg, whole_volume.probabilities_fn(cfg, models), strategy)
+    restored = restore.restore_for_inference(cfg, checkpoint, strategy,
+                                             planned=planned)
+    step, members = restored.step, restored.members
+    volume = whole_volume.volume_fn(cfg, restored.probabilities, strategy)
     kind = cfg.predict.save_probabilities
     names = dataset_info.class_names(
         [cfg.training_file_pattern, cfg.eval_file_pattern], cfg.num_classes)
     progress = tqdm.tqdm(runnable, desc='predict', unit='file', disable=None)
     for input_path, out in progress:
       progress.set_postfix_str(os.path.basename(input_path))
-      probabilities_out = (None if kind == 'none' else probabilities_path(
-          cfg.predict.output_dir, input_path, kind))
+      probabilities_out = (None if kind == 'none' else
+                           files.probabilities_path(cfg.predict.output_dir,
+                                                    input_path, kind))
       try:
         predict_file(input_path, out, None, cfg, info, volume=volume,
                      probabilities_out=probabilities_out,

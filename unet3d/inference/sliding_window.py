@@ -17,6 +17,10 @@ image [*S, C] ──pad each axis to >= patch (pad_value)──▶ window corner
   ──▶ accumulated / weight sum ──crop the padding──▶ float32 [*S, K]
 ```
 
+The static settings (window, overlap, batch, weighting, mirroring) are one
+`WindowOptions` value, checked when built; `WindowOptions.from_config(cfg)`
+gives a run's.
+
 Memory: besides the image, the loop holds the two accumulators (the
 volume's probabilities once, plus 1/K of that for the weights) and one batch
 of windows; the accumulator is updated in place and the division reuses its
@@ -32,6 +36,7 @@ Where `predict_fn` runs:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any, Callable, Optional, Sequence
@@ -39,6 +44,8 @@ from typing import Any, Callable, Optional, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+
+from unet3d.config import Config
 
 WEIGHTINGS = ('gaussian', 'constant')
 # batch [b, *patch, C] -> per-voxel outputs [b, *patch, K] (probabilities).
@@ -199,26 +206,71 @@ def distributed(predict_fn: Callable[[tf.Tensor], tf.Tensor],
 
 
 # ----------------------------------------------------------------------------
-# The loop
+# The settings
 # ----------------------------------------------------------------------------
 
 
-def _check(patch_size, overlap, batch_size, weighting, mirror_axes, strategy
-          ) -> tuple[int, ...]:
-  """Validates every static argument; returns patch_size as ints."""
-  patch_size = tuple(int(p) for p in patch_size)
-  if not patch_size or any(p < 1 for p in patch_size):
-    raise ValueError(f'patch_size: expected positive sizes, got {patch_size}')
-  if int(batch_size) < 1:
-    raise ValueError(f'batch_size: must be >= 1, got {batch_size}')
+@dataclasses.dataclass(frozen=True)
+class WindowOptions:
+  """The static settings of the sliding window, checked when built.
+
+  patch_size: the window, one size per spatial axis (voxels).
+  overlap: fraction of a window shared with its neighbour, in [0, 1) (at
+    least: windows are spread evenly so that the last ends at the edge).
+  batch_size: windows per predict_fn call; with a strategy, windows per
+    step, rounded up to a multiple of num_replicas_in_sync.
+  weighting: 'gaussian' (sigma = sigma_scale * patch per axis, max 1,
+    positive floor) or 'constant'.
+  mirror_axes: spatial axes (0-based) for test-time mirroring: each of the
+    2^len subsets is flipped, predicted and flipped back, and the outputs
+    averaged. () for none, (0, 1, 2) as nnU-Net.
+  pad_value: image value where the volume is smaller than the patch.
+  sigma_scale: the Gaussian's sigma as a fraction of the patch size.
+  """
+  patch_size: tuple[int, ...]
+  overlap: float = 0.5
+  batch_size: int = 1
+  weighting: str = 'gaussian'
+  mirror_axes: tuple[int, ...] = ()
+  pad_value: float = 0.0
+  sigma_scale: float = 0.125
+
+  def __post_init__(self):
+    patch_size = tuple(int(p) for p in self.patch_size)
+    if not patch_size or any(p < 1 for p in patch_size):
+      raise ValueError(f'patch_size: expected positive sizes, got '
+                       f'{patch_size}')
+    if int(self.batch_size) < 1:
+      raise ValueError(f'batch_size: must be >= 1, got {self.batch_size}')
+    importance_map(patch_size, self.weighting)
+    mirror_axes = tuple(int(a) for a in self.mirror_axes)
+    mirror_flips(mirror_axes, len(patch_size))
+    step_size(patch_size[0], self.overlap)
+    # Normalised types: hashable, and ints where the loop needs them.
+    object.__setattr__(self, 'patch_size', patch_size)
+    object.__setattr__(self, 'mirror_axes', mirror_axes)
+    object.__setattr__(self, 'batch_size', int(self.batch_size))
+
+  @classmethod
+  def from_config(cls, cfg: Config) -> WindowOptions:
+    """The window of cfg: `input_image_size`, `inference.overlap`,
+    `inference.weighting`, `inference.mirror_axes`, `predict_batch_size`
+    windows per step."""
+    return cls(tuple(cfg.input_image_size), overlap=cfg.inference.overlap,
+               batch_size=cfg.predict_batch_size,
+               weighting=cfg.inference.weighting,
+               mirror_axes=tuple(cfg.inference.mirror_axes))
+
+
+def _check_arguments(options: WindowOptions,
+                     strategy: Optional[tf.distribute.Strategy]) -> None:
+  if not isinstance(options, WindowOptions):
+    raise ValueError(f'options: expected a WindowOptions, got '
+                     f'{type(options).__name__}')
   if strategy is not None and not isinstance(strategy,
                                              tf.distribute.Strategy):
     raise ValueError(f'strategy: expected a tf.distribute.Strategy, got '
                      f'{type(strategy).__name__}')
-  importance_map(patch_size, weighting)
-  mirror_flips(mirror_axes, len(patch_size))
-  step_size(patch_size[0], overlap)
-  return patch_size
 
 
 def _check_rank(image_shape: tf.TensorShape, patch_size: tuple[int, ...]
@@ -229,44 +281,52 @@ def _check_rank(image_shape: tf.TensorShape, patch_size: tuple[int, ...]
                      f'got {patch_size}')
 
 
-def _sliding_window_graph(predict_fn: PredictFn, image, patch_size,
-                          overlap: float, batch_size: int, weighting: str,
-                          mirror_axes, pad_value: float, sigma_scale: float,
-                          strategy: Optional[tf.distribute.Strategy]
-                         ) -> tf.Tensor:
-  """The TF-op loop of `sliding_window_inference` (arguments checked)."""
-  ndim = len(patch_size)
-  image = tf.convert_to_tensor(image)
-  _check_rank(image.shape, patch_size)
-  image = tf.cast(image, tf.float32)
-  weights = tf.constant(importance_map(patch_size, weighting, sigma_scale))
-  predict = mirrored(predict_fn, mirror_axes, ndim)
+# ----------------------------------------------------------------------------
+# The loop, step by step
+# ----------------------------------------------------------------------------
 
+
+def _pad_to_patch(image: tf.Tensor, options: WindowOptions
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
+  """(image [*S', C] padded at each axis's end with pad_value to at least
+  the patch, S' int32 [n]); the image itself when it is large enough."""
+  ndim = len(options.patch_size)
   spatial = tf.shape(image)[:ndim]
-  padded_shape = tf.maximum(spatial, patch_size)
+  padded_shape = tf.maximum(spatial, options.patch_size)
 
   def pad():
     paddings = tf.stack([tf.zeros([ndim + 1], tf.int32),
                          tf.concat([padded_shape - spatial, [0]], 0)], 1)
-    return tf.pad(image, paddings, constant_values=pad_value)
+    return tf.pad(image, paddings, constant_values=options.pad_value)
 
   in_channels = image.shape[-1]
-  image = tf.cond(tf.reduce_any(padded_shape > spatial), pad,
-                  lambda: tf.identity(image))
+  padded = tf.cond(tf.reduce_any(padded_shape > spatial), pad,
+                   lambda: tf.identity(image))
   # Dynamic paddings lose the static channel count; predict_fn's input spec
   # wants it.
-  image = tf.ensure_shape(image, [None] * ndim + [in_channels])
-  corners = window_corners(padded_shape, patch_size, overlap)
+  return tf.ensure_shape(padded, [None] * ndim + [in_channels]), padded_shape
+
+
+def _batch_predictor(predict_fn: PredictFn, image: tf.Tensor,
+                     corners: tf.Tensor, options: WindowOptions,
+                     strategy: Optional[tf.distribute.Strategy]
+                    ) -> Callable[[Any], tuple[tf.Tensor, tf.Tensor]]:
+  """first -> (float32 [count, *patch, K], count): the (mirrored) outputs
+  of windows first .. first + count - 1 of image [*S', C] at corners
+  [N, n], count = min(batch, N - first); split over the strategy's
+  replicas when one is given."""
+  patch_size = options.patch_size
+  predict = mirrored(predict_fn, options.mirror_axes, len(patch_size))
   num_windows = tf.shape(corners)[0]
+  in_channels = image.shape[-1]
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
   # Windows sliced per batch: batch_size rounded up to a multiple of the
   # replicas, so each replica gets the same static share.
-  slots = -(-batch_size // replicas) * replicas
+  slots = -(-options.batch_size // replicas) * replicas
   run_distributed = (distributed(predict, strategy) if strategy is not None
                      else None)
 
-  def predict_windows(first):
-    """([count, *patch, K] for windows first .., count)."""
+  def predict_batch(first):
     count = tf.minimum(slots, num_windows - first)
     last = num_windows - 1
     # Slots past the last window repeat it; their outputs are dropped.
@@ -279,64 +339,109 @@ def _sliding_window_graph(predict_fn: PredictFn, image, patch_size,
       return predict(windows[:count]), count
     return run_distributed(windows, count), count
 
-  def add(accumulated, weight_sum, first, outputs, count):
-    """Adds weights * outputs of windows first .. first + count - 1.
+  return predict_batch
 
-    `accumulated` is [*S[:-1], S[-1] * K]: the last spatial axis merged with
-    the classes, so a window is a rank-n block of contiguous rows (the
-    strided-slice update is ~30% faster on CPU than on [*S, K]).
-    """
-    outputs = outputs * weights[None, ..., None]
-    outputs = tf.reshape(outputs, tf.concat(
-        [[count], tf.constant(patch_size[:-1], tf.int32, [ndim - 1]),
-         [patch_size[-1] * classes]], 0))
-    ones = tf.ones([ndim], tf.int32)
-    scale_last = tf.concat([tf.ones([ndim - 1], tf.int32), [classes]], 0)
 
-    def body(j, accumulated, weight_sum):
-      begin = corners[first + j]
-      begin_k = begin * scale_last
-      size_k = tf.shape(outputs)[1:]
-      # The loop variable's buffer is forwarded to the update: in place.
-      current = tf.slice(accumulated, begin_k, size_k)
-      accumulated = tf.raw_ops.TensorStridedSliceUpdate(
-          input=accumulated, begin=begin_k, end=begin_k + size_k,
-          strides=ones, value=current + outputs[j])
-      current = tf.slice(weight_sum, begin, patch_size)
-      weight_sum = tf.raw_ops.TensorStridedSliceUpdate(
-          input=weight_sum, begin=begin, end=begin + list(patch_size),
-          strides=ones, value=current + weights)
-      return j + 1, accumulated, weight_sum
-
-    _, accumulated, weight_sum = tf.while_loop(
-        lambda j, *_: j < count, body, (0, accumulated, weight_sum),
-        parallel_iterations=1)
-    return accumulated, weight_sum
-
-  # The first batch outside the loop: it tells the number of classes.
-  outputs, count = predict_windows(tf.constant(0))
-  classes = tf.shape(outputs)[-1]
+def _zero_buffers(padded_shape: tf.Tensor, classes: tf.Tensor
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
+  """float32 zeros: the accumulator [*S'[:-1], S'[-1] * K] (the last
+  spatial axis merged with the classes, see `_add_windows`) and the weight
+  sum [*S']."""
   accumulated = tf.zeros(tf.concat(
       [padded_shape[:-1], [padded_shape[-1] * classes]], 0), tf.float32)
-  weight_sum = tf.zeros(padded_shape, tf.float32)
-  accumulated, weight_sum = add(accumulated, weight_sum, 0, outputs, count)
+  return accumulated, tf.zeros(padded_shape, tf.float32)
+
+
+def _add_windows(accumulated: tf.Tensor, weight_sum: tf.Tensor,
+                 outputs: tf.Tensor, corners: tf.Tensor, weights: tf.Tensor
+                ) -> tuple[tf.Tensor, tf.Tensor]:
+  """Adds weights * outputs [count, *patch, K] of the windows at corners
+  [count, n] into the accumulator and weights [*patch] into weight_sum, in
+  place (a tf.while_loop over the windows, one at a time).
+
+  `accumulated` is [*S'[:-1], S'[-1] * K]: the last spatial axis merged with
+  the classes, so a window is a rank-n block of contiguous rows (the
+  strided-slice update is ~30% faster on CPU than on [*S', K]).
+  """
+  patch_size = tuple(weights.shape)
+  ndim = len(patch_size)
+  count, classes = tf.shape(outputs)[0], tf.shape(outputs)[-1]
+  outputs = outputs * weights[None, ..., None]
+  outputs = tf.reshape(outputs, tf.concat(
+      [[count], tf.constant(patch_size[:-1], tf.int32, [ndim - 1]),
+       [patch_size[-1] * classes]], 0))
+  ones = tf.ones([ndim], tf.int32)
+  scale_last = tf.concat([tf.ones([ndim - 1], tf.int32), [classes]], 0)
+
+  def body(j, accumulated, weight_sum):
+    begin = corners[j]
+    begin_k = begin * scale_last
+    size_k = tf.shape(outputs)[1:]
+    # The loop variable's buffer is forwarded to the update: in place.
+    current = tf.slice(accumulated, begin_k, size_k)
+    accumulated = tf.raw_ops.TensorStridedSliceUpdate(
+        input=accumulated, begin=begin_k, end=begin_k + size_k,
+        strides=ones, value=current + outputs[j])
+    current = tf.slice(weight_sum, begin, patch_size)
+    weight_sum = tf.raw_ops.TensorStridedSliceUpdate(
+        input=weight_sum, begin=begin, end=begin + list(patch_size),
+        strides=ones, value=current + weights)
+    return j + 1, accumulated, weight_sum
+
+  _, accumulated, weight_sum = tf.while_loop(
+      lambda j, *_: j < count, body, (0, accumulated, weight_sum),
+      parallel_iterations=1)
+  return accumulated, weight_sum
+
+
+def _normalise_and_crop(accumulated: tf.Tensor, weight_sum: tf.Tensor,
+                        spatial: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+  """float32 [*S, K]: accumulated / weight_sum, the padding cropped."""
+  ndim = weight_sum.shape.rank
+  accumulated = tf.reshape(accumulated, tf.concat(
+      [tf.shape(weight_sum), [classes]], 0))
+  # Forwarded in place: the result reuses the accumulator's buffer.
+  result = accumulated / weight_sum[..., None]
+  # The same buffer unless the image was padded.
+  return tf.slice(result, tf.zeros([ndim + 1], tf.int32),
+                  tf.concat([spatial, [-1]], 0))
+
+
+def _sliding_window_graph(predict_fn: PredictFn, image, options: WindowOptions,
+                          strategy: Optional[tf.distribute.Strategy]
+                         ) -> tf.Tensor:
+  """The TF-op loop of `sliding_window_inference` (arguments checked)."""
+  ndim = len(options.patch_size)
+  image = tf.convert_to_tensor(image)
+  _check_rank(image.shape, options.patch_size)
+  image = tf.cast(image, tf.float32)
+  spatial = tf.shape(image)[:ndim]
+  image, padded_shape = _pad_to_patch(image, options)
+  corners = window_corners(padded_shape, options.patch_size, options.overlap)
+  num_windows = tf.shape(corners)[0]
+  predict_batch = _batch_predictor(predict_fn, image, corners, options,
+                                   strategy)
+  weights = tf.constant(importance_map(options.patch_size, options.weighting,
+                                       options.sigma_scale))
+
+  # The first batch outside the loop: it tells the number of classes.
+  outputs, count = predict_batch(tf.constant(0))
+  classes = tf.shape(outputs)[-1]
+  accumulated, weight_sum = _add_windows(
+      *_zero_buffers(padded_shape, classes), outputs, corners[:count],
+      weights)
 
   def loop_body(first, accumulated, weight_sum):
-    outputs, count = predict_windows(first)
-    accumulated, weight_sum = add(accumulated, weight_sum, first, outputs,
-                                  count)
+    outputs, count = predict_batch(first)
+    accumulated, weight_sum = _add_windows(
+        accumulated, weight_sum, outputs, corners[first:first + count],
+        weights)
     return first + count, accumulated, weight_sum
 
   _, accumulated, weight_sum = tf.while_loop(
       lambda first, *_: first < num_windows, loop_body,
       (count, accumulated, weight_sum), parallel_iterations=1)
-  accumulated = tf.reshape(accumulated, tf.concat([padded_shape, [classes]],
-                                                 0))
-  # Forwarded in place: the result reuses the accumulator's buffer.
-  result = accumulated / weight_sum[..., None]
-  # The same buffer unless the image was padded.
-  result = tf.slice(result, tf.zeros([ndim + 1], tf.int32),
-                    tf.concat([spatial, [-1]], 0))
+  result = _normalise_and_crop(accumulated, weight_sum, spatial, classes)
   # The dynamic slice loses the static class count; callers want it.
   return tf.ensure_shape(result, [None] * ndim + [outputs.shape[-1]])
 
@@ -360,11 +465,8 @@ def on_host(predict_fn: PredictFn) -> Callable[[tf.Tensor], tf.Tensor]:
                                          stateful=True)
 
 
-def make_sliding_window_fn(predict_fn: PredictFn, patch_size: Sequence[int],
-                           num_channels: int, *, overlap: float = 0.5,
-                           batch_size: int = 1, weighting: str = 'gaussian',
-                           mirror_axes: Sequence[int] = (),
-                           pad_value: float = 0.0, sigma_scale: float = 0.125,
+def make_sliding_window_fn(predict_fn: PredictFn, options: WindowOptions,
+                           num_channels: int,
                            strategy: Optional[tf.distribute.Strategy] = None
                           ) -> Callable[[Any], tf.Tensor]:
   """A `tf.function` image [*spatial, num_channels] -> float32
@@ -375,16 +477,13 @@ def make_sliding_window_fn(predict_fn: PredictFn, patch_size: Sequence[int],
   ops); wrap a numpy function with `on_host`. Arguments as
   `sliding_window_inference`.
   """
-  patch_size = _check(patch_size, overlap, batch_size, weighting,
-                      mirror_axes, strategy)
-  spec = tf.TensorSpec([None] * len(patch_size) + [int(num_channels)],
+  _check_arguments(options, strategy)
+  spec = tf.TensorSpec([None] * len(options.patch_size) + [int(num_channels)],
                        tf.float32, name='image')
 
   @tf.function(input_signature=[spec], autograph=False)
   def sliding_window(image):
-    return _sliding_window_graph(
-        predict_fn, image, patch_size, overlap, int(batch_size), weighting,
-        tuple(mirror_axes), pad_value, sigma_scale, strategy)
+    return _sliding_window_graph(predict_fn, image, options, strategy)
 
   return sliding_window
 
@@ -392,14 +491,7 @@ def make_sliding_window_fn(predict_fn: PredictFn, patch_size: Sequence[int],
 def sliding_window_inference(
     predict_fn: PredictFn,
     image,
-    patch_size: Sequence[int],
-    overlap: float = 0.5,
-    batch_size: int = 1,
-    weighting: str = 'gaussian',
-    pad_value: float = 0.0,
-    *,
-    mirror_axes: Sequence[int] = (),
-    sigma_scale: float = 0.125,
+    options: WindowOptions,
     strategy: Optional[tf.distribute.Strategy] = None,
 ) -> tf.Tensor:
   """The importance-weighted mean of a patch model's outputs over a volume.
@@ -412,19 +504,9 @@ def sliding_window_inference(
       module docstring: device and host paths).
     image: [*spatial, C] (numpy or tensor, cast to float32), any spatial
       size: axes shorter than the patch are padded at their end with
-      pad_value and cropped back.
-    patch_size: the window, one static size per spatial axis.
-    overlap: fraction of a window shared with its neighbour, in [0, 1) (at
-      least: windows are spread evenly so that the last ends at the edge).
-    batch_size: windows per predict_fn call; with a strategy, windows per
-      step, rounded up to a multiple of num_replicas_in_sync.
-    weighting: 'gaussian' (sigma = sigma_scale * patch per axis, max 1,
-      positive floor) or 'constant'.
-    pad_value: image value where the volume is smaller than the patch.
-    mirror_axes: spatial axes (0-based) for test-time mirroring: each of
-      the 2^len subsets is flipped, predicted and flipped back, and the
-      outputs averaged. () for none, (0, 1, 2) as nnU-Net.
-    sigma_scale: the Gaussian's sigma as a fraction of the patch size.
+      options.pad_value and cropped back.
+    options: the window, overlap, batch, weighting and mirroring
+      (`WindowOptions`).
     strategy: optional tf.distribute.Strategy: each batch is split evenly
       over its replicas (`strategy.run`) and gathered back. Build
       predict_fn's model under `strategy.scope()`.
@@ -432,18 +514,13 @@ def sliding_window_inference(
   Returns:
     float32 tf.Tensor [*spatial, K].
   """
-  patch_size = _check(patch_size, overlap, batch_size, weighting,
-                      mirror_axes, strategy)
+  _check_arguments(options, strategy)
   if not tf.executing_eagerly():
-    return _sliding_window_graph(
-        predict_fn, image, patch_size, overlap, int(batch_size), weighting,
-        tuple(mirror_axes), pad_value, sigma_scale, strategy)
+    return _sliding_window_graph(predict_fn, image, options, strategy)
   image = tf.convert_to_tensor(image)
-  _check_rank(image.shape, patch_size)
+  _check_rank(image.shape, options.patch_size)
   if strategy is None and not runs_on_device(predict_fn):
     predict_fn = on_host(predict_fn)
-  window_fn = make_sliding_window_fn(
-      predict_fn, patch_size, int(image.shape[-1]), overlap=overlap,
-      batch_size=batch_size, weighting=weighting, mirror_axes=mirror_axes,
-      pad_value=pad_value, sigma_scale=sigma_scale, strategy=strategy)
+  window_fn = make_sliding_window_fn(predict_fn, options,
+                                     int(image.shape[-1]), strategy)
   return window_fn(tf.cast(image, tf.float32))

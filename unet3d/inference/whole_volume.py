@@ -6,7 +6,7 @@ The exported SavedModel traces the same window (`unet3d.inference.export`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -45,14 +45,6 @@ def probabilities_fn(cfg: Config,
   return probabilities
 
 
-def window_options(cfg: Config) -> dict[str, Any]:
-  """The sliding-window settings of cfg (besides the window size)."""
-  return {'overlap': cfg.inference.overlap,
-          'batch_size': cfg.predict_batch_size,
-          'weighting': cfg.inference.weighting,
-          'mirror_axes': cfg.inference.mirror_axes}
-
-
 def volume_fn(cfg: Config, predict_fn: PredictFn,
               strategy: Optional[tf.distribute.Strategy] = None) -> VolumeFn:
   """The sliding window of cfg around predict_fn, traced once for every
@@ -68,8 +60,8 @@ def volume_fn(cfg: Config, predict_fn: PredictFn,
   predict_fn = distribute.partitioned(predict_fn, strategy,
                                       cfg.input_partition_dims)
   window = sliding_window.make_sliding_window_fn(
-      predict_fn, cfg.input_image_size, cfg.num_channels, strategy=strategy,
-      **window_options(cfg))
+      predict_fn, sliding_window.WindowOptions.from_config(cfg),
+      cfg.num_channels, strategy)
   return lambda image: window(np.asarray(image, np.float32)).numpy()
 
 
