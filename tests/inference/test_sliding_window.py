@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from unet3d.inference import sliding_window as sw
+from unet3d.inference import window_placement as wp
 
 # tests/conftest.py splits the CPU into two logical devices.
 TWO_CPUS = len(tf.config.list_logical_devices('CPU')) >= 2
@@ -130,7 +131,7 @@ def _run(predict, image, patch=PATCH, strategy=None, **kwargs):
 
 
 def test_window_starts_hand_values():
-  starts = lambda *a: sw.window_starts_tensor(*a).numpy().tolist()
+  starts = lambda *a: wp.window_starts_tensor(*a).numpy().tolist()
   assert starts(10, 16, 0.5) == [0]           # smaller: padded, one window
   assert starts(16, 16, 0.5) == [0]
   assert starts(32, 16, 0.5) == [0, 8, 16]
@@ -140,10 +141,10 @@ def test_window_starts_hand_values():
   # span 5 over 2 steps: 2.5 rounds half to even, as Python's round.
   assert starts(13, 8, 0.5) == [0, 2, 5]
   with pytest.raises(ValueError, match='overlap: must be in'):
-    sw.window_starts_tensor(32, 16, 1.0)
+    wp.window_starts_tensor(32, 16, 1.0)
   # The static helper says the same.
   for size in range(1, 80):
-    assert sw.window_starts(size, 16, 0.5) == starts(size, 16, 0.5)
+    assert wp.window_starts(size, 16, 0.5) == starts(size, 16, 0.5)
 
 
 def test_window_starts_match_the_float_formula_for_dynamic_sizes():
@@ -151,7 +152,7 @@ def test_window_starts_match_the_float_formula_for_dynamic_sizes():
   # computed from the dynamic shape.
   for patch, overlap in [(16, 0.5), (16, 0.25), (8, 0.75), (5, 0.3),
                          (64, 0.5)]:
-    fn = tf.function(lambda n, p=patch, o=overlap: sw.window_starts_tensor(
+    fn = tf.function(lambda n, p=patch, o=overlap: wp.window_starts_tensor(
         n, p, o),
                      input_signature=[tf.TensorSpec([], tf.int32)])
     for size in range(1, 200):
@@ -160,7 +161,7 @@ def test_window_starts_match_the_float_formula_for_dynamic_sizes():
 
 
 def test_window_corners_are_the_product_of_the_axes():
-  corners = sw.window_corners([20, 33, 17], PATCH, 0.5).numpy().tolist()
+  corners = wp.window_corners([20, 33, 17], PATCH, 0.5).numpy().tolist()
   expected = itertools.product(ref_starts(20, 16, .5), ref_starts(33, 16, .5),
                                ref_starts(17, 16, .5))
   assert corners == [list(c) for c in expected]
@@ -168,20 +169,20 @@ def test_window_corners_are_the_product_of_the_axes():
 
 def test_gaussian_map_matches_the_formula():
   for patch in [(9, 5), (16, 16, 16), (12, 7, 20)]:
-    weights = sw.gaussian_importance_map(patch)
+    weights = wp.gaussian_importance_map(patch)
     np.testing.assert_allclose(weights, ref_gaussian(patch), rtol=1e-6)
     assert weights.dtype == np.float32 and weights.min() > 0
   # sigma = 0.25 * size, by hand: z / 2.25, y / 1.25.
   z, y = np.arange(9) - 4.0, np.arange(5) - 2.0
   expected = np.exp(-0.5 * ((z[:, None] / 2.25)**2 + (y[None, :] / 1.25)**2))
-  np.testing.assert_allclose(sw.gaussian_importance_map((9, 5), 0.25),
+  np.testing.assert_allclose(wp.gaussian_importance_map((9, 5), 0.25),
                              expected / expected.max(), rtol=1e-6)
 
 
 def test_mirror_flips_are_every_subset():
-  assert sw.mirror_flips((), 3) == [()]
-  assert sw.mirror_flips((2, 0), 3) == [(), (0,), (2,), (0, 2)]
-  assert len(sw.mirror_flips((0, 1, 2), 3)) == 8
+  assert wp.mirror_flips((), 3) == [()]
+  assert wp.mirror_flips((2, 0), 3) == [(), (0,), (2,), (0, 2)]
+  assert len(wp.mirror_flips((0, 1, 2), 3)) == 8
 
 
 # ----------------------------------------------------------------------------
@@ -520,18 +521,18 @@ def test_bad_arguments_name_the_argument_on_both_paths():
 
 
 def test_window_starts_cover_the_axis_with_the_overlap():
-  assert sw.window_starts(10, 16, 0.5) == [0]
-  assert sw.window_starts(16, 16, 0.5) == [0]
-  assert sw.window_starts(32, 16, 0.5) == [0, 8, 16]
-  starts = sw.window_starts(37, 16, 0.5)
+  assert wp.window_starts(10, 16, 0.5) == [0]
+  assert wp.window_starts(16, 16, 0.5) == [0]
+  assert wp.window_starts(32, 16, 0.5) == [0, 8, 16]
+  starts = wp.window_starts(37, 16, 0.5)
   assert starts[0] == 0 and starts[-1] == 37 - 16
   assert all(b - a <= 8 for a, b in zip(starts, starts[1:]))
   with pytest.raises(ValueError, match='overlap: must be in'):
-    sw.window_starts(32, 16, 1.0)
+    wp.window_starts(32, 16, 1.0)
 
 
 def test_gaussian_map_with_sigma_scale_matches_the_formula():
-  weights = sw.gaussian_importance_map((9, 5), sigma_scale=0.25)
+  weights = wp.gaussian_importance_map((9, 5), sigma_scale=0.25)
   z = np.arange(9) - 4.0
   y = np.arange(5) - 2.0
   expected = np.exp(-0.5 * ((z[:, None] / 2.25)**2 + (y[None, :] / 1.25)**2))
