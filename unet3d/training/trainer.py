@@ -2,20 +2,17 @@
 
 One readable loop for every strategy: `steps_per_loop` steps run inside one
 `tf.function` (a `tf.range` loop around `strategy.run`), then the host
-reports progress, writes TensorBoard scalars and checkpoints.
+reports progress, writes TensorBoard scalars and checkpoints. After each
+evaluation the policy (policy.py) decides the best checkpoint, the learning-
+rate scale and early stopping.
 
-What a checkpoint holds, so that a restart continues exactly: the model, the
-optimizer (whose `iterations` is the global step; the LR schedule is a
-function of it), the input position (the run's data seed and the examples
-consumed; see `pipeline.InputPosition`) and the plateau state (best dice,
-evaluations since, learning-rate scale). Every variable is checked finite
+What a checkpoint holds is in state.py. Every variable is checked finite
 before a save, so a diverged run never overwrites its last good checkpoint.
 SIGTERM and SIGINT finish the running loop, save and stop.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Callable, Optional
 
@@ -26,108 +23,25 @@ from absl import logging
 
 from unet3d import distribute
 from unet3d import errors
-from unet3d import fileio
 from unet3d import losses
-from unet3d import models
-from unet3d import optimizers
 from unet3d import run_dir
-from unet3d import startup
 from unet3d.config import Config, ConfigError
 from unet3d.errors import Interrupted, RunError
 from unet3d.evaluation import evaluator
 from unet3d.input import dataset_info
 from unet3d.input import pipeline
-from unet3d.models import complexity
+from unet3d.training import gradients
+from unet3d.training import policy as policy_lib
 from unet3d.training import progress as progress_lib
 from unet3d.training import signals
-from unet3d.training import gradients
+from unet3d.training import state as state_lib
+from unet3d.training import summaries as summaries_lib
 
-TRAIN_SUMMARY_DIR = 'train'
-
-
-@dataclasses.dataclass
-class TrainState:
-  """What a run keeps between loops and restarts.
-
-  `examples` counts the training examples consumed by all input pipelines;
-  `data_seed` seeds the input stream (cfg.seed, or drawn once per run);
-  `best_dice`, `evals_since_best` and `lr_scale` drive the best checkpoint,
-  early stopping and reduce-on-plateau; `jit_compile` is whether the loop
-  XLA-compiles each replica's forward and backward pass.
-  """
-  strategy: tf.distribute.Strategy
-  model: keras.Model
-  optimizer: keras.optimizers.Optimizer
-  examples: tf.Variable
-  data_seed: tf.Variable
-  best_dice: tf.Variable
-  evals_since_best: tf.Variable
-  lr_scale: tf.Variable
-  checkpoint: tf.train.Checkpoint
-  manager: Optional[tf.train.CheckpointManager]
-  jit_compile: bool = False
-  iterator: Any = None
-
-  @property
-  def step(self) -> int:
-    return int(self.optimizer.iterations.numpy())
-
-  def float_variables(self) -> list:
-    """The floating-point variables a checkpoint saves."""
-    return [v for v in (list(self.model.variables) +
-                        list(self.optimizer.variables) +
-                        [self.best_dice, self.lr_scale])
-            if tf.as_dtype(v.dtype).is_floating]
-
-
-def _checkpoint_directory(cfg: Config) -> str:
-  """model_dir on the chief; non-chief workers save (saving is collective)
-  to a private folder that is removed afterwards."""
-  if distribute.is_chief():
-    return cfg.model_dir
-  return fileio.join(cfg.model_dir, 'worker_tmp', str(distribute.task_id()))
-
-
-def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
-                     ) -> TrainState:
-  """Builds model + optimizer under the strategy and restores the latest
-  checkpoint of model_dir, if there is one."""
-  distribute.set_precision_policy(cfg)
-  with strategy.scope():
-    model = models.build_model(
-        distribute.resolve_sync_batch_norm(cfg, strategy))
-    lr_scale = tf.Variable(1.0, trainable=False, name='lr_scale')
-    optimizer = optimizers.build_optimizer(cfg, lr_scale)
-    optimizer.build(model.trainable_variables)
-  drawn = cfg.seed if cfg.seed is not None else int(
-      np.random.SeedSequence().entropy % 2**31)
-  examples = tf.Variable(0, dtype=tf.int64, trainable=False, name='examples')
-  data_seed = tf.Variable(drawn, dtype=tf.int64, trainable=False,
-                          name='data_seed')
-  best_dice = tf.Variable(-1.0, trainable=False, name='best_dice')
-  evals_since_best = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                 name='evals_since_best')
-  checkpoint = tf.train.Checkpoint(
-      model=model, optimizer=optimizer,
-      input=tf.train.Checkpoint(examples=examples, seed=data_seed),
-      plateau=tf.train.Checkpoint(best_dice=best_dice,
-                                  evals_since_best=evals_since_best,
-                                  lr_scale=lr_scale))
-  manager = None
-  if cfg.model_dir:
-    manager = tf.train.CheckpointManager(
-        checkpoint, _checkpoint_directory(cfg),
-        max_to_keep=cfg.train.keep_checkpoint_max)
-    latest = run_dir.latest_checkpoint(cfg.model_dir)
-    if latest:
-      run_dir.restore_checked(checkpoint, latest)
-      logging.info('restored %s at step %d', latest,
-                   int(optimizer.iterations.numpy()))
-  distribute.check_same_on_every_worker(
-      strategy, int(optimizer.iterations.numpy()), 'checkpoint step')
-  return TrainState(strategy, model, optimizer, examples, data_seed,
-                    best_dice, evals_since_best, lr_scale, checkpoint, manager,
-                    distribute.use_jit_compile(cfg, strategy, model))
+# The modes, the benchmark and the tests import these from here.
+TrainState = state_lib.TrainState
+build_train_state = state_lib.build_train_state
+TRAIN_SUMMARY_DIR = summaries_lib.TRAIN_SUMMARY_DIR
+describe_run = summaries_lib.describe_run
 
 
 def make_train_loop(cfg: Config, state: TrainState) -> Callable:
@@ -192,80 +106,6 @@ def training_iterator(cfg: Config, state: TrainState):
   return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
-def _all_finite(variables) -> bool:
-  """True when every (floating-point) variable is finite; one host sync."""
-  return bool(tf.reduce_all(
-      [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
-
-
-class _Summaries:
-  """TensorBoard scalars of the training loop, on the chief only.
-
-  Loss and learning rate every `train.summary_every_n_steps` steps (from the
-  per-step losses of each loop, so independent of steps_per_loop), speed
-  after each loop; epochs when `train_item_count` is known.
-  """
-
-  def __init__(self, cfg: Config, learning_rate: Callable[[int], float]):
-    self._every = cfg.train.summary_every_n_steps
-    self._learning_rate = learning_rate
-    self._voxels = cfg.train_batch_size * int(np.prod(cfg.input_image_size))
-    self._epoch_steps = (cfg.train_item_count / cfg.train_batch_size
-                         if cfg.train_item_count else None)
-    if distribute.is_chief():
-      self.writer = tf.summary.create_file_writer(
-          fileio.join(cfg.model_dir, TRAIN_SUMMARY_DIR))
-    else:
-      self.writer = tf.summary.create_noop_writer()
-
-  def write_loop(self, first_step: int, step_losses: np.ndarray,
-                 steps_per_second: float) -> None:
-    with self.writer.as_default():
-      for offset, loss in enumerate(step_losses):
-        step = first_step + offset + 1
-        if step % self._every == 0:
-          tf.summary.scalar('loss', float(loss), step=step)
-          tf.summary.scalar('learning_rate', self._learning_rate(step - 1),
-                            step=step)
-          if self._epoch_steps:
-            tf.summary.scalar('epoch', step / self._epoch_steps, step=step)
-      last = first_step + len(step_losses)
-      tf.summary.scalar('steps_per_second', steps_per_second, step=last)
-      tf.summary.scalar('voxels_per_second', steps_per_second * self._voxels,
-                        step=last)
-
-  def epoch(self, step: int) -> Optional[float]:
-    return step / self._epoch_steps if self._epoch_steps else None
-
-  def flush(self) -> None:
-    self.writer.flush()
-
-
-def describe_run(cfg: Config, strategy: tf.distribute.Strategy,
-                 model: keras.Model, jit_compile: bool) -> str:
-  """The start-up line: strategy, replicas, precision, oneDNN, model size
-  and cost, data."""
-  info = complexity.model_summary(
-      model, list(cfg.input_image_size) + [cfg.num_channels])
-  replicas = strategy.num_replicas_in_sync
-  fold_cases = pipeline.split_case_ids(cfg, training=True)
-  if fold_cases is not None:
-    data = (f'{len(fold_cases)} training cases (data.split_file fold '
-            f'{cfg.data.fold})')
-  else:
-    cases = dataset_info.split_cases(cfg.training_file_pattern, 'train')
-    data = (f'{cases} training cases' if cases is not None else
-            'training cases: see the records')
-  size = 'x'.join(str(s) for s in cfg.input_image_size)
-  return (f'unet3d: {distribute.strategy_name(cfg)} strategy, {replicas} '
-          f'replica{"s" if replicas > 1 else ""}, '
-          f'{distribute.compute_dtype(cfg)}, {startup.describe_onednn()}, '
-          f'XLA {"on" if jit_compile else "off"}; model '
-          f'{cfg.model.name}: {info["trainable_params"]:,} parameters, '
-          f'{info["gflops"]:.2f} GFLOPs/sample at {size}; data: {data}, '
-          f'{cfg.train_batch_size} patches/step')
-
-
 def check_can_train(cfg: Config) -> None:
   """Checks the training input, before anything is written."""
   if not cfg.training_file_pattern:
@@ -315,6 +155,7 @@ class Trainer:
     self._summaries = None
     self._progress = None
     self._signals = signals.StopRequests()
+    self._policy = policy_lib.Policy.from_config(cfg)
     self._last_saved = None
 
   # -- setup and teardown ----------------------------------------------------
@@ -333,8 +174,8 @@ class Trainer:
     self._close()
     if (exc_type is None and self._given_state is None and self.state and
         self.state.manager and not distribute.is_chief()):
-      _remove_worker_scratch(self.cfg.model_dir,
-                             self.state.manager.directory)
+      state_lib.remove_worker_scratch(self.cfg.model_dir,
+                                      self.state.manager.directory)
 
   def _close(self) -> None:
     self._signals.uninstall()
@@ -370,7 +211,7 @@ class Trainer:
       print(describe_run(cfg, self.strategy, self.state.model,
                          self.state.jit_compile), flush=True)
     self._last_saved = self.state.step
-    self._summaries = _Summaries(cfg, self.learning_rate)
+    self._summaries = summaries_lib.Summaries(cfg, self.learning_rate)
     self._signals.install()
 
   def learning_rate(self, step: int) -> float:
@@ -453,7 +294,7 @@ class Trainer:
     state = self.state
     if state.manager is None:
       return None
-    if not _all_finite(state.float_variables()):
+    if not state_lib.all_finite(state.float_variables()):
       raise RunError(
           f'training diverged: a variable is not finite at step '
           f'{state.step}; not saved, the last good checkpoint is '
@@ -479,56 +320,36 @@ class Trainer:
   # -- evaluation ------------------------------------------------------------
 
   def evaluate(self) -> dict[str, Any]:
-    """Evaluates the current weights; keeps the best checkpoint and updates
-    the plateau state."""
+    """Evaluates the current weights; applies the policy's decision (best
+    checkpoint, plateau state, learning-rate scale)."""
     cfg, state = self.cfg, self.state
     report = evaluator.evaluate(cfg, strategy=self.strategy, model=state.model,
                                 step=state.step)
-    dice = report.get('mean_foreground_dice')
-    improved = dice is not None and (
-        dice > float(state.best_dice.numpy()) +
-        cfg.train.early_stopping_min_delta)
-    if improved:
-      state.best_dice.assign(dice)
-      state.evals_since_best.assign(0)
-      if cfg.train.keep_best_checkpoint and distribute.is_chief():
-        self._save_best(report)
-    else:
-      state.evals_since_best.assign_add(1)
-      self._maybe_reduce_lr()
+    decision = self._policy.decide(state.plateau(),
+                                   report.get('mean_foreground_dice'))
+    state.best_dice.assign(decision.plateau.best_dice)
+    state.evals_since_best.assign(decision.plateau.evals_since_best)
+    if decision.save_best and distribute.is_chief():
+      state_lib.save_best(state, cfg.model_dir, report)
+    self._reduce_lr(decision.lr_factor)
     self._progress_message(report)
     if distribute.is_chief():
       evaluator.write_previews(cfg, state.model, state.step,
                                self._summaries.writer)
     return report
 
-  def _save_best(self, report: dict[str, Any]) -> None:
-    """The whole checkpoint (so its step is known) in model_dir/best/."""
-    best = run_dir.best_dir(self.cfg.model_dir)
-    if not _all_finite(self.state.float_variables()):
+  def _reduce_lr(self, factor: float) -> None:
+    """Multiplies the learning-rate scale by the policy's factor."""
+    if factor == 1.0:
       return
-    manager = tf.train.CheckpointManager(self.state.checkpoint, best,
-                                         max_to_keep=1)
-    manager.save(checkpoint_number=self.state.step)
-    fileio.write_json(fileio.join(best, run_dir.BEST_JSON), {
-        'step': self.state.step,
-        'mean_foreground_dice': report['mean_foreground_dice'],
-        'dice': {name: scores['dice']
-                 for name, scores in report['per_class'].items()}})
-
-  def _maybe_reduce_lr(self) -> None:
-    patience = self.cfg.train.reduce_lr_patience
-    waited = int(self.state.evals_since_best.numpy())
-    if patience and waited and waited % patience == 0:
-      self.state.lr_scale.assign(self.state.lr_scale *
-                                 self.cfg.train.reduce_lr_factor)
-      logging.info('no improvement for %d evaluations: learning rate x%g',
-                   waited, float(self.state.lr_scale.numpy()))
+    self.state.lr_scale.assign(self.state.lr_scale * factor)
+    logging.info('no improvement for %d evaluations: learning rate x%g',
+                 int(self.state.evals_since_best.numpy()),
+                 float(self.state.lr_scale.numpy()))
 
   def should_stop_early(self) -> bool:
-    patience = self.cfg.train.early_stopping_patience
-    return bool(patience) and int(
-        self.state.evals_since_best.numpy()) >= patience
+    """True once the policy's early-stopping patience has run out."""
+    return self._policy.should_stop(self.state.plateau().evals_since_best)
 
   def _progress_message(self, report: dict[str, Any]) -> None:
     dice = ', '.join(
@@ -556,14 +377,6 @@ def train(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   with Trainer(cfg, strategy, state) as trainer:
     return trainer.train_until(cfg.train_steps if until_step is None
                                else until_step)
-
-
-def _remove_worker_scratch(model_dir: str, directory: str) -> None:
-  """Non-chief workers save only because saving is collective; drop it."""
-  fileio.remove(directory)
-  scratch = fileio.join(model_dir, 'worker_tmp')
-  if not fileio.listdir(scratch):
-    fileio.remove(scratch)
 
 
 def train_and_evaluate(cfg: Config,
