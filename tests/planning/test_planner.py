@@ -10,6 +10,7 @@ from unet3d import config
 from unet3d.planning import budgets
 from unet3d.planning import planner
 from unet3d.planning import recipe
+from unet3d.planning import sizing as sizing_lib
 from tests.planning import fabricate
 
 GPU = budgets.get_budget('gpu16g')
@@ -39,35 +40,6 @@ def test_isotropic_data_pools_every_axis():
   assert values['model.pool_sizes'] == [[2, 2, 2]] * 4
   assert values['input_image_size'] == [64, 64, 64]
   assert 'data.augmentation.rotation_degrees' not in values
-
-
-def test_halving_the_memory_budget_gives_a_smaller_patch_or_batch():
-  fp = fabricate.make(shape=(256, 256, 256))
-  large = dataclasses.replace(GPU, memory_gib=16.0)
-  small = dataclasses.replace(GPU, memory_gib=8.75)  # usable 14.5 -> 7.25 GiB
-  a = planner.size_for_memory(fp, large)
-  b = planner.size_for_memory(fp, small)
-  assert math.prod(b.patch) * b.batch < math.prod(a.patch) * a.batch
-  for sizing, budget in ((a, large), (b, small)):
-    assert sizing.memory_bytes <= budget.usable_bytes
-  # The large budget's sizing would not fit the small one.
-  _, _, needed = planner._memory(fp, small, a.patch, a.topology, a.batch)
-  assert needed > small.usable_bytes
-
-
-def test_a_budget_too_small_for_any_patch_is_a_one_line_error():
-  tiny = dataclasses.replace(GPU, memory_gib=1.5001)
-  with pytest.raises(ValueError, match='budget gpu16g: even a .* patch'):
-    planner.size_for_memory(fabricate.make(), tiny)
-
-
-def test_the_batch_grows_to_the_5_percent_cap():
-  # 100 training cases of 64^3; a 64^3 patch is 1% of the dataset: at most
-  # 5 patches per batch, and memory allows more on 80 GB.
-  fp = fabricate.make(num_cases=102, num_val=2, shape=(64, 64, 64))
-  sizing = planner.size_for_memory(fp, budgets.get_budget('gpu80g'))
-  assert sizing.patch == [64, 64, 64]
-  assert sizing.batch == 5
 
 
 def test_lateralised_labels_swap_pairs_and_mirroring_skips_that_axis():
@@ -173,8 +145,8 @@ def test_cpu_budget_shrinks_the_patch_until_enough_steps_fit():
                  shape=(128, 128, 128))
   step = 2e-6 * math.prod(values['input_image_size']) * 2
   assert len(calls) >= 2 and calls[0] != calls[-1]  # measured, shrunk
-  assert math.prod(calls[0]) * 2 * 2e-6 * planner.MIN_CPU_STEPS > 1800
-  assert step * planner.MIN_CPU_STEPS <= 1800
+  assert math.prod(calls[0]) * 2 * 2e-6 * sizing_lib.MIN_CPU_STEPS > 1800
+  assert step * sizing_lib.MIN_CPU_STEPS <= 1800
   assert values['train_steps'] == int(1800 / step) // 50 * 50
   assert values['train_batch_size'] == 2
   assert values['distribution_strategy'] == 'cpu'
@@ -200,9 +172,9 @@ def test_cpu_budget_warns_when_even_the_smallest_patch_is_too_slow():
   assert values['input_image_size'] == smallest
   assert math.prod(smallest) < 32**3
   with pytest.raises(ValueError, match='cannot shrink'):
-    planner._shrink(smallest, [32, 32, 32],
-                    [math.prod(p[a] for p in values['model.pool_sizes'])
-                     for a in range(3)])
+    sizing_lib._shrink(smallest, [32, 32, 32],
+                       [math.prod(p[a] for p in values['model.pool_sizes'])
+                        for a in range(3)])
   reasons = dict((k, r) for k, _, r in plan.entries)
   assert 'fewer than 2000 steps fit 0.5 h' in reasons['input_image_size']
   assert 'shrunk until' not in reasons['input_image_size']

@@ -10,7 +10,7 @@ import numpy as np
 from tests.preprocess import test_convert_common as common
 from unet3d.preprocess import datasets
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import spatial
 
 MODALITIES = ('t1', 't1ce', 't2', 'flair')
 SHAPES = [(20, 22, 16), (22, 20, 18), (20, 20, 16)]
@@ -88,7 +88,7 @@ def test_cli_converts_case_folders(tmp_path):
     # The stored affine: RAS, and the crop's first voxel is where the
     # flipped original's voxel `start` was.
     stored_affine = record['affine'].astype(np.float64)
-    assert pp.axcodes(stored_affine) == 'RAS'
+    assert spatial.axcodes(stored_affine) == 'RAS'
     flipped = np.array(label.shape) - 1 - start
     np.testing.assert_allclose(
         common.world_of(stored_affine, (0, 0, 0)),

@@ -24,7 +24,8 @@ from unet3d.preprocess import convert
 from unet3d.preprocess import datasets
 from unet3d.preprocess import io
 from unet3d.input import pipeline
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import spatial
+from unet3d.preprocess import intensity
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {'0': 'background', '1': 'organ', '2': 'lesion'}
@@ -193,7 +194,7 @@ def test_a_crash_mid_run_leaves_no_output(task, tmp_path):
       name='crash', cases=tuple(cases.Case(f'case_{i:03d}', ('x',))
                                 for i in range(4)),
       load=_explode, geometry=lambda c: ((8, 8, 8), np.eye(4)),
-      modalities={'0': 'MRI'}, labels=LABELS, norms=(pp.ChannelNorm(),))
+      modalities={'0': 'MRI'}, labels=LABELS, norms=(intensity.ChannelNorm(),))
   with pytest.raises(RuntimeError, match='worker crashed'):
     convert.convert(source, str(tmp_path / 'out'),
                     convert.Options(num_shards=1, validation_fraction=0.0))
@@ -366,7 +367,8 @@ def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
                for r in records.values())
   assert summary['class_voxel_counts'] == {str(k): int(counts[k])
                                            for k in range(3)}
-  oriented = np.array([pp.oriented_spacing(raw[c][2]) for c in sorted(raw)])
+  oriented = np.array([spatial.oriented_spacing(raw[c][2])
+                       for c in sorted(raw)])
   np.testing.assert_allclose(summary['spacing']['median'],
                              np.median(oriented, axis=0))
   np.testing.assert_allclose(
@@ -394,7 +396,7 @@ def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
     # keeps the reoriented grid; each class is one blob (2 inside 1).
     assert entry['cropped']['shape'] == list(label.shape)
     np.testing.assert_allclose(entry['cropped']['spacing'],
-                               pp.oriented_spacing(affine))
+                               spatial.oriented_spacing(affine))
     assert entry['nonzero_fraction'] == 1.0
     assert sorted(entry['components']) == ['1', '2']
     for k in (1, 2):
@@ -404,7 +406,7 @@ def test_dataset_json_summarises_cases_classes_and_geometry(task, tmp_path):
       np.testing.assert_allclose(entry['centroid_voxel'][str(k)],
                                  np.argwhere(record['label'] == k).mean(0))
     # Predictions map back onto the original grid.
-    restored = pp.restore_original(record['label'].astype(np.uint8), entry)
+    restored = spatial.restore_original(record['label'].astype(np.uint8), entry)
     dice = 2 * np.sum((restored > 0) & (label > 0)) / (
         np.sum(restored > 0) + np.sum(label > 0))
     assert dice > 0.9, (case_id, dice)
@@ -497,7 +499,7 @@ def _fingerprint_volume(layout: str):
 
 def _process(image, label, affine, **plan):
   raw = cases.RawCase(image, label, affine)
-  plan = cases.Plan(norms=(pp.ChannelNorm(),) * image.shape[-1], **plan)
+  plan = cases.Plan(norms=(intensity.ChannelNorm(),) * image.shape[-1], **plan)
   return cases.process_case(cases.Case('case_000', ('image.nii.gz',),
                                        'label.nii.gz'),
                             lambda case: raw, plan, is_train=True)

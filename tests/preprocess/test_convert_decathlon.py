@@ -9,7 +9,7 @@ from tests.preprocess import test_convert_common as common
 from unet3d.preprocess import datasets
 from unet3d.preprocess import decathlon
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import spatial
 
 SPECS = [((16, 18, 14), (1.0, 1.0, 1.5)), ((18, 16, 16), (1.2, 1.0, 1.5)),
          ((16, 16, 12), (1.0, 1.1, 2.0)), ((16, 17, 15), (0.9, 1.0, 1.5))]
@@ -38,7 +38,7 @@ def test_cli_converts_a_4d_mri_task_with_resampling(tmp_path):
   val = common.read_back(out / 'val-*.tfrecord')
   assert sorted(train) == splits['folds'][1]['train']
   assert sorted(val) == splits['folds'][1]['val']
-  median = np.median([pp.oriented_spacing(raw[c][2]) for c in raw], axis=0)
+  median = np.median([spatial.oriented_spacing(raw[c][2]) for c in raw], axis=0)
   for case_id, record in {**train, **val}.items():
     image, label, affine = raw[case_id]
     assert record['image'].shape[-1] == 2

@@ -8,7 +8,7 @@ import pytest
 from tests.preprocess import test_convert_common as common
 from unet3d.preprocess import datasets
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import spatial
 
 WINDOW = (-200.0, 250.0)
 SPECS = [((20, 18, 16), (0.8, 0.8, 2.0)), ((22, 20, 14), (0.7, 0.7, 2.5)),
@@ -91,7 +91,7 @@ def test_npy_step_then_cli_with_two_processes(tmp_path):
              **common.read_back(out / 'val-*.tfrecord')}
   assert sorted(records) == sorted(raw)
   assert (summary['num_train'], summary['num_val']) == (2, 1)
-  median = np.median([pp.oriented_spacing(a) for _, _, a in raw.values()],
+  median = np.median([spatial.oriented_spacing(a) for _, _, a in raw.values()],
                      axis=0)
   for case_id, record in records.items():
     image, label, affine = raw[case_id]
@@ -100,7 +100,7 @@ def test_npy_step_then_cli_with_two_processes(tmp_path):
     assert stored.min() >= (WINDOW[0] - mean) / std - 1e-4
     assert stored.max() <= (WINDOW[1] - mean) / std + 1e-4
     # Cropped to the liver: each axis is the liver's extent, or 8 voxels.
-    start, stop = pp.nonzero_bbox(record['label'] > 0)
+    start, stop = spatial.nonzero_bbox(record['label'] > 0)
     extent = stop - start
     assert np.all((extent == record['label'].shape) |
                   (np.array(record['label'].shape) == 8)), (extent,)
@@ -125,7 +125,7 @@ def test_nifti_gz_directly_gives_windowed_hu_voxel_for_voxel(tmp_path):
   for case_id, record in records.items():
     image, label, affine = raw[case_id]
     # LPS -> RAS flips the first two axes.
-    assert pp.axcodes(record['affine'].astype(np.float64)) == 'RAS'
+    assert spatial.axcodes(record['affine'].astype(np.float64)) == 'RAS'
     np.testing.assert_array_equal(record['label'], label[::-1, ::-1])
     source = _source_index(record['affine'], affine, record['label'].shape)
     np.testing.assert_allclose(
@@ -151,7 +151,7 @@ def test_model_garden_resize_and_augmented_crops(tmp_path):
     image, label, affine = raw[case_id]
     assert record['label'].shape == (12, 12, 12)
     # The field of view is kept: spacing = extent / 12 per (RAS) axis.
-    extent = pp.oriented_spacing(affine) * np.array(label.shape)
+    extent = spatial.oriented_spacing(affine) * np.array(label.shape)
     np.testing.assert_allclose(record['spacing'], extent / 12, rtol=1e-5)
   main_ids = [c for c in train if '#aug' not in c]
   assert sorted(train) == sorted(
@@ -269,5 +269,5 @@ def test_2d_slices_resized_in_plane_feed_the_2d_pipeline(tmp_path):
     image, _, affine = raw[record_id.split('#')[0]]
     assert record['image'].shape == (8, 8, 1)
     # The field of view is kept: in-plane spacing = extent / 8 (RAS axes).
-    extent = (pp.oriented_spacing(affine) * np.array(image.shape))[:2]
+    extent = (spatial.oriented_spacing(affine) * np.array(image.shape))[:2]
     np.testing.assert_allclose(record['spacing'], extent / 8, rtol=1e-5)

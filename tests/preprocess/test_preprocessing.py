@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from unet3d.preprocess import brats
+from unet3d.preprocess import intensity
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import label_maps
+from unet3d.preprocess import resample
+from unet3d.preprocess import spatial
 from unet3d.input import splits
 
 
@@ -32,12 +35,12 @@ def test_reorient_to_ras_keeps_every_voxel_at_its_world_point():
   rng = np.random.default_rng(0)
   affine = _oblique_lps_affine()
   array = rng.normal(size=(5, 6, 7, 2)).astype(np.float32)
-  out, out_affine = pp.reorient(array, affine)
-  assert pp.axcodes(affine) == 'PLS'
-  assert pp.axcodes(out_affine) == 'RAS'
+  out, out_affine = spatial.reorient(array, affine)
+  assert spatial.axcodes(affine) == 'PLS'
+  assert spatial.axcodes(out_affine) == 'RAS'
   assert out.shape == (6, 5, 7, 2)
   np.testing.assert_allclose(io.spacing_of(out_affine), [0.8, 1.2, 2.5])
-  np.testing.assert_allclose(pp.oriented_spacing(affine), [0.8, 1.2, 2.5])
+  np.testing.assert_allclose(spatial.oriented_spacing(affine), [0.8, 1.2, 2.5])
   # Every output voxel holds the input voxel at the same world point.
   for index in np.ndindex(out.shape[:3]):
     source = np.rint(_voxel(affine, _world(out_affine, index))).astype(int)
@@ -49,11 +52,11 @@ def test_crop_affine_maps_cropped_voxels_to_the_same_world_point():
   image = np.zeros((10, 9, 8, 2), np.float32)
   image[2:5, 3, 1:7, 1] = 1.0
   image[6, 4, 4, 0] = 2.0
-  start, stop = pp.nonzero_bbox(image)
+  start, stop = spatial.nonzero_bbox(image)
   np.testing.assert_array_equal(start, [2, 3, 1])
   np.testing.assert_array_equal(stop, [7, 5, 7])
-  cropped = pp.crop(image, start, stop)
-  new_affine = pp.crop_affine(affine, start)
+  cropped = spatial.crop(image, start, stop)
+  new_affine = spatial.crop_affine(affine, start)
   assert cropped.sum() == image.sum()
   for index in [(0, 0, 0), (4, 1, 3), (1, 0, 5)]:
     np.testing.assert_allclose(_world(new_affine, index),
@@ -77,9 +80,9 @@ def test_resampling_reaches_the_target_spacing_and_keeps_geometry():
                                indexing='ij'), axis=-1).astype(np.float64)
   image = f(np.moveaxis(index @ affine[:3, :3].T + affine[:3, 3], -1, 0))
   target = (1.0, 0.75, 1.5)
-  grid = pp.resample_grid(shape, io.spacing_of(affine), target)
-  out = pp.resample_image(image[..., None].astype(np.float32), grid)
-  out_affine = pp.resampled_affine(affine, grid)
+  grid = resample.resample_grid(shape, io.spacing_of(affine), target)
+  out = resample.resample_image(image[..., None].astype(np.float32), grid)
+  out_affine = resample.resampled_affine(affine, grid)
   np.testing.assert_allclose(io.spacing_of(out_affine), target)
   assert grid.shape == (16, 23, 23)  # round(shape * spacing / target)
   assert out.shape == grid.shape + (1,)
@@ -103,21 +106,21 @@ def test_resampling_reaches_the_target_spacing_and_keeps_geometry():
 
 
 def test_resample_to_shape_keeps_the_field_of_view():
-  grid = pp.resample_grid((10, 20, 30), (1.0, 1.0, 1.0),
-                          target_shape=(20, 10, 30))
+  grid = resample.resample_grid((10, 20, 30), (1.0, 1.0, 1.0),
+                                target_shape=(20, 10, 30))
   np.testing.assert_allclose(grid.scale, [0.5, 2.0, 1.0])
   # First/last voxel centres: half a new voxel inside the old extent.
   np.testing.assert_allclose(grid.offset, [-0.25, 0.5, 0.0])
-  assert pp.resample_grid((8, 8, 8), (1, 1, 1), (1, 1, 1)).is_identity()
+  assert resample.resample_grid((8, 8, 8), (1, 1, 1), (1, 1, 1)).is_identity()
 
 
 def test_label_resampling_one_hot_linear_and_nearest():
   label = np.zeros((12, 12, 12), np.uint8)
   label[3:9, 3:9, 3:9] = 1
   label[5:7, 5:7, 5:7] = 4
-  grid = pp.resample_grid(label.shape, (1.0, 1.0, 1.0), (0.5, 0.5, 0.5))
-  nearest = pp.resample_label(label, grid, 'nearest')
-  linear = pp.resample_label(label, grid, 'linear')
+  grid = resample.resample_grid(label.shape, (1.0, 1.0, 1.0), (0.5, 0.5, 0.5))
+  nearest = resample.resample_label(label, grid, 'nearest')
+  linear = resample.resample_label(label, grid, 'linear')
   assert nearest.dtype == np.uint8 and linear.dtype == np.uint8
   assert set(np.unique(linear)) == {0, 1, 4}
   # Upsampling by 2 doubles each side: 6^3 -> 12^3 voxels of class 1 + 4.
@@ -130,7 +133,7 @@ def test_label_resampling_one_hot_linear_and_nearest():
   assert np.count_nonzero(linear == 4) == 4 ** 3 - 8
   # Multi-label masks stay binary.
   masks = np.stack([label > 0, label == 4], axis=-1).astype(np.uint8)
-  out = pp.resample_label(masks, grid)
+  out = resample.resample_label(masks, grid)
   assert out.shape == grid.shape + (2,)
   np.testing.assert_array_equal(out[..., 0], linear > 0)
   np.testing.assert_array_equal(out[..., 1], linear == 4)
@@ -138,21 +141,21 @@ def test_label_resampling_one_hot_linear_and_nearest():
 
 def test_ct_normalisation_window_then_dataset_zscore():
   samples = np.array([-1000.0, -300.0, 0.0, 100.0, 250.0, 900.0])
-  low, high, mean, std = pp.ct_parameters(samples, window=(-200, 250))
+  low, high, mean, std = intensity.ct_parameters(samples, window=(-200, 250))
   clipped = np.array([-200.0, -200.0, 0.0, 100.0, 250.0, 250.0])
   assert (low, high) == (-200.0, 250.0)
   assert mean == pytest.approx(clipped.mean())
   assert std == pytest.approx(clipped.std())
   image = np.array([-500.0, 50.0, 400.0], np.float32)
   np.testing.assert_allclose(
-      pp.normalize_ct(image, low, high, mean, std),
+      intensity.normalize_ct(image, low, high, mean, std),
       (np.array([-200.0, 50.0, 250.0]) - clipped.mean()) / clipped.std(),
       rtol=1e-6)
 
 
 def test_ct_normalisation_percentiles():
   samples = np.arange(1001, dtype=np.float64)  # 0..1000
-  low, high, mean, std = pp.ct_parameters(samples)
+  low, high, mean, std = intensity.ct_parameters(samples)
   assert (low, high) == pytest.approx((5.0, 995.0))
   clipped = np.clip(samples, 5.0, 995.0)
   assert (mean, std) == pytest.approx((clipped.mean(), clipped.std()))
@@ -163,12 +166,12 @@ def test_zscore_within_nonzero_mask():
   image = np.zeros((10, 10, 10), np.float32)
   image[2:8, 2:8, 2:8] = rng.normal(300, 40, (6, 6, 6))
   mask = image != 0
-  out, mean, std = pp.normalize_zscore(image, mask)
+  out, mean, std = intensity.normalize_zscore(image, mask)
   assert mean == pytest.approx(image[mask].mean(), rel=1e-6)
   assert out[mask].mean() == pytest.approx(0.0, abs=1e-5)
   assert out[mask].std() == pytest.approx(1.0, abs=1e-5)
   assert np.all(out[~mask] == 0)
-  whole, _, _ = pp.normalize_zscore(image)
+  whole, _, _ = intensity.normalize_zscore(image)
   assert whole.mean() == pytest.approx(0.0, abs=1e-5)
   assert whole.std() == pytest.approx(1.0, abs=1e-5)
 
@@ -176,7 +179,7 @@ def test_zscore_within_nonzero_mask():
 def test_brats_labels_and_regions():
   rng = np.random.default_rng(2)
   raw = rng.choice([0, 1, 2, 4], size=(6, 7, 8)).astype(np.float32)
-  label = pp.remap_labels(raw, brats.LABEL_MAP, 'seg.nii.gz')
+  label = label_maps.remap_labels(raw, brats.LABEL_MAP, 'seg.nii.gz')
   np.testing.assert_array_equal(label, np.where(raw == 4, 3, raw))
   regions = brats.regions_from_labels(label)
   np.testing.assert_array_equal(regions[..., 0], np.isin(raw, [1, 2, 4]))
@@ -184,9 +187,9 @@ def test_brats_labels_and_regions():
   np.testing.assert_array_equal(regions[..., 2], raw == 4)
   with pytest.raises(ValueError, match=r'^seg.nii.gz: unknown label values '
                      r'\[3\] \(expected \[0, 1, 2, 4\]\)$'):
-    pp.remap_labels(np.array([0, 3, 4]), brats.LABEL_MAP, 'seg.nii.gz')
+    label_maps.remap_labels(np.array([0, 3, 4]), brats.LABEL_MAP, 'seg.nii.gz')
   with pytest.raises(ValueError, match='must be integers, found 1.5'):
-    pp.remap_labels(np.array([0.0, 1.5]), brats.LABEL_MAP, 'seg.nii.gz')
+    label_maps.remap_labels(np.array([0.0, 1.5]), brats.LABEL_MAP, 'seg.nii.gz')
 
 
 def test_restore_original_undoes_reorient_and_crop_exactly():
@@ -194,16 +197,17 @@ def test_restore_original_undoes_reorient_and_crop_exactly():
   affine = _oblique_lps_affine()
   label = np.zeros((9, 10, 11), np.uint8)
   label[2:6, 3:9, 1:4] = rng.integers(1, 4, (4, 6, 3))
-  array, new_affine = pp.reorient(label, affine)
-  start, stop = pp.nonzero_bbox(array)
-  stored = pp.crop(array, start, stop)
+  array, new_affine = spatial.reorient(label, affine)
+  start, stop = spatial.nonzero_bbox(array)
+  stored = spatial.crop(array, start, stop)
   record = {'original': {'shape': list(label.shape),
                          'affine': affine.tolist()},
-            'stored': {'affine': pp.crop_affine(new_affine, start).tolist()}}
-  np.testing.assert_array_equal(pp.restore_original(stored, record), label)
+            'stored': {'affine': spatial.crop_affine(new_affine,
+                                                     start).tolist()}}
+  np.testing.assert_array_equal(spatial.restore_original(stored, record), label)
   # Channels (e.g. probabilities) are carried along.
   both = np.stack([stored, 2 * stored], axis=-1).astype(np.float32)
-  restored = pp.restore_original(both, record, order=1)
+  restored = spatial.restore_original(both, record, order=1)
   np.testing.assert_allclose(restored[..., 1], 2 * label, atol=1e-5)
 
 
@@ -213,25 +217,26 @@ def test_restore_original_after_resampling_returns_to_the_original_grid():
                            indexing='ij')
   label = (sum(((g - c) / r) ** 2 for g, c, r in
                zip(grid_index, (8, 9, 5), (5, 6, 3))) <= 1).astype(np.uint8)
-  array, new_affine = pp.reorient(label, affine)
-  grid = pp.resample_grid(array.shape, io.spacing_of(new_affine),
-                          (0.5, 0.5, 0.5))
-  stored = pp.resample_label(array, grid, 'nearest')
+  array, new_affine = spatial.reorient(label, affine)
+  grid = resample.resample_grid(array.shape, io.spacing_of(new_affine),
+                                (0.5, 0.5, 0.5))
+  stored = resample.resample_label(array, grid, 'nearest')
   record = {'original': {'shape': list(label.shape),
                          'affine': affine.tolist()},
-            'stored': {'affine': pp.resampled_affine(new_affine,
-                                                     grid).tolist()}}
-  restored = pp.restore_original(stored, record)
+            'stored': {'affine': resample.resampled_affine(new_affine,
+                                                           grid).tolist()}}
+  restored = spatial.restore_original(stored, record)
   assert restored.shape == label.shape
   dice = 2 * np.sum(restored & label) / (restored.sum() + label.sum())
   assert dice > 0.97
 
 
 def test_box_around_grows_to_min_size_inside_the_volume():
-  start, stop = pp.box_around([4, 0, 10], [6, 3, 12], [8, 8, 8], [20, 20, 14])
+  start, stop = spatial.box_around([4, 0, 10], [6, 3, 12], [8, 8, 8],
+                                  [20, 20, 14])
   np.testing.assert_array_equal(stop - start, [8, 8, 8])
   np.testing.assert_array_equal(start, [1, 0, 6])
-  start, stop = pp.box_around([0, 0, 0], [5, 5, 5], [8, 8, 8], [6, 20, 20])
+  start, stop = spatial.box_around([0, 0, 0], [5, 5, 5], [8, 8, 8], [6, 20, 20])
   np.testing.assert_array_equal(stop - start, [6, 8, 8])
 
 

@@ -1,49 +1,45 @@
 """A fingerprint and a budget -> the choices of a training recipe.
 
 `make_plan` applies `unet3d.planning.rules` to a converted dataset's
-fingerprint and sizes the patch, batch and network for the budget:
+fingerprint, in named steps:
 
-1. the stored grid (what training reads) gives the median shape and
-   spacing; the patch starts at the median shape;
-2. the topology (per-axis pooling and kernels) follows the patch and the
-   spacing; the patch is rounded to its strides;
-3. while the estimated training memory at batch 2 exceeds the budget, the
-   axis largest relative to the median shape shrinks by its stride
-   (nnU-Net's loop), and the topology is re-derived;
-4. the batch grows while memory allows, up to 5% of the dataset's voxels
-   and the number of training records;
-5. CPU budgets then measure seconds per step (`seconds_per_step`, which the
-   caller supplies) and shrink the patch until MIN_CPU_STEPS steps fit in
-   the budget's hours (or it cannot shrink, or stops stepping faster: a
-   warning); train_steps fills the hours.
+1. sizing: the patch, batch and network the budget's memory (and, on a
+   CPU, its hours) afford (`unet3d.planning.sizing`);
+2. preprocessing checks: the target spacing and normalisation the rules
+   give, against what the converter applied (notes, or warnings with the
+   flag to re-convert);
+3. input: file patterns, sampling, cache and augmentation (laterality);
+4. model and loss: the sized network and nnU-Net's loss;
+5. schedule: optimiser, precision and steps (nnU-Net's on a GPU, what the
+   measured hours hold on a CPU);
+6. inference and provenance: sliding windows, mirroring, post-processing,
+   and what the recipe was planned from.
 
-The result is a `Plan`: (dotted config key, value, reason) entries in
-recipe order, plus warnings where the converter did something other than
-the rules say (target spacing, normalisation), with the flag to re-convert.
+The result is a `PlannedRecipe`: (dotted config key, value, reason) entries
+in recipe order, plus notes and warnings.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from unet3d.planning import budgets as budgets_lib
 from unet3d.planning import fingerprint as fingerprint_lib
 from unet3d.planning import rules
+from unet3d.planning import sizing as sizing_lib
 
 # nnU-Net's schedule: 1000 epochs of 250 steps, SGD with Nesterov momentum.
 GPU_TRAIN_STEPS = 250_000
-# A CPU plan shrinks its patch until at least this many steps fit its hours.
-MIN_CPU_STEPS = 2000
 # Steps are rounded down to a multiple of this.
 STEP_ROUNDING = 50
 
 
 @dataclass
-class Plan:
+class PlannedRecipe:
   """The recipe's entries in order, and what the user should know."""
   entries: list[tuple[str, Any, str]] = field(default_factory=list)
   warnings: list[str] = field(default_factory=list)
@@ -56,143 +52,13 @@ class Plan:
     return {k: v for k, v, _ in self.entries}
 
 
-@dataclass(frozen=True)
-class Sizing:
-  """The patch, batch and network a budget affords."""
-  patch: list[int]
-  batch: int
-  topology: rules.Topology
-  filters: list[int]
-  parameters: int
-  memory_bytes: float
-
-
-def _memory(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-            patch, topo: rules.Topology, batch: int
-           ) -> tuple[list[int], int, float]:
-  filters = rules.filters_per_level(topo.levels, budget.base_filters,
-                                    budget.max_filters)
-  params = budgets_lib.unet_parameters(filters, topo.kernel_sizes,
-                                       topo.pool_sizes, fp.num_channels,
-                                       fp.num_classes)
-  acts = budgets_lib.unet_activations(patch, filters, topo.pool_sizes,
-                                      fp.num_classes)
-  return filters, params, budgets_lib.training_bytes(params, acts, batch,
-                                                     budget.precision)
-
-
-def _shrink(patch: list[int], median_shape, strides) -> list[int]:
-  """nnU-Net's step: the axis largest relative to the median shape loses
-  one stride (an axis already at its stride cannot shrink)."""
-  ratios = [p / m if p > s else -1.0
-            for p, m, s in zip(patch, median_shape, strides)]
-  axis = int(np.argmax(ratios))
-  if ratios[axis] < 0:
-    raise ValueError('the patch cannot shrink further')
-  patch = list(patch)
-  patch[axis] -= strides[axis]
-  return patch
-
-
-def _shrink_steps(fp: fingerprint_lib.Fingerprint,
-                  budget: budgets_lib.Budget, patch
-                 ) -> Iterator[tuple[list[int], rules.Topology]]:
-  """nnU-Net's shrinking sequence: the patch rounded to its strides with its
-  topology, then after each `_shrink` step, until it cannot shrink."""
-  spacing, median_shape = fp.stored_spacing(), fp.stored_shape()
-  patch, topo = rules.fit_topology(patch, spacing, budget.max_levels)
-  while True:
-    yield patch, topo
-    try:
-      patch = _shrink(patch, median_shape, topo.strides)
-    except ValueError:
-      return
-    patch, topo = rules.fit_topology(patch, spacing, budget.max_levels)
-
-
-def size_for_memory(fp: fingerprint_lib.Fingerprint,
-                    budget: budgets_lib.Budget,
-                    start_patch: Optional[list[int]] = None,
-                    grow_batch: bool = True) -> Sizing:
-  """The largest patch at batch 2 (fewer with fewer training records) whose
-  estimated training memory fits, then the largest batch (grow_batch)."""
-  cases = fp.training_cases()
-  records = sum(c.num_records for c in cases)
-  min_batch = min(2, records)
-  for patch, topo in _shrink_steps(
-      fp, budget, start_patch or [int(s) for s in fp.stored_shape()]):
-    filters, params, memory = _memory(fp, budget, patch, topo, min_batch)
-    if memory <= budget.usable_bytes:
-      break
-  else:
-    raise ValueError(
-        f'budget {budget.name}: even a {patch} patch needs '
-        f'{memory / budgets_lib.GIB:.1f} GiB at batch {min_batch}; choose '
-        'a larger budget')
-  dataset_voxels = sum(math.prod(c.stored_shape) for c in cases)
-  cap = rules.batch_cap(math.prod(patch), dataset_voxels, records)
-  batch = min_batch
-  while grow_batch and batch < cap:
-    _, _, more = _memory(fp, budget, patch, topo, batch + 1)
-    if more > budget.usable_bytes:
-      break
-    batch, memory = batch + 1, more
-  return Sizing(patch, batch, topo, filters, params, memory)
-
-
-@dataclass(frozen=True)
-class Timing:
-  """What a CPU budget's measured step gave."""
-  step_seconds: float
-  # MIN_CPU_STEPS steps fit the budget's hours.
-  fits: bool
-  shrunk: bool
-  # When they do not fit: why the patch did not shrink further.
-  why_not: str = ''
-
-
-def _shrink_to(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-               patch: list[int], target_voxels: float) -> list[int]:
-  """The patch shrunk by nnU-Net's step until it has at most target_voxels
-  (or cannot shrink further)."""
-  for patch, _ in _shrink_steps(fp, budget, patch):
-    if math.prod(patch) <= target_voxels:
-      break
-  return patch
-
-
-def size_for_time(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-                  sizing: Sizing, seconds_per_step: Callable[[Sizing], float]
-                 ) -> tuple[Sizing, Timing]:
-  """A CPU budget: while MIN_CPU_STEPS measured steps overrun its hours, the
-  patch shrinks to the voxels that would fit were step time proportional to
-  them, and the step is measured again. Stops when the patch cannot shrink
-  or the smaller patch does not step faster (keeping the faster one)."""
-  seconds = budget.train_hours * 3600.0
-  step = seconds_per_step(sizing)
-  shrunk = False
-  while step * MIN_CPU_STEPS > seconds:
-    target = math.prod(sizing.patch) * seconds / (step * MIN_CPU_STEPS)
-    patch = _shrink_to(fp, budget, list(sizing.patch), target)
-    if patch == sizing.patch:
-      return sizing, Timing(step, False, shrunk,
-                            f'the {sizing.patch} patch cannot shrink further')
-    smaller = size_for_memory(fp, budget, start_patch=patch, grow_batch=False)
-    smaller_step = seconds_per_step(smaller)
-    if smaller_step >= step:
-      return sizing, Timing(
-          step, False, shrunk,
-          f'a {smaller.patch} patch stepped no faster ({smaller_step:.2f} s)')
-    sizing, step, shrunk = smaller, smaller_step, True
-  return sizing, Timing(step, True, shrunk)
-
-
 # ----------------------------------------------------------------------------
 # The whole plan
 # ----------------------------------------------------------------------------
 
 
-def _preprocessing_checks(fp: fingerprint_lib.Fingerprint, plan: Plan) -> None:
+def _preprocessing_checks(fp: fingerprint_lib.Fingerprint,
+                          plan: PlannedRecipe) -> None:
   """Target spacing and normalisation by the rules, against what the
   converter applied: notes when they agree, warnings (with the flag to
   re-convert) when not. Training reads the records as they are."""
@@ -231,7 +97,7 @@ def _preprocessing_checks(fp: fingerprint_lib.Fingerprint, plan: Plan) -> None:
           f'; re-convert to follow it{hint}')
 
 
-def _augmentation(fp: fingerprint_lib.Fingerprint, plan: Plan,
+def _augmentation(fp: fingerprint_lib.Fingerprint, plan: PlannedRecipe,
                   rank: int) -> list[int]:
   """Flips (with laterality) and rotations; returns the axes test-time
   mirroring may use (none whose flip changes what a label means)."""
@@ -313,20 +179,22 @@ def _cache(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget
                   'each epoch')
 
 
-def _timing_reason(budget: budgets_lib.Budget, timing: Optional[Timing]
-                  ) -> str:
+def _timing_reason(budget: budgets_lib.Budget,
+                   timing: Optional[sizing_lib.Timing]) -> str:
   if timing is None:
     return ''
   hours = f'{budget.train_hours:g} h'
+  steps = sizing_lib.MIN_CPU_STEPS
   if not timing.fits:
-    return f'; fewer than {MIN_CPU_STEPS} steps fit {hours} ({timing.why_not})'
+    return f'; fewer than {steps} steps fit {hours} ({timing.why_not})'
   if timing.shrunk:
-    return f', shrunk until {MIN_CPU_STEPS} measured steps fit {hours}'
-  return f'; {MIN_CPU_STEPS} measured steps of it fit {hours}'
+    return f', shrunk until {steps} measured steps fit {hours}'
+  return f'; {steps} measured steps of it fit {hours}'
 
 
 def model_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-                  sizing: Sizing, timing: Optional[Timing] = None
+                  sizing: sizing_lib.Sizing,
+                  timing: Optional[sizing_lib.Timing] = None
                  ) -> list[tuple[str, Any, str]]:
   """The recipe's patch, batch, network and loss entries for a sizing (a
   CPU plan measures the step of exactly these; `timing` is what that gave)."""
@@ -387,11 +255,11 @@ def training_pattern(records_dir: str) -> str:
 
 
 def input_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-                  records_dir: str) -> tuple[Plan, list[int]]:
+                  records_dir: str) -> tuple[PlannedRecipe, list[int]]:
   """The records and how training reads them (file patterns, sampling,
   cache, augmentation) as a part of the plan with its warnings, and the axes
   test-time mirroring may use. A CPU plan times its steps through this."""
-  part = Plan()
+  part = PlannedRecipe()
   part.add('training_file_pattern', training_pattern(records_dir),
            'the converter\'s train split')
   if fp.shards.get('val'):
@@ -419,7 +287,7 @@ def input_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
 
 
 def measurement_values(fp: fingerprint_lib.Fingerprint,
-                       budget: budgets_lib.Budget, sizing: Sizing,
+                       budget: budgets_lib.Budget, sizing: sizing_lib.Sizing,
                        records_dir: Optional[str] = None) -> dict[str, Any]:
   """Config values (dotted keys) of the training step a CPU plan times:
   the sizing's network, fed by the plan's input from records_dir (given)."""
@@ -430,10 +298,129 @@ def measurement_values(fp: fingerprint_lib.Fingerprint,
   return values
 
 
+def _timed_on(timed_on_cores: Optional[int]) -> str:
+  """Where a CPU plan's step was timed, as a phrase ('' when not here)."""
+  if timed_on_cores is None:
+    return ''
+  return (f' with its input pipeline on {timed_on_cores} cores of this '
+          'machine')
+
+
+def _steps_that_fit(budget: budgets_lib.Budget,
+                    timing: sizing_lib.Timing) -> int:
+  """Measured steps that fit the budget's hours."""
+  return int(budget.train_hours * 3600 / timing.step_seconds)
+
+
+def _cpu_warnings(budget: budgets_lib.Budget, timing: sizing_lib.Timing,
+                  timed_on_cores: Optional[int], plan: PlannedRecipe) -> None:
+  """Warnings when the hours hold too few steps, or the step was timed on
+  fewer cores than the budget's."""
+  if not timing.fits:
+    plan.warnings.append(
+        f'budget {budget.name}: {budget.train_hours:g} h hold only '
+        f'{_steps_that_fit(budget, timing)} steps of '
+        f'{timing.step_seconds:.2f} s, fewer than {sizing_lib.MIN_CPU_STEPS} '
+        f'({timing.why_not}); give more --train_hours')
+  if timed_on_cores is not None and timed_on_cores < budget.cores:
+    plan.warnings.append(
+        f'budget {budget.name} is for {budget.cores} cores; the step was '
+        f'timed{_timed_on(timed_on_cores)}, so train_steps is what '
+        f'{timed_on_cores} cores do in {budget.train_hours:g} h (more cores '
+        'would do more)')
+
+
+def _size(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+          seconds_per_step: Optional[Callable[[sizing_lib.Sizing], float]],
+          timed_on_cores: Optional[int], plan: PlannedRecipe
+         ) -> tuple[sizing_lib.Sizing, Optional[sizing_lib.Timing]]:
+  """Step 1: the sizing for the budget's memory; a CPU budget also fits its
+  hours (timing is None on a GPU)."""
+  sizing = sizing_lib.size_for_memory(fp, budget,
+                                      grow_batch=budget.device != 'cpu')
+  if budget.device != 'cpu':
+    return sizing, None
+  if seconds_per_step is None:
+    raise ValueError(f'budget {budget.name}: a CPU plan needs a measured '
+                     'step time')
+  sizing, timing = sizing_lib.size_for_time(fp, budget, sizing,
+                                            seconds_per_step)
+  _cpu_warnings(budget, timing, timed_on_cores, plan)
+  return sizing, timing
+
+
+def _gpu_schedule(budget: budgets_lib.Budget, plan: PlannedRecipe) -> int:
+  """nnU-Net's precision, optimiser and steps; returns the steps."""
+  plan.add('dtype', budget.precision, 'mixed precision on the GPU')
+  plan.add('train.jit_compile', True, 'XLA on the GPU')
+  plan.add('optimizer', 'momentum', 'SGD with Nesterov momentum (nnU-Net)')
+  plan.add('momentum', 0.99, 'nnU-Net')
+  plan.add('init_learning_rate', 0.01, 'nnU-Net')
+  plan.add('train.weight_decay', 3e-5, 'nnU-Net')
+  plan.add('train_steps', GPU_TRAIN_STEPS, 'nnU-Net: 1000 epochs of 250 steps')
+  plan.add('train.eval_every_n_steps', 12_500,
+           'evaluate every 50 nnU-Net epochs; the best checkpoint is kept')
+  return GPU_TRAIN_STEPS
+
+
+def _cpu_schedule(budget: budgets_lib.Budget, timing: sizing_lib.Timing,
+                  timed_on_cores: Optional[int], plan: PlannedRecipe) -> int:
+  """Adam and the steps the measured hours hold; returns the steps."""
+  plan.add('distribution_strategy', 'cpu', f'{budget.description}')
+  plan.add('optimizer', 'adam',
+           'Adam: faster than SGD in the few thousand steps a CPU affords')
+  plan.add('init_learning_rate', 0.003, 'Adam with a polynomial decay')
+  steps = max(STEP_ROUNDING, _steps_that_fit(budget, timing) // STEP_ROUNDING
+              * STEP_ROUNDING)
+  plan.add('train_steps', steps,
+           f'{budget.train_hours:g} h at the {timing.step_seconds:.2f} s '
+           f'per step measured{_timed_on(timed_on_cores)}')
+  return steps
+
+
+def _schedule(budget: budgets_lib.Budget, timing: Optional[sizing_lib.Timing],
+              timed_on_cores: Optional[int], plan: PlannedRecipe) -> None:
+  """Step 5: optimiser, precision, steps, learning-rate decay and
+  checkpoints."""
+  if budget.device == 'gpu':
+    steps = _gpu_schedule(budget, plan)
+  else:
+    steps = _cpu_schedule(budget, timing, timed_on_cores, plan)
+  plan.add('train.lr_schedule', 'polynomial', 'poly decay (nnU-Net)')
+  plan.add('train.checkpoint_every_n_steps',
+           max(STEP_ROUNDING, steps // 20 // STEP_ROUNDING * STEP_ROUNDING),
+           'twenty checkpoints over the run')
+
+
+def _inference(fp: fingerprint_lib.Fingerprint, mirror_axes: list[int],
+               plan: PlannedRecipe) -> None:
+  """Step 6a: sliding windows, test-time mirroring and post-processing."""
+  plan.add('inference.overlap', 0.5, 'half-window overlap (nnU-Net)')
+  plan.add('inference.weighting', 'gaussian', 'Gaussian importance map')
+  plan.add('inference.mirror_axes', mirror_axes,
+           'test-time mirroring over the axes training flips without '
+           'changing label meaning')
+  classes = _largest_component_classes(fp)
+  if classes:
+    plan.add('predict.largest_component', classes,
+             'one connected component in every training case holding them')
+
+
+def _provenance(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+                plan: PlannedRecipe) -> None:
+  """Step 6b: the seed, and what the recipe was planned from."""
+  plan.add('seed', 0, 'repeatable runs')
+  plan.add('plan.dataset_json', fp.path, 'planned from this fingerprint')
+  plan.add('plan.fingerprint_sha256', fp.sha256,
+           'the hash of the fingerprint the plan read')
+  plan.add('plan.budget', budget.name, budget.description)
+
+
 def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
               records_dir: str,
-              seconds_per_step: Optional[Callable[[Sizing], float]] = None,
-              timed_on_cores: Optional[int] = None) -> Plan:
+              seconds_per_step: Optional[
+                  Callable[[sizing_lib.Sizing], float]] = None,
+              timed_on_cores: Optional[int] = None) -> PlannedRecipe:
   """The recipe's choices for a dataset and a budget.
 
   Args:
@@ -445,29 +432,8 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
     timed_on_cores: CPU budgets: the cores of this machine the step was
       timed on (with the recipe's input pipeline), when measured here.
   """
-  plan = Plan()
-  sizing = size_for_memory(fp, budget, grow_batch=budget.device != 'cpu')
-  timing = None
-  if budget.device == 'cpu':
-    if seconds_per_step is None:
-      raise ValueError(f'budget {budget.name}: a CPU plan needs a measured '
-                       'step time')
-    sizing, timing = size_for_time(fp, budget, sizing, seconds_per_step)
-    steps_that_fit = int(budget.train_hours * 3600 / timing.step_seconds)
-    if not timing.fits:
-      plan.warnings.append(
-          f'budget {budget.name}: {budget.train_hours:g} h hold only '
-          f'{steps_that_fit} steps of {timing.step_seconds:.2f} s, fewer '
-          f'than {MIN_CPU_STEPS} ({timing.why_not}); give more --train_hours')
-    timed_on = ''
-    if timed_on_cores is not None:
-      timed_on = (f' with its input pipeline on {timed_on_cores} cores of '
-                  'this machine')
-      if timed_on_cores < budget.cores:
-        plan.warnings.append(
-            f'budget {budget.name} is for {budget.cores} cores; the step was '
-            f'timed{timed_on}, so train_steps is what {timed_on_cores} cores '
-            f'do in {budget.train_hours:g} h (more cores would do more)')
+  plan = PlannedRecipe()
+  sizing, timing = _size(fp, budget, seconds_per_step, timed_on_cores, plan)
   _preprocessing_checks(fp, plan)
   inputs, mirror_axes = input_entries(fp, budget, records_dir)
   plan.warnings += inputs.warnings
@@ -475,44 +441,8 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
   plan.entries += model_entries(fp, budget, sizing, timing)
   plan.add('eval_batch_size', 1, 'whole-volume evaluation, one case at a time')
   plan.add('predict_batch_size', 2, 'sliding windows per forward pass')
-  if budget.device == 'gpu':
-    plan.add('dtype', budget.precision, 'mixed precision on the GPU')
-    plan.add('train.jit_compile', True, 'XLA on the GPU')
-    plan.add('optimizer', 'momentum', 'SGD with Nesterov momentum (nnU-Net)')
-    plan.add('momentum', 0.99, 'nnU-Net')
-    plan.add('init_learning_rate', 0.01, 'nnU-Net')
-    plan.add('train.weight_decay', 3e-5, 'nnU-Net')
-    steps = GPU_TRAIN_STEPS
-    plan.add('train_steps', steps, 'nnU-Net: 1000 epochs of 250 steps')
-    plan.add('train.eval_every_n_steps', 12_500,
-             'evaluate every 50 nnU-Net epochs; the best checkpoint is kept')
-  else:
-    plan.add('distribution_strategy', 'cpu', f'{budget.description}')
-    plan.add('optimizer', 'adam',
-             'Adam: faster than SGD in the few thousand steps a CPU affords')
-    plan.add('init_learning_rate', 0.003, 'Adam with a polynomial decay')
-    steps = max(STEP_ROUNDING,
-                steps_that_fit // STEP_ROUNDING * STEP_ROUNDING)
-    plan.add('train_steps', steps,
-             f'{budget.train_hours:g} h at the {timing.step_seconds:.2f} s '
-             f'per step measured{timed_on}')
-  plan.add('train.lr_schedule', 'polynomial', 'poly decay (nnU-Net)')
-  plan.add('train.checkpoint_every_n_steps',
-           max(STEP_ROUNDING, steps // 20 // STEP_ROUNDING * STEP_ROUNDING),
-           'twenty checkpoints over the run')
+  _schedule(budget, timing, timed_on_cores, plan)
   plan.entries += [e for e in inputs.entries if e[0].startswith('data.')]
-  plan.add('inference.overlap', 0.5, 'half-window overlap (nnU-Net)')
-  plan.add('inference.weighting', 'gaussian', 'Gaussian importance map')
-  plan.add('inference.mirror_axes', mirror_axes,
-           'test-time mirroring over the axes training flips without '
-           'changing label meaning')
-  classes = _largest_component_classes(fp)
-  if classes:
-    plan.add('predict.largest_component', classes,
-             'one connected component in every training case holding them')
-  plan.add('seed', 0, 'repeatable runs')
-  plan.add('plan.dataset_json', fp.path, 'planned from this fingerprint')
-  plan.add('plan.fingerprint_sha256', fp.sha256,
-           'the hash of the fingerprint the plan read')
-  plan.add('plan.budget', budget.name, budget.description)
+  _inference(fp, mirror_axes, plan)
+  _provenance(fp, budget, plan)
   return plan

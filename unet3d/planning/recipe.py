@@ -1,4 +1,5 @@
-"""A `Plan` as a commented YAML recipe that `unet_main.py` loads unchanged.
+"""A `PlannedRecipe` as a commented YAML recipe that `unet_main.py` loads
+unchanged.
 
 Every key is preceded by a comment line giving its reason; the header says
 what the recipe was planned from, what the converter applied, and any
@@ -39,7 +40,7 @@ def _lines(tree: dict, indent: str = '') -> list[str]:
   return out
 
 
-def render(plan: planner.Plan, header: list[str]) -> str:
+def render(plan: planner.PlannedRecipe, header: list[str]) -> str:
   """The recipe's text: header comments, notes, warnings, then the keys."""
   lines = [f'# {h}' if h else '#' for h in header]
   if plan.notes:

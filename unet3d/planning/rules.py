@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from unet3d.preprocess import preprocessing
+from unet3d.preprocess import intensity as intensity_lib
 
 # An axis is anisotropic when its spacing exceeds this many times the finest.
 ANISOTROPY_RATIO = 3.0
@@ -168,7 +168,7 @@ def channel_normalisation(modality: str, nonzero_fractions: Sequence[float],
   """CT: clip to the foreground 0.5-99.5 percentiles, z-score with the
   foreground statistics; anything else: per-case z-score, within the
   nonzero voxels when the data has a zero background."""
-  if preprocessing.is_ct_modality(modality):
+  if intensity_lib.is_ct_modality(modality):
     low = intensity.get('percentile_00_5')
     high = intensity.get('percentile_99_5')
     window = (f' [{low:.4g}, {high:.4g}]' if low is not None and

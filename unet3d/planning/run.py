@@ -16,6 +16,7 @@ from unet3d.planning import budgets as budgets_lib
 from unet3d.planning import fingerprint as fingerprint_lib
 from unet3d.planning import planner
 from unet3d.planning import recipe
+from unet3d.planning import sizing as sizing_lib
 
 PLAN_FILE = 'plan_{budget}.yaml'
 
@@ -37,7 +38,7 @@ def timing_threads(budget: budgets_lib.Budget) -> int:
 
 def measured_step(fp: fingerprint_lib.Fingerprint,
                   budget: budgets_lib.Budget, records_dir: str
-                 ) -> Callable[[planner.Sizing], float]:
+                 ) -> Callable[[sizing_lib.Sizing], float]:
   """Seconds per training step of a sizing, timed on this machine with the
   plan's input pipeline reading the records (it shares the cores)."""
   # pylint: disable=g-import-not-at-top
@@ -46,7 +47,7 @@ def measured_step(fp: fingerprint_lib.Fingerprint,
   from unet3d.training import benchmark
   # pylint: enable=g-import-not-at-top
 
-  def measure(sizing: planner.Sizing) -> float:
+  def measure(sizing: sizing_lib.Sizing) -> float:
     values = planner.measurement_values(fp, budget, sizing, records_dir)
     cfg = config.build_config_from_mapping(
         config.nest_dotted(values.items(), 'the measured recipe'))
@@ -76,8 +77,9 @@ def _header(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
 def plan_dataset(data_dir: str, budget_name: str,
                  plan_file: Optional[str] = None,
                  train_hours: Optional[float] = None,
-                 seconds_per_step: Optional[Callable[[planner.Sizing], float]]
-                 = None) -> dict[str, Any]:
+                 seconds_per_step: Optional[
+                     Callable[[sizing_lib.Sizing], float]] = None
+                ) -> dict[str, Any]:
   """Plans a recipe for the converter output in data_dir and writes it.
 
   Args:

@@ -27,7 +27,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from unet3d.preprocess import cases
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import intensity
+from unet3d.preprocess import label_maps
 
 MODALITIES = ('t1', 't1ce', 't2', 'flair')
 # Our modality name -> its file suffix in the 2023 naming.
@@ -143,8 +144,8 @@ def load_case(case: cases.Case, regions: bool = False) -> cases.RawCase:
   label = cases.read_label(case.label_file, image, affine,
                            case.image_files[0])
   naming_2023 = uses_2023_naming(os.path.dirname(case.label_file))
-  label = pp.remap_labels(label, LABEL_MAP_2023 if naming_2023 else
-                          LABEL_MAP, case.label_file)
+  label = label_maps.remap_labels(label, LABEL_MAP_2023 if naming_2023 else
+                                  LABEL_MAP, case.label_file)
   if regions:
     label = regions_from_labels(label)
   return cases.RawCase(image, label, affine)
@@ -163,7 +164,7 @@ def source(input_path: str, *, modalities: Sequence[str] = MODALITIES,
       geometry=cases.file_geometry,
       modalities={str(i): m for i, m in enumerate(modalities)},
       labels=dict(REGION_LABELS if regions else LABELS),
-      norms=tuple(pp.ChannelNorm('zscore', nonzero_mask=True)
+      norms=tuple(intensity.ChannelNorm('zscore', nonzero_mask=True)
                   for _ in modalities),
       description={'label_map': {str(k): v for k, v in LABEL_MAP.items()},
                    'label_map_2023_naming': {str(k): v for k, v in

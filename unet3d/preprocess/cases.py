@@ -22,8 +22,11 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from unet3d import errors
+from unet3d.preprocess import intensity
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import label_maps
+from unet3d.preprocess import resample
+from unet3d.preprocess import spatial
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class Plan:
   target_shape: Optional[tuple[int, int, int]] = None
   image_order: int = 3
   label_interpolation: str = 'linear'
-  norms: tuple[pp.ChannelNorm, ...] = ()
+  norms: tuple[intensity.ChannelNorm, ...] = ()
   # Foreground voxels sampled per case for the dataset statistics.
   num_samples: int = 10000
   seed: int = 0
@@ -214,7 +217,8 @@ def survey_case(case: Case, geometry: GeometryFn, load: Loader,
   when sample_channels is not empty (this reads the whole case)}.
   """
   shape, affine = geometry(case)
-  spacing = pp.oriented_spacing(affine) if reorient else io.spacing_of(affine)
+  spacing = (spatial.oriented_spacing(affine) if reorient else
+             io.spacing_of(affine))
   out = {'spacing': spacing.tolist(), 'shape': list(shape[:3])}
   if sample_channels:
     raw = load(case)
@@ -223,7 +227,7 @@ def survey_case(case: Case, geometry: GeometryFn, load: Loader,
       mask = np.zeros(raw.image.shape[:3], bool)
     else:
       mask = labelled(raw.label)
-    out['samples'] = pp.sample_rows(
+    out['samples'] = intensity.sample_rows(
         raw.image[..., list(sample_channels)][mask], num_samples,
         case_rng(seed, case.case_id))
   return out
@@ -257,9 +261,9 @@ def _label_shapes(label: Optional[np.ndarray], counts: Sequence[int]
   components, centroids = {}, {}
   for k in range(first, len(counts)):
     if counts[k]:
-      mask = pp.class_mask(label, k)
-      components[str(k)] = pp.connected_components(mask)
-      centroids[str(k)] = pp.centroid_voxel(mask)
+      mask = label_maps.class_mask(label, k)
+      components[str(k)] = label_maps.connected_components(mask)
+      centroids[str(k)] = label_maps.centroid_voxel(mask)
   return {'components': components, 'centroid_voxel': centroids}
 
 
@@ -267,7 +271,7 @@ def _geometry(shape, affine) -> dict[str, Any]:
   return {'shape': [int(s) for s in shape[:3]],
           'affine': np.asarray(affine, np.float64).tolist(),
           'spacing': io.spacing_of(affine).tolist(),
-          'orientation': pp.axcodes(affine)}
+          'orientation': spatial.axcodes(affine)}
 
 
 @dataclass
@@ -302,29 +306,29 @@ def to_stored_grid(image: np.ndarray, label: Optional[np.ndarray],
   """
   nonzero_crop = None
   if plan.reorient:
-    image, new_affine = pp.reorient(image, affine)
+    image, new_affine = spatial.reorient(image, affine)
     if label is not None:
-      label, _ = pp.reorient(label, affine)
+      label, _ = spatial.reorient(label, affine)
     affine = new_affine
   if plan.crop_nonzero:
-    start, stop = pp.nonzero_bbox(image)
-    image = pp.crop(image, start, stop)
-    label = None if label is None else pp.crop(label, start, stop)
-    affine = pp.crop_affine(affine, start)
+    start, stop = spatial.nonzero_bbox(image)
+    image = spatial.crop(image, start, stop)
+    label = None if label is None else spatial.crop(label, start, stop)
+    affine = spatial.crop_affine(affine, start)
     nonzero_crop = {'start': start.tolist(), 'stop': stop.tolist()}
   cropped_shape = [int(s) for s in image.shape[:3]]
   cropped_spacing = io.spacing_of(affine).tolist()
   mask = np.any(image != 0, axis=-1)
   if plan.target_spacing is not None or plan.target_shape is not None:
-    grid = pp.resample_grid(image.shape, cropped_spacing,
-                            plan.target_spacing, plan.target_shape)
+    grid = resample.resample_grid(image.shape, cropped_spacing,
+                                  plan.target_spacing, plan.target_shape)
     if not grid.is_identity() or grid.shape != image.shape[:3]:
-      image = pp.resample_image(image, grid, plan.image_order)
+      image = resample.resample_image(image, grid, plan.image_order)
       if label is not None:
-        label = pp.resample_label(label, grid, plan.label_interpolation)
-      mask = pp.resample_label(mask.astype(np.uint8), grid,
-                               'nearest').astype(bool)
-      affine = pp.resampled_affine(affine, grid)
+        label = resample.resample_label(label, grid, plan.label_interpolation)
+      mask = resample.resample_label(mask.astype(np.uint8), grid,
+                                     'nearest').astype(bool)
+      affine = resample.resampled_affine(affine, grid)
   return Regridded(image, label, mask, affine, cropped_shape=cropped_shape,
                    cropped_spacing=cropped_spacing, nonzero_crop=nonzero_crop)
 
@@ -362,7 +366,7 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   # volume, so the crop box (when there is one) gives it without a rescan.
   box = grid.nonzero_crop
   start, stop = ((box['start'], box['stop']) if box is not None else
-                 pp.nonzero_bbox(raw.image))
+                 spatial.nonzero_bbox(raw.image))
   info['nonzero_fraction'] = float(np.prod(np.subtract(stop, start)) /
                                    np.prod(raw.image.shape[:3]))
   if box is not None:
@@ -370,9 +374,9 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   values = image[foreground_mask(label, image)]
   info['intensity'] = _channel_statistics(
       values if len(values) else image.reshape(-1, image.shape[-1]))
-  info['samples'] = pp.sample_rows(values, plan.num_samples,
-                                   case_rng(plan.seed, case.case_id))
-  image, mean, std = pp.normalize(image, plan.norms, grid.mask)
+  info['samples'] = intensity.sample_rows(values, plan.num_samples,
+                                          case_rng(plan.seed, case.case_id))
+  image, mean, std = intensity.normalize(image, plan.norms, grid.mask)
   records = [Processed(case.case_id, image, label, affine, mean, std)]
   if finish is not None:
     records = finish(records[0], is_train, case_rng(plan.seed + 1,
@@ -382,7 +386,7 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   info['channel_mean'] = main.channel_mean.tolist()
   info['channel_std'] = main.channel_std.tolist()
   info['class_voxel_counts'] = ([] if main.label is None else
-                                pp.class_voxel_counts(main.label, 0))
+                                label_maps.class_voxel_counts(main.label, 0))
   info.update(_label_shapes(main.label, info['class_voxel_counts']))
   info['label_type'] = (None if main.label is None else 'multi_label'
                         if main.label.ndim == 4 else 'index')
@@ -431,7 +435,7 @@ class Source:
   modalities: dict[str, str]
   labels: Optional[dict[str, str]]
   # How each channel is normalised (CT parameters resolved later).
-  norms: tuple[pp.ChannelNorm, ...]
+  norms: tuple[intensity.ChannelNorm, ...]
   finish: Optional[Finisher] = None
   # Records written in place of each case record (e.g. 2D slices).
   parts: Optional[PartsFn] = None

@@ -39,8 +39,8 @@ from unet3d.input import schema
 from unet3d.input import splits as splits_lib
 from unet3d.preprocess import cases
 from unet3d.preprocess import dataset_json
+from unet3d.preprocess import intensity
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
 from unet3d.preprocess import runner
 
 ON_ERROR = ('stop', 'skip')
@@ -175,7 +175,7 @@ def _resolve_plan(source: cases.Source, options: Options,
       raise ValueError(f'{source.name}: CT normalisation needs foreground '
                        'voxels, but no case has a nonzero label')
     for j, c in enumerate(ct_channels):
-      low, high, mean, std = pp.ct_parameters(
+      low, high, mean, std = intensity.ct_parameters(
           samples[:, j], norms[c].window, norms[c].percentiles)
       norms[c] = dataclasses.replace(norms[c], clip_low=low, clip_high=high,
                                      mean=mean, std=std)

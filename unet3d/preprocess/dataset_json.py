@@ -63,7 +63,8 @@ import numpy as np
 from unet3d.input import dataset_info
 from unet3d.input import splits
 from unet3d.preprocess import cases
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import intensity
+from unet3d.preprocess import spatial
 
 # dataset.json `preprocessing` keys that `plan_from_dataset_info` reads back;
 # the rest are dataset-specific steps that need the label.
@@ -134,7 +135,7 @@ def _preprocessing(source: cases.Source, plan: cases.Plan,
     resample = {'target_spacing': list(plan.target_spacing),
                 'target_spacing_from': spacing_from}
   return {
-      'orientation': pp.CANONICAL if plan.reorient else 'unchanged',
+      'orientation': spatial.CANONICAL if plan.reorient else 'unchanged',
       'crop_to_nonzero': plan.crop_nonzero,
       'resample': resample,
       'image_interpolation': f'spline order {plan.image_order}',
@@ -196,22 +197,24 @@ def dataset_summary(source: cases.Source, plan: cases.Plan, *,
   }
 
 
-def _channel_norm(entry: Mapping[str, Any], where: str) -> pp.ChannelNorm:
+def _channel_norm(entry: Mapping[str, Any], where: str
+                 ) -> intensity.ChannelNorm:
   """One `normalization` entry of dataset.json as a resolved ChannelNorm."""
   scheme = entry.get('scheme')
   try:
     if scheme == 'ct':
       low, high = entry['clip']
-      return pp.ChannelNorm('ct', clip_low=float(low), clip_high=float(high),
-                            mean=float(entry['mean']),
-                            std=float(entry['std']))
+      return intensity.ChannelNorm('ct', clip_low=float(low),
+                                   clip_high=float(high),
+                                   mean=float(entry['mean']),
+                                   std=float(entry['std']))
     if scheme == 'zscore':
-      return pp.ChannelNorm('zscore',
-                            nonzero_mask=bool(entry['within_nonzero_mask']))
+      return intensity.ChannelNorm(
+          'zscore', nonzero_mask=bool(entry['within_nonzero_mask']))
   except KeyError as e:
     raise ValueError(f'{where} has no key {e}') from None
   if scheme == 'none':
-    return pp.ChannelNorm('none')
+    return intensity.ChannelNorm('none')
   raise ValueError(f'{where}.scheme: expected ct, zscore or none, got '
                    f'{scheme!r}')
 
@@ -236,8 +239,8 @@ def plan_from_dataset_info(dataset_info: Mapping[str, Any],
   where = 'preprocessing'
   try:
     orientation = section['orientation']
-    if orientation not in (pp.CANONICAL, 'unchanged'):
-      raise ValueError(f'{where}.orientation: expected {pp.CANONICAL} or '
+    if orientation not in (spatial.CANONICAL, 'unchanged'):
+      raise ValueError(f'{where}.orientation: expected {spatial.CANONICAL} or '
                        f'unchanged, got {orientation!r}')
     order = re.fullmatch(r'spline order (\d)',
                          str(section['image_interpolation']))
@@ -250,7 +253,7 @@ def plan_from_dataset_info(dataset_info: Mapping[str, Any],
     norms = tuple(_channel_norm(entry, f'{where}.normalization[{c}]')
                   for c, entry in enumerate(section['normalization']))
     return cases.Plan(
-        reorient=orientation == pp.CANONICAL,
+        reorient=orientation == spatial.CANONICAL,
         crop_nonzero=bool(section['crop_to_nonzero']),
         target_spacing=(None if target_spacing is None else
                         tuple(float(s) for s in target_spacing)),

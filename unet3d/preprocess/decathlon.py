@@ -20,8 +20,9 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from unet3d.preprocess import cases
+from unet3d.preprocess import intensity
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import label_maps
 
 
 def _names(meta: dict[str, Any], key: str, path: str) -> dict[str, str]:
@@ -155,7 +156,7 @@ def load_case(case: cases.Case, num_channels: int,
                      'dataset.json')
   label = cases.read_label(case.label_file, image, affine,
                            case.image_files[0])
-  label = pp.remap_labels(label, label_map, case.label_file)
+  label = label_maps.remap_labels(label, label_map, case.label_file)
   if multi_label:
     label = masks_from_labels(label, max(label_map.values()) + 1)
   return cases.RawCase(image, label, affine)
@@ -191,11 +192,11 @@ def source(task_dir: str, *, nonzero_mask: bool = False,
                   if k != '0'}
   norms = []
   for c in range(len(kept)):
-    if pp.is_ct_modality(kept[str(c)]):
-      norms.append(pp.ChannelNorm(
+    if intensity.is_ct_modality(kept[str(c)]):
+      norms.append(intensity.ChannelNorm(
           'ct', window=None if ct_window is None else tuple(ct_window)))
     else:
-      norms.append(pp.ChannelNorm('zscore', nonzero_mask=nonzero_mask))
+      norms.append(intensity.ChannelNorm('zscore', nonzero_mask=nonzero_mask))
   description = {}
   if channels is not None:
     description['input_channels'] = channels

@@ -17,8 +17,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from unet3d.preprocess import cases
+from unet3d.preprocess import intensity
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import label_maps
 
 SUFFIXES = ('.h5', '.hdf5', '.hdf')
 
@@ -78,13 +79,13 @@ def load_case(case: cases.Case, raw_key: str, label_key: str,
   if _spatial(label.shape, path, label_key) != spatial:
     raise ValueError(f'{path}: /{label_key} shape {label.shape} does not '
                      f'match /{raw_key} shape {raw.shape}')
-  label = pp.as_label(label, path)
+  label = label_maps.as_label(label, path)
   if label.ndim == 4:
-    pp.check_label_values(label, (0, 1), f'{path}: /{label_key} masks')
+    label_maps.check_label_values(label, (0, 1), f'{path}: /{label_key} masks')
     label = np.moveaxis(label, 0, -1)
   else:
     allowed = range(num_classes) if num_classes else range(256)
-    pp.check_label_values(label, allowed, f'{path}: /{label_key}')
+    label_maps.check_label_values(label, allowed, f'{path}: /{label_key}')
   return cases.RawCase(image, label.astype(np.uint8),
                        _affine(path, attrs, spacing))
 
@@ -122,6 +123,6 @@ def source(input_path: str, *, raw_key: str = 'raw',
       modalities={str(c): f'channel_{c}' for c in range(num_channels)},
       labels=(None if not class_names else
               {str(i): n for i, n in enumerate(class_names)}),
-      norms=tuple(pp.ChannelNorm(normalization)
+      norms=tuple(intensity.ChannelNorm(normalization)
                   for _ in range(num_channels)),
       has_orientation=False)

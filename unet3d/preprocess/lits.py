@@ -20,8 +20,11 @@ import numpy as np
 
 from unet3d.input import splits
 from unet3d.preprocess import cases
+from unet3d.preprocess import intensity
 from unet3d.preprocess import io
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import label_maps
+from unet3d.preprocess import resample
+from unet3d.preprocess import spatial
 
 LABELS = {'0': 'background', '1': 'liver', '2': 'tumor'}
 # Checked and stored as uint8; the values stay.
@@ -96,7 +99,7 @@ def nifti_to_npy(case: cases.Case, output_dir: str) -> dict[str, Any]:
   image, affine, _ = io.load_nifti(case.image_files[0])
   label = cases.read_label(case.label_file, image, affine,
                            case.image_files[0], load=io.load_nifti)
-  label = pp.remap_labels(label, LABEL_MAP, case.label_file)
+  label = label_maps.remap_labels(label, LABEL_MAP, case.label_file)
   number = case.case_id[len('volume-'):]
   for name, array, path in (('volume', image, case.image_files[0]),
                             ('segmentation', label, case.label_file)):
@@ -114,15 +117,16 @@ def load_case(case: cases.Case) -> cases.RawCase:
                      f'shape {image.shape[:3] + (image.shape[-1],)}')
   label = cases.read_label(case.label_file, image, affine,
                            case.image_files[0])
-  label = pp.remap_labels(label, LABEL_MAP, case.label_file)
+  label = label_maps.remap_labels(label, LABEL_MAP, case.label_file)
   return cases.RawCase(image, label, affine)
 
 
 def _crop_record(record: cases.Processed, start, stop,
                  case_id: Optional[str] = None) -> cases.Processed:
   return cases.Processed(
-      case_id or record.case_id, pp.crop(record.image, start, stop),
-      pp.crop(record.label, start, stop), pp.crop_affine(record.affine, start),
+      case_id or record.case_id, spatial.crop(record.image, start, stop),
+      spatial.crop(record.label, start, stop),
+      spatial.crop_affine(record.affine, start),
       record.channel_mean, record.channel_std)
 
 
@@ -151,8 +155,8 @@ def finish(record: cases.Processed, is_train: bool, rng: np.random.Generator,
   size = np.full(3, output_size)
   liver = record.label > 0
   if crop_liver_region and liver.any():
-    start, stop = pp.nonzero_bbox(liver)
-    start, stop = pp.box_around(start, stop, size, shape)
+    start, stop = spatial.nonzero_bbox(liver)
+    start, stop = spatial.box_around(start, stop, size, shape)
     record = _crop_record(record, start, stop)
     shape = stop - start
     liver = record.label > 0
@@ -161,7 +165,7 @@ def finish(record: cases.Processed, is_train: bool, rng: np.random.Generator,
     return out
   crop_size = np.minimum(size, shape)
   if crop_liver_region and liver.any():
-    lo, hi = pp.nonzero_bbox(liver)
+    lo, hi = spatial.nonzero_bbox(liver)
     centre = (lo + hi - 1) // 2
   else:
     centre = None
@@ -206,7 +210,7 @@ def source(image_file_pattern: str, label_file_pattern: str, *,
                              shard_start, shard_stride)),
       load=load_case, geometry=cases.file_geometry,
       modalities={'0': 'CT'}, labels=dict(LABELS),
-      norms=(pp.ChannelNorm('ct', window=window),),
+      norms=(intensity.ChannelNorm('ct', window=window),),
       finish=functools.partial(finish, crop_liver_region=crop_liver_region,
                                output_size=output_size, augment_times=times),
       description={'liver_crop': ({'min_size': output_size} if
@@ -238,12 +242,12 @@ def to_slices(record: cases.Processed, is_train: bool,
   del rng
   image, label, affine = record.image[..., 0], record.label, record.affine
   if slice_size > 0:
-    grid = pp.resample_grid(image.shape, io.spacing_of(affine),
-                            target_shape=(slice_size, slice_size,
-                                          image.shape[2]))
-    image = pp.resample_image(image[..., None], grid, image_order)[..., 0]
-    label = pp.resample_label(label, grid, label_interpolation)
-    affine = pp.resampled_affine(affine, grid)
+    grid = resample.resample_grid(image.shape, io.spacing_of(affine),
+                                  target_shape=(slice_size, slice_size,
+                                                image.shape[2]))
+    image = resample.resample_image(image[..., None], grid, image_order)[..., 0]
+    label = resample.resample_label(label, grid, label_interpolation)
+    affine = resample.resampled_affine(affine, grid)
   depth = image.shape[2]
   out = []
   for k in range(depth):
@@ -255,7 +259,7 @@ def to_slices(record: cases.Processed, is_train: bool,
         splits.part_id(record.case_id, f'z{k:04d}'),
         np.ascontiguousarray(image[..., neighbours]),
         np.ascontiguousarray(label[..., k]),
-        pp.crop_affine(affine, [0, 0, k]),
+        spatial.crop_affine(affine, [0, 0, k]),
         np.repeat(record.channel_mean, len(neighbours)),
         np.repeat(record.channel_std, len(neighbours))))
   return out
