@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from unet3d.planning import budgets as budgets_lib
+from unet3d.planning import checks
 from unet3d.planning import fingerprint as fingerprint_lib
 from unet3d.planning import rules
 
@@ -468,6 +469,7 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
             f'budget {budget.name} is for {budget.cores} cores; the step was '
             f'timed{timed_on}, so train_steps is what {timed_on_cores} cores '
             f'do in {budget.train_hours:g} h (more cores would do more)')
+  plan.warnings += checks.label_warnings(fp)
   _preprocessing_checks(fp, plan)
   inputs, mirror_axes = input_entries(fp, budget, records_dir)
   plan.warnings += inputs.warnings
