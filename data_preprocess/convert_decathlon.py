@@ -37,6 +37,10 @@ flags.DEFINE_list('label_names', None, 'Names of the new labels 0..K-1 '
                   '(default: merged names joined by +).')
 flags.DEFINE_bool('multi_label', False, 'Store labels 1..K-1 as K-1 binary '
                   'masks, for model.output_activation: sigmoid.')
+flags.DEFINE_bool('allow_outside_paths', False, 'Accept dataset.json '
+                  '"training" files outside the task folder (absolute paths, '
+                  '../, symlinks leading out); by default they are refused. '
+                  'dataset.json is data: enable only for a task you trust.')
 common_flags.define_convert_flags()
 flags.mark_flag_as_required('input_path')
 flags.adopt_module_key_flags(common_flags)
@@ -51,6 +55,7 @@ def run_conversion():
       modalities=FLAGS.modalities,
       label_map=common_flags.parse_label_map(FLAGS.label_map),
       label_names=FLAGS.label_names, multi_label=FLAGS.multi_label,
+      allow_outside_paths=FLAGS.allow_outside_paths,
       progress=common_flags.progress_bar(), **common_flags.convert_options())
 
 

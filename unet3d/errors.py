@@ -12,6 +12,9 @@ import re
 import sys
 from typing import Callable, Sequence, Union
 
+# The longest error line printed; longer messages are cut.
+MAX_LINE = 500
+
 
 class ConfigError(ValueError):
   """A config value or key is wrong. The message is one line naming the key."""
@@ -50,8 +53,8 @@ class StartupError(RuntimeError):
 
 def first_line(error: Union[BaseException, str]) -> str:
   """The first line of an error's message, without TensorFlow's
-  `{{function_node ...}}` and `[Op:...]` decorations; the exception's type
-  name when the message is empty."""
+  `{{function_node ...}}` and `[Op:...]` decorations, cut to MAX_LINE
+  characters; the exception's type name when the message is empty."""
   if isinstance(error, str):
     text, fallback = error, 'unknown error'
   else:
@@ -59,6 +62,8 @@ def first_line(error: Union[BaseException, str]) -> str:
     fallback = type(error).__name__
   text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text or '').strip()
   line = re.sub(r'\s*\[Op:\w+\].*$', '', text.split('\n')[0]) if text else ''
+  if len(line) > MAX_LINE:  # never echo a huge value
+    line = line[:MAX_LINE - 3] + '...'
   return line or fallback
 
 

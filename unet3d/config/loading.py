@@ -19,16 +19,14 @@ from unet3d.config.coerce import merge_into
 from unet3d.config.overrides import parse_override
 from unet3d.config.schema import Config
 from unet3d.config.validation import validate
+from unet3d import yaml_safe
 from unet3d.errors import ConfigError
 
 
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
-  """A YAML mapping of keys from text; errors name `source`."""
-  try:
-    loaded = yaml.safe_load(text)
-  except yaml.YAMLError as e:
-    raise ConfigError(f'{source}: not valid YAML: '
-                      f'{str(e).splitlines()[0]}') from None
+  """A YAML mapping of keys from text (`unet3d.yaml_safe`: no aliases, no
+  duplicate keys); errors name `source`."""
+  loaded = yaml_safe.load(text, source)
   if loaded is None:
     return {}
   if not isinstance(loaded, dict):

@@ -10,8 +10,7 @@ import copy
 import re
 from typing import Any, Union
 
-import yaml
-
+from unet3d import yaml_safe
 from unet3d.errors import ConfigError
 
 
@@ -49,24 +48,21 @@ def parse_override(text: Union[str, dict, None]) -> dict[str, Any]:
     return {}
   stripped = text.strip()
   if not re.match(r'^[\w.]+\s*=', stripped):
-    try:
-      loaded = yaml.safe_load(stripped)
-    except yaml.YAMLError as e:
-      raise ConfigError(f'--params_override: not valid YAML/JSON: '
-                        f'{str(e).splitlines()[0]}') from None
+    loaded = yaml_safe.load(stripped, '--params_override')
     if not isinstance(loaded, dict):
       raise ConfigError('--params_override: expected a mapping or a.b=c,d=e, '
-                        f'got {text!r}')
+                        f'got {yaml_safe.shorten(repr(text))}')
     return loaded
   items = []
   for item in _split_top_level(stripped):
     if '=' not in item:
-      raise ConfigError(f"--params_override: '{item}' is not key=value")
+      raise ConfigError(f'--params_override: '
+                        f'{yaml_safe.shorten(repr(item))} is not key=value')
     key, raw = item.split('=', 1)
     key, raw = key.strip(), raw.strip()
     try:
-      value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError:
+      value = yaml_safe.load(raw, '--params_override') if raw else None
+    except ConfigError:
       value = raw
     items.append((key, value))
   return nest_dotted(items, '--params_override')

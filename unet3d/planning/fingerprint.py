@@ -147,8 +147,22 @@ def _per_axis(value: Any, key: str, read) -> tuple:
   return tuple(read(v, key) for v in value)
 
 
+def _affine(value: Any, key: str) -> None:
+  """A recorded 4x4 voxel-to-world affine: finite and invertible."""
+  try:
+    matrix = np.asarray(value, np.float64)
+  except (TypeError, ValueError):
+    matrix = None
+  ok = (matrix is not None and matrix.shape == (4, 4) and
+        bool(np.isfinite(matrix).all()) and
+        abs(np.linalg.det(matrix[:3, :3])) > 1e-12)
+  _expect(ok, key, 'a finite, invertible 4x4 matrix', value)
+
+
 def _grid(entry: Mapping[str, Any], key: str) -> tuple[tuple, tuple]:
   grid = _mapping(entry[key], key)
+  if grid.get('affine') is not None:
+    _affine(grid['affine'], f'{key}.affine')
   shape = _per_axis(grid.get('shape'), f'{key}.shape',
                     lambda v, k: _count(v, k, 1))
   spacing = _per_axis(grid.get('spacing'), f'{key}.spacing',
@@ -164,6 +178,9 @@ def _case(entry: Mapping[str, Any]) -> CaseFingerprint:
   for key in _CASE_KEYS:
     if key not in entry:
       raise _Malformed(f'{key} is missing (the converters write it)')
+  original = entry.get('original')
+  if isinstance(original, Mapping) and original.get('affine') is not None:
+    _affine(original['affine'], 'original.affine')
   cropped_shape, cropped_spacing = _grid(entry, 'cropped')
   stored_shape, stored_spacing = _grid(entry, 'stored')
   counts = _list(entry.get('class_voxel_counts') or [], 'class_voxel_counts')

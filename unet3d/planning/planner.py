@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from unet3d.planning import budgets as budgets_lib
+from unet3d.planning import checks
 from unet3d.planning import fingerprint as fingerprint_lib
 from unet3d.planning import rules
 from unet3d.planning import sizing as sizing_lib
@@ -434,6 +435,7 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
   """
   plan = PlannedRecipe()
   sizing, timing = _size(fp, budget, seconds_per_step, timed_on_cores, plan)
+  plan.warnings += checks.label_warnings(fp)
   _preprocessing_checks(fp, plan)
   inputs, mirror_axes = input_entries(fp, budget, records_dir)
   plan.warnings += inputs.warnings

@@ -111,6 +111,7 @@ def plan_dataset(data_dir: str, budget_name: str,
   plan = planner.make_plan(fp, budget, records_dir, seconds_per_step,
                            timed_on_cores)
   text = recipe.render(plan, _header(fp, budget, plan_file))
+  recipe.check_rendered(text, plan, f'the planned recipe for {fp.path}')
   recipe.check_loads(text, f'the planned recipe for {fp.path}')
   fileio.write_text(plan_file, text)
   return {'plan_file': plan_file, 'warnings': plan.warnings,

@@ -32,10 +32,18 @@ from unet3d.preprocess import spatial
 @dataclass(frozen=True)
 class Case:
   """Where one case's files are. `image_files`: one file per channel, or
-  one 3D/4D file."""
+  one 3D/4D file. `files_root`: when given, dataset.json records the files
+  relative to it (never the absolute paths a task's dataset.json names)."""
   case_id: str
   image_files: tuple[str, ...]
   label_file: Optional[str] = None
+  files_root: Optional[str] = None
+
+  def recorded(self, path: Optional[str]) -> Optional[str]:
+    """`path` as dataset.json records it."""
+    if path is None or self.files_root is None:
+      return path
+    return os.path.relpath(path, self.files_root)
 
 
 @dataclass
@@ -354,8 +362,9 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   """
   raw = load(case)
   info: dict[str, Any] = {
-      'case_id': case.case_id, 'image_files': list(case.image_files),
-      'label_file': case.label_file,
+      'case_id': case.case_id,
+      'image_files': [case.recorded(f) for f in case.image_files],
+      'label_file': case.recorded(case.label_file),
       'original': _geometry(raw.image.shape, raw.affine)}
   grid = to_stored_grid(raw.image, raw.label, raw.affine, plan)
   image, label, affine = grid.image, grid.label, grid.affine

@@ -55,6 +55,7 @@ onto the original grid, and `plan_from_dataset_info` reads the
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Mapping, Optional
 
@@ -219,6 +220,35 @@ def _channel_norm(entry: Mapping[str, Any], where: str
                    f'{scheme!r}')
 
 
+def _is_number(value: Any) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _per_axis(value: Any, key: str, ok, expected: str) -> tuple:
+  """Three per-axis values that each pass `ok`; a ValueError naming `key`."""
+  if (not isinstance(value, (list, tuple)) or len(value) != 3 or
+      not all(ok(v) for v in value)):
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + '...'
+    raise ValueError(f'{key}: expected 3 {expected}, got {shown}')
+  return tuple(value)
+
+
+def checked_spacing(value: Any, key: str) -> tuple[float, float, float]:
+  """Three finite spacings > 0 (mm)."""
+  return tuple(float(v) for v in _per_axis(
+      value, key, lambda v: _is_number(v) and v > 0,
+      'finite spacings > 0 (mm)'))
+
+
+def checked_shape(value: Any, key: str) -> tuple[int, int, int]:
+  """Three positive integer sizes (voxels)."""
+  return tuple(int(v) for v in _per_axis(
+      value, key, lambda v: isinstance(v, int) and not isinstance(v, bool)
+      and v > 0, 'positive integers (voxels)'))
+
+
 def plan_from_dataset_info(dataset_info: Mapping[str, Any],
                            source: str = 'dataset.json') -> cases.Plan:
   """The converter's `cases.Plan`, read back from its dataset.json.
@@ -249,7 +279,13 @@ def plan_from_dataset_info(dataset_info: Mapping[str, Any],
                        f"N', got {section['image_interpolation']!r}")
     resample = section['resample'] or {}
     target_spacing = resample.get('target_spacing')
+    if target_spacing is not None:
+      target_spacing = checked_spacing(target_spacing,
+                                       f'{where}.resample.target_spacing')
     target_shape = resample.get('target_shape')
+    if target_shape is not None:
+      target_shape = checked_shape(target_shape,
+                                   f'{where}.resample.target_shape')
     norms = tuple(_channel_norm(entry, f'{where}.normalization[{c}]')
                   for c, entry in enumerate(section['normalization']))
     return cases.Plan(

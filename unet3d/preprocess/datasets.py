@@ -27,6 +27,7 @@ def convert_decathlon(task_dir: str, output_dir: str, *,
                       label_map: Optional[Mapping[int, int]] = None,
                       label_names: Optional[Sequence[str]] = None,
                       multi_label: bool = False,
+                      allow_outside_paths: bool = False,
                       progress=None, **options) -> dict[str, Any]:
   """A Medical Segmentation Decathlon task folder -> TFRecords.
 
@@ -36,8 +37,8 @@ def convert_decathlon(task_dir: str, output_dir: str, *,
     nonzero_mask: MRI channels are z-scored within the nonzero mask.
     ct_window: clip CT channels to this window instead of the foreground
       [0.5, 99.5] percentiles.
-    modalities, label_map, label_names, multi_label: see
-      `decathlon.source`.
+    modalities, label_map, label_names, multi_label, allow_outside_paths:
+      see `decathlon.source`.
     progress: see `convert`.
     **options: fields of `Options` (num_shards=4, compressed=True,
       overwrite=False, validation_fraction=0.2, seed=0, num_folds,
@@ -46,7 +47,8 @@ def convert_decathlon(task_dir: str, output_dir: str, *,
   source = decathlon.source(task_dir, nonzero_mask=nonzero_mask,
                             ct_window=ct_window, modalities=modalities,
                             label_map=label_map, label_names=label_names,
-                            multi_label=multi_label)
+                            multi_label=multi_label,
+                            allow_outside_paths=allow_outside_paths)
   return convert.convert(source, output_dir, Options(**options), progress)
 
 

@@ -45,9 +45,30 @@ def _names(meta: dict[str, Any], key: str, path: str) -> dict[str, str]:
   return out
 
 
-def read_task(task_dir: str) -> tuple[dict[str, str], dict[str, str],
-                                      list[cases.Case]]:
-  """(modalities, labels, cases) of a task folder."""
+def _entry_path(task_dir: str, value: Any, where: str, path: str,
+                allow_outside: bool) -> str:
+  """A `training` entry's file, joined to task_dir; a ValueError naming the
+  dataset.json, the entry and the path unless it is a relative path that
+  stays inside task_dir (after symlinks), or allow_outside."""
+  shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + '...'
+  if not isinstance(value, str) or not value or '\0' in value:
+    raise ValueError(f'{path}: {where}: expected a file path, got {shown}')
+  joined = os.path.normpath(os.path.join(task_dir, value))
+  if allow_outside:
+    return joined
+  root = os.path.realpath(task_dir)
+  real = os.path.realpath(joined)
+  if os.path.isabs(value) or os.path.commonpath([root, real]) != root:
+    raise ValueError(f'{path}: {where}: {shown} is outside the task folder '
+                     '(expected a path inside it, e.g. ./imagesTr/x.nii.gz; '
+                     '--allow_outside_paths accepts it)')
+  return joined
+
+
+def read_task(task_dir: str, allow_outside_paths: bool = False
+             ) -> tuple[dict[str, str], dict[str, str], list[cases.Case]]:
+  """(modalities, labels, cases) of a task folder. Its `training` files
+  must lie inside it (after symlinks) unless allow_outside_paths."""
   if not os.path.isdir(task_dir):
     raise ValueError(f'{task_dir}: not a folder (expected a Decathlon task '
                      'folder)')
@@ -68,15 +89,18 @@ def read_task(task_dir: str) -> tuple[dict[str, str], dict[str, str],
   if not isinstance(training, list) or not training:
     raise ValueError(f'{path}: no "training" cases listed')
   found = []
-  for entry in training:
+  for i, entry in enumerate(training):
     if not isinstance(entry, dict) or 'image' not in entry:
-      raise ValueError(f'{path}: a "training" entry has no "image": {entry}')
-    image = os.path.normpath(os.path.join(task_dir, entry['image']))
+      raise ValueError(f'{path}: training[{i}] has no "image"')
+    image = _entry_path(task_dir, entry['image'], f'training[{i}].image',
+                        path, allow_outside_paths)
     label = entry.get('label')
     found.append(cases.Case(
         case_id=io.strip_suffix(image), image_files=(image,),
-        label_file=(None if label is None else
-                    os.path.normpath(os.path.join(task_dir, label)))))
+        label_file=(None if label is None else _entry_path(
+            task_dir, label, f'training[{i}].label', path,
+            allow_outside_paths)),
+        files_root=task_dir))
   return modalities, labels, found
 
 
@@ -167,7 +191,8 @@ def source(task_dir: str, *, nonzero_mask: bool = False,
            modalities: Optional[Sequence[str]] = None,
            label_map: Optional[Mapping[int, int]] = None,
            label_names: Optional[Sequence[str]] = None,
-           multi_label: bool = False) -> cases.Source:
+           multi_label: bool = False,
+           allow_outside_paths: bool = False) -> cases.Source:
   """The task for `convert.convert`. CT channels: clip (foreground
   percentiles or `ct_window`) and dataset z-score; other channels:
   per-image z-score (within the nonzero mask when `nonzero_mask`).
@@ -177,8 +202,9 @@ def source(task_dir: str, *, nonzero_mask: bool = False,
   label_map: {old: new} label merges; other labels keep their value.
   label_names: names of the new labels 0..K-1.
   multi_label: store labels 1..K-1 as K-1 binary masks (sigmoid models).
+  allow_outside_paths: accept dataset.json files outside task_dir.
   """
-  all_modalities, labels, found = read_task(task_dir)
+  all_modalities, labels, found = read_task(task_dir, allow_outside_paths)
   path = os.path.join(task_dir, 'dataset.json')
   channels = (None if not modalities else
               select_channels(all_modalities, modalities, path))
