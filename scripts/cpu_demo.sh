@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 usage() {
   cat <<'USAGE'
 usage: [WORK_DIR=demo_output] [DRY_RUN=1] scripts/cpu_demo.sh
-Runs scripts/run_demo.py on the CPU; the report is
+Runs unet3d-demo on the CPU; the report is
 $WORK_DIR/model/eval_results.json.
 USAGE
 }
@@ -15,4 +15,4 @@ if help_requested "$@"; then usage; exit 0; fi
 WORK_DIR="${WORK_DIR:-demo_output}"
 
 cd "$REPO"
-run "$PYTHON" scripts/run_demo.py --work_dir="$WORK_DIR"
+run "$PYTHON" -m unet3d.cli.demo --work_dir="$WORK_DIR"

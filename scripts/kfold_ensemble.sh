@@ -38,8 +38,8 @@ dirs=()
 for ((k = 0; k < NUM_FOLDS; k++)); do
   override="data.split_file=$RECORDS/splits.json,data.fold=$k"
   if [[ -n "${OVERRIDE:-}" ]]; then override="$override,$OVERRIDE"; fi
-  run "$PYTHON" unet_main.py --mode=train_and_eval --config_file="$CONFIG" \
-    --model_dir="$MODEL_ROOT/fold$k" \
+  run "$PYTHON" -m unet3d.cli.main --mode=train_and_eval \
+    --config_file="$CONFIG" --model_dir="$MODEL_ROOT/fold$k" \
     --training_file_pattern="$RECORDS/*.tfrecord" \
     --eval_file_pattern="$RECORDS/*.tfrecord" --params_override="$override"
   dirs+=("$MODEL_ROOT/fold$k")
@@ -48,10 +48,10 @@ ensemble=$(IFS=,; echo "${dirs[*]}")
 
 if [[ -n "${TEST_PATTERN:-}" ]]; then
   # data.split_file= (empty): every test record, not one fold's val side.
-  run "$PYTHON" unet_main.py --mode=eval --model_dir="$ensemble" \
+  run "$PYTHON" -m unet3d.cli.main --mode=eval --model_dir="$ensemble" \
     --eval_file_pattern="$TEST_PATTERN" --params_override="data.split_file="
 fi
 if [[ -n "${PREDICT_INPUT:-}" ]]; then
-  run "$PYTHON" unet_main.py --mode=predict --model_dir="$ensemble" \
+  run "$PYTHON" -m unet3d.cli.main --mode=predict --model_dir="$ensemble" \
     --params_override="predict.input_pattern='$PREDICT_INPUT',predict.output_dir=$PREDICT_OUTPUT"
 fi

@@ -1,5 +1,6 @@
 """Writes docs/config_reference.md and the README's option tables from the
-config schema and the registries (unet3d/config_reference.py).
+config schema and the registries (unet3d/config_reference.py), in this
+checkout (unet3d installed, e.g. `pip install -e .`).
 
   python scripts/make_config_reference.py          # write both
   python scripts/make_config_reference.py --check  # exit 1 when out of date
@@ -9,10 +10,9 @@ import argparse
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from unet3d import startup
 
-from unet3d import startup  # pylint: disable=g-import-not-at-top
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 REFERENCE = os.path.join(REPO, 'docs', 'config_reference.md')
 README = os.path.join(REPO, 'README.md')

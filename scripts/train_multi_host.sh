@@ -24,6 +24,6 @@ export TF_CONFIG="{\"cluster\": {\"worker\": [${workers%,}]}, \"task\": {\"type\
 echo "TF_CONFIG=$TF_CONFIG"
 
 cd "$REPO"
-run "$PYTHON" unet_main.py --mode=train --config_file="$CONFIG" \
+run "$PYTHON" -m unet3d.cli.main --mode=train --config_file="$CONFIG" \
   --distribution_strategy=multi_worker --model_dir="$MODEL_DIR" \
   --training_file_pattern="$TRAIN_PATTERN" --params_override="${OVERRIDE:-}"

@@ -12,7 +12,7 @@ usage: TPU_NAME=my-tpu MODEL_DIR=gs://bucket/run \
          EVAL_PATTERN='gs://bucket/records/val-*' \
          [CONFIG=configs/cloud/v3-32_256x256x256_dice.yaml] [DRY_RUN=1] \
          scripts/train_tpu.sh
-Runs unet_main.py --mode=train then --mode=eval on the TPU (bfloat16).
+Runs unet3d --mode=train then --mode=eval on the TPU (bfloat16).
 MODEL_DIR and the records must be on gs:// for a Cloud TPU.
 USAGE
 }
@@ -21,9 +21,9 @@ CONFIG="${CONFIG:-configs/cloud/v3-32_256x256x256_dice.yaml}"
 require TPU_NAME MODEL_DIR TRAIN_PATTERN EVAL_PATTERN
 
 cd "$REPO"
-run "$PYTHON" unet_main.py --mode=train --config_file="$CONFIG" \
+run "$PYTHON" -m unet3d.cli.main --mode=train --config_file="$CONFIG" \
   --tpu="$TPU_NAME" --distribution_strategy=tpu --model_dir="$MODEL_DIR" \
   --training_file_pattern="$TRAIN_PATTERN" --eval_file_pattern="$EVAL_PATTERN"
-run "$PYTHON" unet_main.py --mode=eval --tpu="$TPU_NAME" \
+run "$PYTHON" -m unet3d.cli.main --mode=eval --tpu="$TPU_NAME" \
   --distribution_strategy=tpu --model_dir="$MODEL_DIR" \
   --eval_file_pattern="$EVAL_PATTERN"

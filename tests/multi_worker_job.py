@@ -28,7 +28,8 @@ def _free_port():
 
 
 def run_workers(args, num_workers=2, timeout=300):
-  """Runs this script as `num_workers` local workers; returns
+  """Runs this module (python -m, from the checkout) as `num_workers` local
+  workers; returns
   [(return code or None when killed, RESULT dict or None, output)]."""
   cluster = {'worker': [f'localhost:{_free_port()}'
                         for _ in range(num_workers)]}
@@ -37,7 +38,8 @@ def run_workers(args, num_workers=2, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', TF_CONFIG=json.dumps(
         {'cluster': cluster, 'task': {'type': 'worker', 'index': index}}))
     procs.append(subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__)] + list(args), env=env,
+        [sys.executable, '-m', 'tests.multi_worker_job'] + list(args),
+        cwd=REPO, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
   results = []
   for proc in procs:
@@ -106,7 +108,6 @@ def _restored_step(strategy, model_dirs):
 
 
 def main(argv):
-  sys.path.insert(0, REPO)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   strategy = tf.distribute.MultiWorkerMirroredStrategy()
   if argv[0] == 'loss_scale':

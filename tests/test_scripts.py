@@ -1,5 +1,6 @@
 """The shell recipes in scripts/: usage when a variable is missing, and the
-unet_main.py commands they run (DRY_RUN=1 prints without running)."""
+`unet3d` commands they run (DRY_RUN=1 prints without running); the
+benchmarks/ scripts' one-line errors."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ('train_tpu.sh', 'train_gpu.sh', 'train_multi_host.sh',
            'cpu_demo.sh', 'kfold_ensemble.sh')
-with open(os.path.join(REPO, 'unet_main.py')) as _f:
+with open(os.path.join(REPO, 'unet3d', 'cli', 'main.py')) as _f:
   MAIN_FLAGS = set(re.findall(r"flags\.DEFINE_\w+\(\s*'(\w+)'", _f.read()))
 
 
@@ -26,7 +27,8 @@ def _run(script, **env):
 
 
 def _commands(stdout):
-  """The echoed commands (`+ python unet_main.py ...`) as argument lists."""
+  """The echoed commands (`+ python -m unet3d.cli.main ...`) as argument
+  lists."""
   return [shlex.split(line[2:]) for line in stdout.splitlines()
           if line.startswith('+ ')]
 
@@ -57,8 +59,8 @@ def test_missing_variables_are_named_with_usage(script, missing):
 
 
 def _check_main_command(args):
-  assert args[:2] == ['python', 'unet_main.py'], args
-  flags = _flags(args[2:])
+  assert args[:3] == ['python', '-m', 'unet3d.cli.main'], args
+  flags = _flags(args[3:])
   assert set(flags) <= MAIN_FLAGS, set(flags) - MAIN_FLAGS
   if 'config_file' in flags:
     assert os.path.isfile(os.path.join(REPO, flags['config_file']))
@@ -80,7 +82,7 @@ def test_tpu_gpu_and_demo_commands():
   assert (flags['num_gpus'], flags['distribution_strategy']) == ('4',
                                                                  'mirrored')
   out = _run('cpu_demo.sh', DRY_RUN='1')
-  assert _commands(out.stdout) == [['python', 'scripts/run_demo.py',
+  assert _commands(out.stdout) == [['python', '-m', 'unet3d.cli.demo',
                                     '--work_dir=demo_output']]
 
 
@@ -132,18 +134,18 @@ def test_kfold_needs_the_split_file_and_an_output_for_predict(tmp_path):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['benchmark_peer.py', '--peer_python=/no/python',
+    (['peer.py', '--peer_python=/no/python',
       '--peer_script=/no/peer.py'],
      'error: --peer_python: /no/python is not a file'),
-    (['benchmark_train.py', '--params_override=input_image_size=[33,33,33]'],
+    (['train.py', '--params_override=input_image_size=[33,33,33]'],
      'error: input_image_size: [33, 33, 33] is not divisible by 8'),
-    (['benchmark_train.py', '--profile_dir=/proc/no/such'],
+    (['train.py', '--profile_dir=/proc/no/such'],
      'error: --profile_dir: cannot create /proc/no/such'),
 ])
 def test_python_scripts_fail_in_one_line(argv, message):
   import sys  # pylint: disable=g-import-not-at-top
   result = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'scripts', argv[0])] + argv[1:],
+      [sys.executable, os.path.join(REPO, 'benchmarks', argv[0])] + argv[1:],
       capture_output=True, text=True, check=False, timeout=120,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert result.returncode == 1, result.stderr[-2000:]

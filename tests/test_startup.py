@@ -13,7 +13,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TRAIN = '''
 import sys
 import numpy as np
-sys.path.insert(0, {repo!r})
 from unet3d import startup
 tf = startup.import_tensorflow()
 from unet3d import config, distribute, losses, models, optimizers
@@ -48,9 +47,10 @@ def _train(tmp_path, name, onednn):
     env.pop('TF_ENABLE_ONEDNN_OPTS', None)
   else:
     env['TF_ENABLE_ONEDNN_OPTS'] = onednn
-  proc = subprocess.run([sys.executable, '-c',
-                         _TRAIN.format(repo=REPO, out=out)],
-                        capture_output=True, text=True, env=env, timeout=300)
+  # cwd: `python -c` imports unet3d from the checkout.
+  proc = subprocess.run([sys.executable, '-c', _TRAIN.format(out=out)],
+                        capture_output=True, text=True, env=env, timeout=300,
+                        cwd=REPO)
   assert proc.returncode == 0, proc.stderr[-2000:]
   weights = np.load(out)
   return proc, [weights[k] for k in sorted(weights, key=lambda k: int(

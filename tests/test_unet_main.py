@@ -1,4 +1,5 @@
-"""Tests for unet_main.py: config resolution and one-line errors."""
+"""Tests for the `unet3d` command (unet3d/cli/main.py, run as unet_main.py):
+config resolution and one-line errors."""
 
 import os
 import subprocess
@@ -9,9 +10,9 @@ import pytest
 from unet3d import config
 from unet3d import run_dir
 
+from unet3d.cli import main as unet_main
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import unet_main  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""data_preprocess/convert_brats.py and unet3d/preprocess/brats.py."""
+"""data_preprocess/convert_brats.py (unet3d/cli/convert/brats.py) and
+unet3d/preprocess/brats.py."""
 
 import json
 import os
@@ -245,8 +246,7 @@ def test_nvidia_command_line_short_flags(tmp_path):
 
 
 def test_bare_v_becomes_verbose_but_v_level_stays_absl():
-  sys.path.insert(0, str(common.REPO / 'data_preprocess'))
-  import common_flags  # pylint: disable=g-import-not-at-top
+  from unet3d.cli.convert import common_flags  # pylint: disable=g-import-not-at-top
   assert common_flags.bare_flag_to(['x', '-i', 'a', '-v'], 'v', 'verbose') == [
       'x', '-i', 'a', '--verbose']
   assert common_flags.bare_flag_to(['x', '-v', '-o', 'b'], 'v', 'verbose') == [

@@ -1,7 +1,7 @@
 """Training-step throughput without the input pipeline, and the loop's
 overhead over a bare step. Prints JSON.
 
-  python scripts/benchmark_train.py [--config_file=configs/demo.yaml]
+  python benchmarks/train.py [--config_file=configs/demo.yaml]
       [--params_override=...] [--steps=20] [--rounds=3] [--logical_cpus=2]
       [--profile_dir=/tmp/prof]
 
@@ -20,8 +20,6 @@ import json
 import os
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unet3d import errors  # pylint: disable=g-import-not-at-top
 from unet3d import startup

@@ -1,13 +1,13 @@
 """Training input-pipeline throughput, with every augmentation on. Prints JSON.
 
-  python scripts/benchmark_input.py [--config_file=configs/demo.yaml]
+  python benchmarks/input.py [--config_file=configs/demo.yaml]
       [--params_override=...] [--batches=60] [--threads=1,2]
 
 Writes synthetic demo volumes (64^3, the demo's shape) to a temporary
 TFRecord shard set, then times `pipeline.build_dataset(cfg, 'train')` with
 all augmentations switched on (each at probability 0.5 unless the recipe
 sets more), using a tf.data private thread pool of 1 and of 2 threads.
-Compare `voxels_per_second` with scripts/benchmark_train.py.
+Compare `voxels_per_second` with benchmarks/train.py.
 """
 
 import json
@@ -15,8 +15,6 @@ import os
 import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unet3d import errors  # pylint: disable=g-import-not-at-top
 from unet3d import startup

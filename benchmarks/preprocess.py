@@ -1,6 +1,6 @@
 """Conversion throughput (volumes/s) of the preprocessing, as JSON.
 
-  python scripts/benchmark_preprocess.py [--num_volumes=4] \
+  python benchmarks/preprocess.py [--num_volumes=4] \
       [--shape=256,256,128] [--processes=1,2]
 
 Writes synthetic LiTS-like CT cases (int16 HU `.nii.gz`, LPS axes, in-plane
@@ -17,8 +17,6 @@ import shutil
 import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unet3d import errors  # pylint: disable=g-import-not-at-top
 from unet3d import startup

@@ -1,6 +1,6 @@
 """Sliding-window inference speed and peak memory, as JSON lines.
 
-  python scripts/benchmark_infer.py [--shape=192,192,160] [--mirror=both]
+  python benchmarks/infer.py [--shape=192,192,160] [--mirror=both]
       [--peer_python=/tmp/torchenv/bin/python
        --peer_script=/work/shared/peers/monai_garden_sw.py --rounds=2]
 
@@ -34,8 +34,6 @@ import resource
 import subprocess
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unet3d import startup  # pylint: disable=g-import-not-at-top
 

@@ -1,11 +1,11 @@
-"""Flags and the error-handling runner shared by the data_preprocess CLIs.
+"""Flags and the error-handling runner shared by the converter commands
+(`unet3d-convert <dataset>` and the data_preprocess/convert_*.py shims).
 
 Importing this module must stay cheap and TensorFlow-free: worker processes
 (spawned) re-import the CLI script and with it this module.
 """
 
 import functools
-import os
 import signal
 import sys
 
@@ -13,11 +13,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-  sys.path.insert(0, REPO)
-
-from unet3d import startup  # pylint: disable=g-import-not-at-top
+from unet3d import cli
+from unet3d import startup
 
 startup.prepare_environment()  # before any TensorFlow import
 
@@ -221,4 +218,5 @@ def run(convert_fn, argv=None, verbose_flag: str = None) -> None:
       list_cases(summary)
     report(summary, FLAGS.output_path)
 
+  cli.describe_in_help(convert_fn.__module__)
   app.run(main, argv=argv)

@@ -1,7 +1,7 @@
 """Peak memory and step time of one training step, with and without
 per-unit recomputation (model.recompute_grad). Prints JSON.
 
-  python scripts/benchmark_models.py [--model=unet3d] [--size=64]
+  python benchmarks/models.py [--model=unet3d] [--size=64]
       [--base_filters=16] [--depth=4] [--batch=1] [--steps=3]
 
 Each variant runs in its own process, because peak RSS (ru_maxrss) only
@@ -21,7 +21,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 from unet3d import errors  # pylint: disable=g-import-not-at-top
 from unet3d import startup

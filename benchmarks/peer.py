@@ -1,6 +1,6 @@
 """Our train step vs an identical PyTorch model, alternating, on one machine.
 
-  python scripts/benchmark_peer.py --peer_python=/path/to/torchenv/bin/python
+  python benchmarks/peer.py --peer_python=/path/to/torchenv/bin/python
       --peer_script=/path/to/torch_garden_unet_step.py
       [--rounds=4] [--loss=cross_entropy] [--isa=native|avx2]
       [--onednn=default|on|off] [--steps=6] [--size=48]
@@ -12,7 +12,7 @@ S, F, DEPTH, NC and N (timed steps) from the environment. torch is not a
 dependency of unet3d: install it in a separate virtualenv
 (`python3 -m venv torchenv && torchenv/bin/pip install torch numpy`).
 
-Each round runs scripts/benchmark_train.py (demo recipe) and the peer as
+Each round runs benchmarks/train.py (demo recipe) and the peer as
 separate processes, one after the other (the order flips every round), and
 takes the ratio of their seconds per step. The two models must have the same
 number of trainable weights, or the script stops. Prints one JSON line:
@@ -35,8 +35,6 @@ import statistics
 import subprocess
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unet3d import errors  # pylint: disable=g-import-not-at-top
 
@@ -101,8 +99,7 @@ def main():
     ours_env['TF_ENABLE_ONEDNN_OPTS'] = '1' if args.onednn == 'on' else '0'
   peer_env = dict(env, S=str(args.size), F='8', DEPTH='4', NC='4',
                   N=str(args.steps))
-  ours_cmd = [sys.executable, os.path.join(REPO, 'scripts',
-                                           'benchmark_train.py'),
+  ours_cmd = [sys.executable, os.path.join(REPO, 'benchmarks', 'train.py'),
               f'--config_file={args.config_file}', f'--steps={args.steps}',
               f'--params_override=loss={args.loss},'
               f'input_image_size=[{args.size},{args.size},{args.size}]']

@@ -1,0 +1,246 @@
+r"""The `unet3d` command: flags -> config -> the mode's function.
+
+  unet3d --mode=train_and_eval --config_file=configs/demo.yaml \
+      --model_dir=/tmp/run --training_file_pattern='data/train-*.tfrecord'
+  unet3d --mode=predict --model_dir=/tmp/run \
+      --input='scans/*.nii.gz' --output_dir=/tmp/seg
+  unet3d --mode=eval --model_dir=/tmp/fold0,/tmp/fold1  # ensemble
+  unet3d --mode=plan --data_dir=/tmp/records --budget=gpu16g
+  unet3d --version
+
+`python unet_main.py` and `python -m unet3d.cli.main` take the same flags.
+"""
+
+import signal
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import unet3d
+from unet3d import cli
+from unet3d import startup
+
+MODES = ('train', 'eval', 'train_and_eval', 'export', 'predict', 'summary',
+         'plan')
+
+flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
+flags.DEFINE_string('config_file', None, 'A YAML config file.')
+flags.DEFINE_string('params_override', None,
+                    "YAML/JSON string or 'a.b=c,d=e' applied after the file.")
+flags.DEFINE_string('model_dir', None,
+                    'Checkpoints, summaries, params.yaml. Several, comma-'
+                    'separated: an ensemble for eval, predict and export '
+                    '(inference.ensemble; reports go to the first).')
+flags.DEFINE_string('training_file_pattern', None, 'Training TFRecord glob.')
+flags.DEFINE_string('eval_file_pattern', None, 'Evaluation TFRecord glob.')
+flags.DEFINE_enum('distribution_strategy', None,
+                  ['tpu', 'mirrored', 'multi_worker', 'cpu'],
+                  'How to distribute training.')
+flags.DEFINE_string('num_gpus', None, 'GPUs for the mirrored strategy: a '
+                    'count (4) or GPU ids (0,2,3).')
+flags.DEFINE_string('tpu', None, 'TPU name or address.')
+flags.DEFINE_integer('steps_per_loop', None,
+                     'Training steps inside one tf.function call.')
+flags.DEFINE_string('checkpoint', 'latest',
+                    'eval, predict, export: latest, best, or a checkpoint '
+                    'path.')
+flags.DEFINE_bool('overwrite', False,
+                  'Use this config even where model_dir/params.yaml '
+                  'describes another model.')
+flags.DEFINE_bool('benchmark', False,
+                  'train: time steps with the input pipeline and print JSON '
+                  '(train.benchmark_steps after train.benchmark_warmup_steps'
+                  '); writes nothing.')
+flags.DEFINE_string('input', None,
+                    'predict: a NIfTI file, a folder or a glob (comma-'
+                    'separated for several); predict.input_pattern.')
+flags.DEFINE_string('output_dir', None,
+                    'predict: where segmentations go; predict.output_dir.')
+flags.DEFINE_string('data_dir', None,
+                    'plan: the converter\'s output folder (its dataset.json).')
+flags.DEFINE_string('budget', 'cpu2',
+                    'plan: what training may spend: cpu2, cpu8, gpu8g, '
+                    'gpu11g, gpu16g, gpu24g, gpu40g or gpu80g.')
+flags.DEFINE_string('plan_file', None,
+                    'plan: where the recipe goes (default '
+                    '<data_dir>/plan_<budget>.yaml).')
+flags.DEFINE_float('train_hours', None,
+                   'plan: hours of training a CPU budget sizes train_steps '
+                   'for (default: the budget\'s).')
+flags.DEFINE_bool('version', False, 'Print "unet3d <version>" and exit.')
+FLAGS = flags.FLAGS
+
+# Flags that set a config key of the same (dotted) name.
+_FLAG_TO_KEY = {
+    'model_dir': 'model_dir',
+    'training_file_pattern': 'training_file_pattern',
+    'eval_file_pattern': 'eval_file_pattern',
+    'distribution_strategy': 'distribution_strategy',
+    'tpu': 'tpu',
+}
+# Modes that use a trained run: they start from its params.yaml.
+_FROM_RUN = ('eval', 'export', 'predict')
+
+
+def resolve_config(argv_flags):
+  """Builds the run's config.
+
+  eval, export and predict start from model_dir/params.yaml; a config file
+  or override that changes the architecture it records is refused unless
+  --overwrite. Training refuses a model_dir whose params.yaml describes
+  another model, unless --overwrite.
+  """
+  # pylint: disable=g-import-not-at-top
+  from unet3d import config
+  from unet3d import run_dir
+  # pylint: enable=g-import-not-at-top
+  flag_values = {key: getattr(argv_flags, name)
+                 for name, key in _FLAG_TO_KEY.items()}
+  overrides = {k: v for k, v in flag_values.items() if v is not None}
+  if argv_flags.num_gpus is not None:
+    overrides['num_gpus'] = config.parse_num_gpus(argv_flags.num_gpus)
+  if argv_flags.steps_per_loop is not None:
+    overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
+  predict = {k: v for k, v in (('input_pattern', argv_flags.input),
+                               ('output_dir', argv_flags.output_dir))
+             if v is not None}
+  if predict:
+    overrides['predict'] = predict
+  members = [d.strip() for d in (argv_flags.model_dir or '').split(',')
+             if d.strip()]
+  if len(members) > 1:  # an ensemble; the first folder holds the reports
+    overrides['model_dir'] = members[0]
+    overrides['inference'] = {'ensemble': members}
+  saved = run_dir.load_params(members[0]) if members else None
+  from_run = argv_flags.mode in _FROM_RUN
+  cfg = config.build_config(argv_flags.config_file,
+                            argv_flags.params_override, overrides,
+                            base=saved if from_run else None)
+  if not argv_flags.overwrite:
+    what = ('--config_file/--params_override' if from_run else
+            'the config of this run')
+    run_dir.check_same_model(cfg, saved, what)
+  return cfg
+
+
+def run(mode: str, cfg, checkpoint: str = 'latest',
+        benchmark: bool = False, asked_for_strategy: bool = False) -> dict:
+  """Runs one mode; returns its report."""
+  # pylint: disable=g-import-not-at-top
+  if mode == 'train' and benchmark:
+    from unet3d.training import benchmark as benchmark_lib
+    return benchmark_lib.run_benchmark(cfg)
+  if mode == 'train':
+    from unet3d.training import trainer
+    return trainer.train(cfg)
+  if mode == 'eval':
+    from unet3d.evaluation import evaluator
+    return evaluator.evaluate(cfg, checkpoint=checkpoint)
+  if mode == 'train_and_eval':
+    from unet3d.training import trainer
+    return trainer.train_and_evaluate(cfg)
+  if mode == 'export':
+    from unet3d.inference import export
+    path = export.export_model(cfg, checkpoint)
+    print(f'exported SavedModel to {path}')
+    return {'export_dir': path}
+  if mode == 'predict':
+    from unet3d.inference import predict
+    # The training strategy of params.yaml (a TPU, say) only when asked for.
+    strategy = None
+    if asked_for_strategy:
+      from unet3d import distribute
+      strategy = distribute.build_strategy(cfg, training=False)
+    report = predict.predict_files(cfg, checkpoint, strategy)
+    print(predict.format_summary(report))
+    predict.raise_for_failures(report)
+    return report
+  if mode == 'summary':
+    from unet3d import distribute
+    from unet3d import models
+    from unet3d.models import complexity
+    distribute.set_precision_policy(cfg)
+    model = models.build_model(cfg)
+    info = complexity.model_summary(
+        model, list(cfg.input_image_size) + [cfg.num_channels])
+    print(complexity.format_summary(info))
+    return info
+  raise ValueError(f'--mode: unknown mode {mode!r}')
+
+
+def plan(argv_flags) -> dict:
+  """--mode=plan: writes the recipe and says how to train it."""
+  from unet3d.planning import run as plan_run  # pylint: disable=g-import-not-at-top
+  if not argv_flags.data_dir:
+    raise ValueError('--data_dir: required with --mode=plan (the converter\'s '
+                     'output folder)')
+  result = plan_run.plan_dataset(argv_flags.data_dir, argv_flags.budget,
+                                 argv_flags.plan_file, argv_flags.train_hours)
+  for warning in result['warnings']:
+    logging.warning('plan: %s', warning)
+  print(f"wrote {result['plan_file']}\ntrain it with:\n  unet3d "
+        f"--mode=train_and_eval --config_file={result['plan_file']} "
+        '--model_dir=<run folder>')
+  return result
+
+
+def print_report(report: dict) -> None:
+  from unet3d.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
+  print(f"evaluation at step {report.get('step')}:")
+  print(report_lib.format_report(report))
+
+
+def _fail(message: str, code: int = 1) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def main(argv):
+  del argv
+  if FLAGS.version:
+    print(f'unet3d {unet3d.__version__}')
+    return
+  tf = startup.import_tensorflow()
+  # pylint: disable=g-import-not-at-top
+  from unet3d import errors
+  from unet3d.errors import ConfigError, Interrupted, RunError, StartupError
+  from unet3d.input import pipeline
+  # pylint: enable=g-import-not-at-top
+  cfg = None
+  try:
+    if FLAGS.mode == 'plan':
+      plan(FLAGS)
+      return
+    cfg = resolve_config(FLAGS)
+    report = run(FLAGS.mode, cfg, FLAGS.checkpoint, FLAGS.benchmark,
+                 asked_for_strategy=bool(FLAGS.distribution_strategy or
+                                         FLAGS.tpu))
+  except Interrupted as e:
+    logging.debug('interrupted', exc_info=True)
+    _fail(str(e), 128 + e.signal_number)
+  except (ConfigError, RunError, StartupError, ValueError,
+          FileNotFoundError) as e:
+    logging.debug('failed', exc_info=True)
+    _fail(str(e))
+  except tf.errors.OpError as e:  # raised while reading the input
+    logging.debug('failed', exc_info=True)
+    _fail(pipeline.describe_read_error(cfg, e) if cfg else
+          errors.first_line(e))
+  if FLAGS.mode == 'train' and FLAGS.benchmark:
+    import json  # pylint: disable=g-import-not-at-top
+    print(json.dumps(report))
+  if FLAGS.mode in ('eval', 'train_and_eval'):
+    print_report(report)
+
+
+def run_main() -> None:
+  """The console command: absl parses the flags, then main runs."""
+  signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+  cli.describe_in_help(__name__)
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run_main()
