@@ -144,6 +144,7 @@ def test_eval_writes_case_and_summary_tables_and_overlays(records, tmp_path):
   with open(folder / 'cases.csv') as f:
     rows = list(csv.DictReader(f))
   assert tuple(rows[0]) == tables.CASE_COLUMNS
+  assert 'volume_label_ml' in tables.CASE_COLUMNS
   names = list(report['per_class'])
   # 3 cases x 3 foreground classes; each row's dice is numpy's dice of the
   # model's centre-crop prediction.
@@ -173,6 +174,20 @@ def test_eval_writes_case_and_summary_tables_and_overlays(records, tmp_path):
     content = json.load(f)
   assert content['step'] == 0 and content['num_cases'] == 3
   assert len(content['classes']) == 4
+  # Every report states the conventions: the new defaults.
+  from unet3d.metrics import conventions  # pylint: disable=g-import-not-at-top
+  expected = conventions.Conventions().describe()
+  assert report['conventions'] == content['conventions'] == expected
+  with open(folder / 'conventions.json') as f:
+    assert json.load(f) == expected
+  with open(tmp_path / 'run' / 'eval_results.json') as f:
+    assert json.load(f)['conventions'] == expected
+  # Volumes: voxel counts times one voxel volume per case.
+  for row in rows:
+    if int(row['label_voxels']) and int(row['predicted_voxels']):
+      assert float(row['volume_label_ml']) / int(row['label_voxels']) == \
+          pytest.approx(float(row['volume_pred_ml']) /
+                        int(row['predicted_voxels']), rel=1e-5)
   with open(folder / 'cases.json') as f:
     assert len(json.load(f)) == 9
   pngs = sorted(p.name for p in (folder / 'overlays').iterdir())

@@ -6,6 +6,8 @@ r"""The `unet3d` command: flags -> config -> the mode's function.
       --input='scans/*.nii.gz' --output_dir=/tmp/seg
   unet3d --mode=eval --model_dir=/tmp/fold0,/tmp/fold1  # ensemble
   unet3d --mode=plan --data_dir=/tmp/records --budget=gpu16g
+  unet3d --mode=evaluate_folder --label_dir=labelsTs \
+      --prediction_dir=/tmp/seg --output_dir=/tmp/scores
   unet3d --version
 
 `python unet_main.py` and `python -m unet3d.cli.main` take the same flags.
@@ -23,7 +25,7 @@ from unet3d import cli
 from unet3d import startup
 
 MODES = ('train', 'eval', 'train_and_eval', 'export', 'predict', 'summary',
-         'plan')
+         'plan', 'evaluate_folder')
 
 flags.DEFINE_enum('mode', 'train_and_eval', MODES, 'What to run.')
 flags.DEFINE_string('config_file', None, 'A YAML config file.')
@@ -57,7 +59,17 @@ flags.DEFINE_string('input', None,
                     'predict: a NIfTI file, a folder or a glob (comma-'
                     'separated for several); predict.input_pattern.')
 flags.DEFINE_string('output_dir', None,
-                    'predict: where segmentations go; predict.output_dir.')
+                    'predict: where segmentations go; predict.output_dir. '
+                    'evaluate_folder: where the report goes.')
+flags.DEFINE_string('label_dir', None, 'evaluate_folder: the label NIfTIs.')
+flags.DEFINE_string('prediction_dir', None,
+                    'evaluate_folder: the segmentations to score (NIfTI).')
+flags.DEFINE_string('image_dir', None, 'evaluate_folder: images for the '
+                    'overlays (default: overlays on the label).')
+flags.DEFINE_string('dataset_json', None, 'evaluate_folder: class names '
+                    '(default <label_dir>/../dataset.json when present).')
+flags.DEFINE_bool('allow_missing_predictions', False, 'evaluate_folder: '
+                  'score a label without prediction as an empty prediction.')
 flags.DEFINE_string('data_dir', None,
                     'plan: the converter\'s output folder (its dataset.json).')
 flags.DEFINE_string('budget', 'cpu2',
@@ -214,6 +226,11 @@ def main(argv):
       plan(FLAGS)
       return
     cfg = resolve_config(FLAGS)
+    if FLAGS.mode == 'evaluate_folder':
+      from unet3d.evaluation import folder  # pylint: disable=g-import-not-at-top
+      print(folder.format_summary(folder.evaluate_folder(
+          cfg, folder.options_from_flags(FLAGS, cfg))))
+      return
     report = run(FLAGS.mode, cfg, FLAGS.checkpoint, FLAGS.benchmark,
                  asked_for_strategy=bool(FLAGS.distribution_strategy or
                                          FLAGS.tpu))

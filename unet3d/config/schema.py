@@ -201,17 +201,47 @@ class LossConfig:
 @dataclass
 class MetricsConfig:
   """Evaluation metrics."""
-  # How a class absent from both label and prediction scores:
-  # 'one' (nnU-Net: dice 1) or 'exclude' (left out of the mean).
+  # Kept for old configs: how a class absent from both label and prediction
+  # scores. 'one' is empty_masks=fixed, 'exclude' is empty_masks=nan; it
+  # only applies while empty_masks is unset.
   empty_class: str = 'one'
+  # The one empty-mask policy of every metric (docs/evaluation.md). fixed:
+  # a class empty in both scores dice/IoU/NSD 1 and HD95/ASSD 0; exactly one
+  # empty: 0 and hd95_penalty_mm. nan: a class empty in both is NaN in every
+  # metric and left out of every mean; exactly one empty: dice/IoU/NSD 0,
+  # HD95/ASSD NaN. Empty: follows empty_class (one: fixed, exclude: nan).
+  # Set, it wins; empty_class=exclude with empty_masks=fixed is refused.
+  empty_masks: Optional[str] = None
+  # max_directed: HD95 is the larger of the two directed 95th percentiles
+  # (MONAI, DeepMind surface-distance, BraTS). pooled: the 95th percentile
+  # of both directed distance sets together (medpy).
+  hd95: str = 'max_directed'
+  # area: each surface element weighs its area in mm² (DeepMind
+  # surface-distance; MSD and Metrics Reloaded NSD). voxel: every boundary
+  # voxel counts once (medpy, MONAI). Applies to HD95, ASSD and NSD.
+  surface_weighting: str = 'area'
+  # HD95 and ASSD (mm) when exactly one mask is empty under empty_masks=
+  # fixed, and of missed or false-positive lesions: the diagonal of BraTS's
+  # 240x240x155 1 mm volume. .inf reproduces reports before this key.
+  hd95_penalty_mm: float = 373.13
   # Report BraTS whole tumour / tumour core / enhancing regions as well.
   brats_regions: bool = False
   # HD95, ASSD and NSD per case and class on the host (scipy distance
   # transforms inside the masks' bounding box). Off: those report columns
   # stay empty, for faster periodic evaluation of large volumes.
   surface_metrics: bool = True
-  # NSD counts surface voxels within this distance (mm) of the other surface.
+  # NSD counts surface elements within this distance (mm) of the other
+  # surface.
   surface_tolerance_mm: float = 1.0
+  # Lesion-wise scores per case and class (BraTS 2023: 26-connected lesions,
+  # merged when their dilations touch): lesion_dice, lesion_hd95,
+  # lesion_tp, lesion_fp, lesion_fn, lesion_f1 columns.
+  lesion_wise: bool = False
+  # Lesions whose dilations by this distance (mm) touch count as one.
+  lesion_dilation_mm: float = 3.0
+  # Lesions of at most this volume (mm³) are left out (BraTS: 50 gliomas,
+  # 2 metastases).
+  lesion_min_volume_mm3: float = 50.0
   # PNG overlays (three orthogonal slices through each case's foreground
   # centre: image, label and prediction contours) in model_dir/eval/overlays.
   overlays: bool = True
@@ -463,6 +493,9 @@ CHOICES = {
     'data.record_format': ('unet3d', 'model_garden'),
     'data.eval_mode': ('center_crop', 'whole_volume'),
     'metrics.empty_class': ('one', 'exclude'),
+    'metrics.empty_masks': (None, 'fixed', 'nan'),
+    'metrics.hd95': ('max_directed', 'pooled'),
+    'metrics.surface_weighting': ('area', 'voxel'),
     'inference.weighting': ('gaussian', 'constant'),
     'predict.preprocessing': ('dataset_json', 'none'),
     'predict.save_probabilities': ('none', 'nifti', 'hdf5'),

@@ -60,6 +60,36 @@ def validate(cfg: Config) -> None:
   _validate_augmentation(cfg.data.augmentation, cfg.input_image_size)
 
 
+def empty_policy(metrics) -> str:
+  """The one empty-mask policy ('fixed' or 'nan') of `metrics`:
+  metrics.empty_masks, or metrics.empty_class mapped (one: fixed,
+  exclude: nan) when empty_masks is unset."""
+  if metrics.empty_masks:
+    return metrics.empty_masks
+  return 'nan' if metrics.empty_class == 'exclude' else 'fixed'
+
+
+def _validate_metrics(cfg: Config) -> None:
+  """Distances and volumes of `metrics` and its one empty-mask policy."""
+  m = cfg.metrics
+  if not (m.surface_tolerance_mm >= 0 and math.isfinite(
+      m.surface_tolerance_mm)):
+    raise ConfigError('metrics.surface_tolerance_mm: must be >= 0 and finite,'
+                      f' got {m.surface_tolerance_mm}')
+  if not m.hd95_penalty_mm >= 0:  # also refuses NaN; .inf is allowed
+    raise ConfigError('metrics.hd95_penalty_mm: must be >= 0 (.inf allowed),'
+                      f' got {m.hd95_penalty_mm}')
+  for key in ('lesion_dilation_mm', 'lesion_min_volume_mm3'):
+    value = getattr(m, key)
+    if not (value >= 0 and math.isfinite(value)):
+      raise ConfigError(f'metrics.{key}: must be >= 0 and finite, got '
+                        f'{value}')
+  if m.empty_masks == 'fixed' and m.empty_class == 'exclude':
+    raise ConfigError("metrics.empty_masks: 'fixed' contradicts "
+                      "metrics.empty_class 'exclude' (one policy per metric;"
+                      " set empty_masks alone)")
+
+
 def _validate_inference(cfg: Config) -> None:
   """mirror_axes, ensemble members and largest_component classes."""
   rank = cfg.model.spatial_dims
@@ -71,9 +101,7 @@ def _validate_inference(cfg: Config) -> None:
   if any(not m for m in members) or len(set(members)) != len(members):
     raise ConfigError('inference.ensemble: expected distinct, non-empty model '
                       f'folders, got {members}')
-  if cfg.metrics.surface_tolerance_mm < 0:
-    raise ConfigError('metrics.surface_tolerance_mm: must be >= 0, got '
-                      f'{cfg.metrics.surface_tolerance_mm}')
+  _validate_metrics(cfg)
   classes = cfg.predict.largest_component
   if isinstance(classes, list):
     first = 0 if cfg.model.output_activation == 'sigmoid' else 1

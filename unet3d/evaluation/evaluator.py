@@ -7,7 +7,8 @@ eval records ──center_crop: centre crop/pad of data.eval_image_size,
              ──whole_volume: the sliding window that predict uses
                (unet3d.inference.whole_volume), windows on the replicas
 ──▶ per case: image, label, prediction, spacing on the host
-──▶ confusion counts, surface metrics, PNG overlay, table rows
+──▶ scoring.score_case (shared with evaluate_folder): counts, surface and
+    lesion-wise metrics under the configured conventions; PNG overlay
 ──▶ eval_results.json, TensorBoard, eval/cases.csv, summary.csv, .json,
     eval/overlays/<case>.png (unet3d.evaluation.report, tables, overlays)
 ```
@@ -29,6 +30,7 @@ from unet3d import fileio
 from unet3d.config import Config, ConfigError
 from unet3d.evaluation import overlays
 from unet3d.evaluation import report as report_lib
+from unet3d.evaluation import scoring
 from unet3d.evaluation import tables
 from unet3d.inference import ensemble
 from unet3d.inference import restore
@@ -36,8 +38,6 @@ from unet3d.inference import sliding_window
 from unet3d.inference import whole_volume
 from unet3d.input import dataset_info
 from unet3d.input import pipeline
-from unet3d.metrics import overlap
-from unet3d.metrics import surface
 from unet3d.models import heads
 
 
@@ -140,44 +140,26 @@ def _first_scored_class(cfg: Config) -> int:
 
 def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
            overlay_dir: Optional[str]) -> _Scores:
-  """Per-case counts, region counts, surface reports and table rows; PNG
-  overlays into overlay_dir when given."""
-  activation = cfg.model.output_activation
-  multi_label = activation == 'sigmoid'
-  first = _first_scored_class(cfg)
+  """Per-case counts, region counts, surface reports and table rows
+  (`scoring.score_case`, which evaluate_folder shares); PNG overlays into
+  overlay_dir when given."""
+  options = scoring.ScoringOptions.from_config(cfg, names,
+                                               _first_scored_class(cfg))
   scores = _Scores()
   for result in results:
-    predicted = overlap.label_map_predictions(result.prediction[None],
-                                              cfg.num_classes, activation)
-    counts = overlap.counts_from_predictions(
-        result.label[None], predicted, cfg.num_classes,
-        ignore_label=cfg.loss_options.ignore_label).numpy()[0]
-    scores.counts.append(counts)
-    regions = None
-    if cfg.metrics.brats_regions:
-      regions = overlap.region_counts_from_classes(
-          result.label[None], result.prediction[None]).numpy()[0]
-      scores.regions.append(regions)
-    case_surface = None
-    if cfg.metrics.surface_metrics:
-      case_surface = surface.per_case_report(
-          result.prediction, result.label, result.spacing, cfg.num_classes,
-          tolerance_mm=cfg.metrics.surface_tolerance_mm, class_names=names)
-      case_surface['case_id'] = result.case_id
-      scores.surfaces.append(case_surface)
-    rows = tables.case_rows(
-        result.case_id, counts, names, first, cfg.metrics.empty_class,
-        case_surface, regions, list(overlap.BRATS_REGIONS))
-    scores.rows.extend(rows)
+    case = scoring.score_case(result.case_id, result.label,
+                              result.prediction, result.spacing, options)
+    scores.counts.append(case.counts)
+    if case.regions is not None:
+      scores.regions.append(case.regions)
+    if case.surface is not None:
+      scores.surfaces.append(case.surface)
+    scores.rows.extend(case.rows)
     if overlay_dir:
-      dice = [r['dice'] for r in rows[:len(names) - first]
-              if r['dice'] is not None]
-      title = (f'{result.case_id}: mean foreground dice '
-               f'{np.mean(dice):.3f}' if dice else result.case_id)
-      scores.overlays.append(overlays.write_overlay(
-          fileio.join(overlay_dir, f'{result.case_id}.png'),
-          result.image[..., 0], result.label, result.prediction,
-          result.spacing, names, multi_label, title))
+      scores.overlays.append(overlays.write_case_overlay(
+          overlay_dir, result.case_id, result.image[..., 0], result.label,
+          result.prediction, result.spacing, names, options.multi_label,
+          case.rows[:len(names) - options.first_class]))
     if cfg.eval_item_count and len(scores.counts) >= cfg.eval_item_count:
       break
   return scores
@@ -242,10 +224,10 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
     files = tables.write_tables(folder, scores.rows, summary, {
         'step': step, 'num_cases': report['num_cases'],
         'eval_mode': cfg.data.eval_mode,
-        'empty_class': cfg.metrics.empty_class,
+        'conventions': report['conventions'],
+        'empty_class': report['empty_class'],
         'surface_metrics': cfg.metrics.surface_metrics,
-        'surface_tolerance_mm': cfg.metrics.surface_tolerance_mm,
-        'surface_empty_convention': surface.EMPTY_CONVENTION,
+        'lesion_wise': cfg.metrics.lesion_wise,
         'mirror_axes': list(cfg.inference.mirror_axes),
         'ensemble': members})
     report['report_dir'] = folder

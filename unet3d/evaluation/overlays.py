@@ -108,3 +108,17 @@ def write_overlay(path: str, image: np.ndarray, label: np.ndarray,
   finally:
     plt.close(figure)
   return path
+
+
+def write_case_overlay(overlay_dir: str, case_id: str, image: np.ndarray,
+                       label: np.ndarray, prediction: np.ndarray,
+                       spacing: Sequence[float], class_names: Sequence[str],
+                       multi_label: bool, class_rows: Sequence[dict]) -> str:
+  """`write_overlay` into overlay_dir/<case_id>.png, titled with the mean
+  foreground dice of the case's class rows (`scoring.score_case`)."""
+  dice = [r['dice'] for r in class_rows if r.get('dice') is not None]
+  title = (f'{case_id}: mean foreground dice {np.mean(dice):.3f}' if dice
+           else case_id)
+  return write_overlay(fileio.join(overlay_dir, f'{case_id}.png'), image,
+                       label, prediction, spacing, class_names, multi_label,
+                       title)

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from unet3d import fileio
 from unet3d.config import Config
+from unet3d.evaluation import scoring
 from unet3d.metrics import overlap
 from unet3d.metrics import surface
 
@@ -31,18 +32,21 @@ def build_report(cfg: Config, counts: np.ndarray,
                  surface_reports: list[dict], step: Optional[int],
                  class_names: Sequence[str]) -> dict[str, Any]:
   """The report of one evaluation: `overlap.summarize` of the counts with
-  the class names, plus step, mode and surface metrics."""
+  the class names, plus step, mode, surface metrics and the conventions
+  (`Conventions.describe()`) every score follows."""
+  conventions = scoring.conventions_from_config(cfg)
   report = overlap.summarize(counts, class_names=class_names,
-                             empty_class=cfg.metrics.empty_class,
+                             empty_class=scoring.empty_class_of(conventions),
                              include_background=False,
                              region_counts_array=region_counts)
   report['step'] = step
   report['num_cases'] = int(len(counts))
   report['eval_mode'] = cfg.data.eval_mode
+  report['conventions'] = conventions.describe()
   if surface_reports:
     report['surface_metrics'] = {
         'mean': surface.summarize_surface(surface_reports),
-        'empty_convention': surface.EMPTY_CONVENTION,
+        'empty_convention': conventions.empty_text(),
         'per_case': surface_reports}
   return report
 

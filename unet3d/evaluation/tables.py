@@ -2,18 +2,21 @@
 
   cases.csv / cases.json      one row per case and class: dice, IoU,
                               precision, recall, HD95, ASSD and NSD (mm),
-                              label and predicted voxel counts
+                              label and predicted voxel counts and volumes
+                              (ml); lesion_* columns with metrics.lesion_wise
   summary.csv / summary.json  one row per class (and BraTS region), then
                               `mean_foreground`: mean and sample standard
                               deviation over cases of each metric
+  conventions.json            the metric conventions of the tables, for CSV
+                              readers (summary.json holds them too)
 
-Conventions, stated in summary.json:
-- dice, IoU, precision and recall of a class empty in both label and
-  prediction follow `metrics.empty_class` ('one': 1; 'exclude': left out,
-  empty in the CSV);
-- surface metrics follow `unet3d.metrics.surface.EMPTY_CONVENTION`: with
-  one mask empty HD95/ASSD are infinite ('inf' in CSV, null in JSON); means
-  and deviations skip them and `<metric>_infinite` counts them;
+Conventions (`unet3d.metrics.conventions`, docs/evaluation.md), stated in
+summary.json and conventions.json:
+- every metric of a structure empty in label or prediction follows the one
+  empty-mask policy (metrics.empty_masks): 'fixed' scores it (1 / 0 / the
+  HD95 penalty), 'nan' leaves it empty in the CSV and out of the means;
+- an infinite HD95/ASSD (hd95_penalty_mm .inf) is 'inf' in CSV and null in
+  JSON; means and deviations skip it and `<metric>_infinite` counts it;
 - surface columns are empty when `metrics.surface_metrics` is off;
 - `mean_foreground` is, per case, the mean over foreground classes (not
   regions) of the defined values, then mean ± std over cases;
@@ -37,14 +40,18 @@ SURFACE_METRICS = ('hd95', 'assd', 'nsd')
 # Surface distances that are infinite when exactly one mask is empty.
 DISTANCE_METRICS = ('hd95', 'assd')
 METRICS = OVERLAP_METRICS + SURFACE_METRICS
-CASE_COLUMNS = ('case_id', 'class') + METRICS + ('label_voxels',
-                                                 'predicted_voxels')
+VOLUME_COLUMNS = ('label_voxels', 'predicted_voxels', 'volume_label_ml',
+                  'volume_pred_ml')
+LESION_METRICS = ('lesion_dice', 'lesion_hd95', 'lesion_tp', 'lesion_fp',
+                  'lesion_fn', 'lesion_f1')
+CASE_COLUMNS = ('case_id', 'class') + METRICS + VOLUME_COLUMNS
 SUMMARY_COLUMNS = (('class', 'cases') +
                    tuple(f'{m}_{s}' for m in METRICS for s in ('mean', 'std'))
                    + tuple(f'{m}_infinite' for m in DISTANCE_METRICS))
 MEAN_FOREGROUND = 'mean_foreground'
 CASES_CSV, CASES_JSON = 'cases.csv', 'cases.json'
 SUMMARY_CSV, SUMMARY_JSON = 'summary.csv', 'summary.json'
+CONVENTIONS_JSON = 'conventions.json'
 
 
 def case_rows(case_id: str, counts: np.ndarray, class_names: Sequence[str],
@@ -136,10 +143,13 @@ def summary_rows(rows: Sequence[dict[str, Any]],
   groups = list(by_class.items())
   if mean_rows:
     groups.append((MEAN_FOREGROUND, mean_rows))
+  lesion = tuple(m for m in LESION_METRICS if any(m in r for r in rows))
   for name, group in groups:
     summary = {'class': name, 'cases': len(group)}
-    for metric in METRICS:
-      mean, std, infinite = _mean_std([r[metric] for r in group])
+    for metric in METRICS + lesion:
+      if metric in lesion and metric not in group[0]:
+        continue  # mean_foreground: lesion scores are per class
+      mean, std, infinite = _mean_std([r.get(metric) for r in group])
       summary[f'{metric}_mean'], summary[f'{metric}_std'] = mean, std
       if metric in DISTANCE_METRICS:
         summary[f'{metric}_infinite'] = infinite
@@ -176,15 +186,34 @@ def _json_safe(value):
   return value
 
 
+def summary_columns(summary: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+  """SUMMARY_COLUMNS, then the lesion-wise means and deviations when the
+  summary has them."""
+  lesion = tuple(f'{m}_{s}' for m in LESION_METRICS for s in ('mean', 'std')
+                 if any(f'{m}_mean' in row for row in summary))
+  return SUMMARY_COLUMNS + lesion
+
+
+def case_columns(rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+  """CASE_COLUMNS, then the lesion-wise columns when the rows have them."""
+  return CASE_COLUMNS + tuple(m for m in LESION_METRICS
+                              if any(m in row for row in rows))
+
+
 def write_tables(report_dir: str, rows: Sequence[dict[str, Any]],
                  summary: Sequence[dict[str, Any]],
                  meta: dict[str, Any]) -> dict[str, str]:
-  """Writes the four files (atomically) into report_dir; returns their
-  paths by name. `meta` (step, conventions, ...) heads summary.json."""
+  """Writes the five files (atomically) into report_dir; returns their
+  paths by name. `meta` (step, `conventions`, ...) heads summary.json;
+  its `conventions` is conventions.json."""
   paths = {name: fileio.join(report_dir, name) for name in
-           (CASES_CSV, SUMMARY_CSV, CASES_JSON, SUMMARY_JSON)}
-  fileio.write_text(paths[CASES_CSV], to_csv(rows, CASE_COLUMNS))
-  fileio.write_text(paths[SUMMARY_CSV], to_csv(summary, SUMMARY_COLUMNS))
+           (CASES_CSV, SUMMARY_CSV, CASES_JSON, SUMMARY_JSON,
+            CONVENTIONS_JSON)}
+  fileio.write_text(paths[CASES_CSV], to_csv(rows, case_columns(rows)))
+  fileio.write_text(paths[SUMMARY_CSV],
+                    to_csv(summary, summary_columns(summary)))
+  fileio.write_json(paths[CONVENTIONS_JSON],
+                    _json_safe(meta.get('conventions')))
   fileio.write_json(paths[CASES_JSON], _json_safe(list(rows)))
   fileio.write_json(paths[SUMMARY_JSON],
                     _json_safe({**meta, 'classes': list(summary)}))
