@@ -43,7 +43,10 @@ def run_cli(script: str, **flags) -> subprocess.CompletedProcess:
     if isinstance(value, bool):
       value = 'true' if value else 'false'
     args.append(f'--{key}={value}')
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  # This checkout's package, even where another one is pip-installed.
+  path = os.pathsep.join([str(REPO)] + [p for p in [os.environ.get(
+      'PYTHONPATH')] if p])
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=path)
   return subprocess.run(args, capture_output=True, text=True, env=env,
                         timeout=300, check=False)
 

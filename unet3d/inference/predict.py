@@ -10,7 +10,9 @@ input grid ──largest component (optional)──▶
 ```
 
 Each input file is one case: a 3D volume (one channel) or a 4D [X, Y, Z, C]
-volume holding every channel. Softmax models write uint8 class indices
+volume holding every channel; nnU-Net's `<case>_0000.nii.gz`, `_0001`, ...
+files are one case's channels, written as `<case>_seg.nii.gz`
+(`channel_files`). Softmax models write uint8 class indices
 [X, Y, Z]; sigmoid (multi-label) models write uint8 masks [X, Y, Z, K]
 (probability > 0.5), the same outputs as the exported SavedModel. A file
 that cannot be read, or has the wrong channels, fails alone: the others
@@ -33,6 +35,7 @@ import tensorflow as tf
 import tqdm
 
 from unet3d.config import Config, ConfigError
+from unet3d.inference import channel_files
 from unet3d.inference import ensemble
 from unet3d.inference import prediction_files as files
 from unet3d.inference import preprocessing_info
@@ -175,7 +178,8 @@ def keep_largest_component(labels: np.ndarray, classes: Sequence[int]
 # ----------------------------------------------------------------------------
 
 
-def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
+def predict_file(input_path: str | Sequence[str], out_path: str,
+                 predict_fn: PredictFn,
                  cfg: Config, dataset_info: Optional[Mapping[str, Any]],
                  volume: Optional[whole_volume.VolumeFn] = None,
                  probabilities_out: Optional[str] = None,
@@ -186,8 +190,12 @@ def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
   predict_fn: window batch -> probabilities; `volume` (the sliding window
   around it, built once for many files) is built here when not given.
   The probabilities are written first: a segmentation marks a finished file.
+  input_path: one 3D/4D file, or a case's channel files (in order); the
+  outputs take the first file's geometry.
   """
-  image, affine = cases.read_images([input_path])
+  paths = [input_path] if isinstance(input_path, str) else list(input_path)
+  image, affine = cases.read_images(paths)
+  input_path = paths[0]
   if image.shape[-1] != cfg.num_channels:
     raise ValueError(f'{input_path}: {image.shape[-1]} channel(s), but the '
                      f'model expects num_channels={cfg.num_channels}')
@@ -208,9 +216,10 @@ def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
 # ----------------------------------------------------------------------------
 
 
-def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
-  """[(input, output)] of every input file; the output names are checked
-  (no two alike, none overwriting an input)."""
+def _plan_outputs(cfg: Config
+                 ) -> list[tuple[channel_files.InputCase, str]]:
+  """[(case, output)] of every input case (`channel_files`); the output
+  names are checked (no two alike, none overwriting an input)."""
   if not cfg.predict.input_pattern:
     raise ConfigError('predict.input_pattern: required for predict (or '
                       '--input)')
@@ -224,19 +233,19 @@ def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
   if cfg.model.spatial_dims != 3:
     raise ConfigError('model.spatial_dims: predict segments 3D volumes, got '
                       f'{cfg.model.spatial_dims}')
-  inputs = files.input_files(cfg.predict.input_pattern)
+  inputs = channel_files.input_cases(cfg.predict.input_pattern)
   pairs, seen = [], {}
-  realpaths = {os.path.realpath(p) for p in inputs}
-  for path in inputs:
-    out = files.output_path(cfg.predict.output_dir, path)
+  realpaths = {os.path.realpath(p) for case in inputs for p in case.files}
+  for case in inputs:
+    out = files.output_path(cfg.predict.output_dir, case.name)
     if out in seen:
-      raise ValueError(f'{path}: same output name {os.path.basename(out)} as '
-                       f'{seen[out]}')
+      raise ValueError(f'{case.path}: same output name '
+                       f'{os.path.basename(out)} as {seen[out]}')
     if os.path.realpath(out) in realpaths:
       raise ValueError(f'{out}: is an input and would be overwritten; choose '
                        'another predict.output_dir')
-    seen[out] = path
-    pairs.append((path, out))
+    seen[out] = case.path
+    pairs.append((case, out))
   return pairs
 
 
@@ -269,12 +278,12 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   # One input's failure is the run's one error line; no live line as well.
   report_failure = _report_failure if len(pairs) > 1 else lambda _: None
   failed, runnable = [], []
-  for input_path, out in pairs:
+  for case, out in pairs:
     try:
-      files.check_input(input_path, cfg.num_channels)
-      runnable.append((input_path, out))
+      channel_files.check_case(case, cfg.num_channels)
+      runnable.append((case, out))
     except ValueError as e:
-      failed.append({'input': input_path, 'error': _one_line(e, input_path)})
+      failed.append({'input': case.path, 'error': _one_line(e, case.path)})
       report_failure(failed[-1]['error'])
   planned = ensemble.members(cfg, checkpoint)  # fail before building
   written, step, members = [], None, None
@@ -288,13 +297,14 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
     names = dataset_info.class_names(
         [cfg.training_file_pattern, cfg.eval_file_pattern], cfg.num_classes)
     progress = tqdm.tqdm(runnable, desc='predict', unit='file', disable=None)
-    for input_path, out in progress:
+    for case, out in progress:
+      input_path = case.path
       progress.set_postfix_str(os.path.basename(input_path))
       probabilities_out = (None if kind == 'none' else
                            files.probabilities_path(cfg.predict.output_dir,
-                                                    input_path, kind))
+                                                    case.name, kind))
       try:
-        predict_file(input_path, out, None, cfg, info, volume=volume,
+        predict_file(case.files, out, None, cfg, info, volume=volume,
                      probabilities_out=probabilities_out,
                      class_names=names or ())
       except (ValueError, OSError, MemoryError,
@@ -307,7 +317,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
       if probabilities_out:
         entry['probabilities'] = probabilities_out
       written.append(entry)
-  order = {p: i for i, (p, _) in enumerate(pairs)}
+  order = {c.path: i for i, (c, _) in enumerate(pairs)}
   failed.sort(key=lambda f: order[f['input']])
   return {'step': step, 'output_dir': cfg.predict.output_dir,
           'files': written, 'failed': failed, 'ensemble': members}

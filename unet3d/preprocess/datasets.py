@@ -16,6 +16,7 @@ from unet3d.preprocess import convert
 from unet3d.preprocess import decathlon
 from unet3d.preprocess import hdf5
 from unet3d.preprocess import lits
+from unet3d.preprocess import nnunet
 from unet3d.preprocess import runner
 from unet3d.preprocess.convert import Options
 
@@ -152,4 +153,18 @@ def convert_hdf5(input_path: str, output_dir: str, *, raw_key: str = 'raw',
   source = hdf5.source(input_path, raw_key=raw_key, label_key=label_key,
                        spacing=spacing, class_names=class_names,
                        normalization=normalization)
+  return convert.convert(source, output_dir, Options(**options), progress)
+
+
+def convert_nnunet(dataset_dir: str, output_dir: str, *,
+                   nonzero_mask: bool = False,
+                   ct_window: Optional[Sequence[float]] = None,
+                   multi_label: bool = False,
+                   allow_outside_paths: bool = False,
+                   progress=None, **options) -> dict[str, Any]:
+  """An nnU-Net raw dataset (v2 DatasetXXX_Name or v1 TaskXXX_Name) ->
+  TFRecords; see `nnunet.source` and `Options`."""
+  source = nnunet.source(dataset_dir, nonzero_mask=nonzero_mask,
+                         ct_window=ct_window, multi_label=multi_label,
+                         allow_outside_paths=allow_outside_paths)
   return convert.convert(source, output_dir, Options(**options), progress)

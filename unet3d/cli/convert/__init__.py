@@ -21,6 +21,7 @@ CONVERTERS = {
     'lits_2d': 'LiTS CT volumes -> 2D axial-slice TFRecords (UNet 3+)',
     'lits_nii_to_npy': 'LiTS .nii -> .npy with geometry sidecars (optional)',
     'hdf5': 'pytorch-3dunet HDF5 files (/raw, /label) -> TFRecords',
+    'nnunet': 'an nnU-Net raw dataset (v2 DatasetXXX, v1 TaskXXX) -> TFRecords',
 }
 
 
