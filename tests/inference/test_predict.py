@@ -1,5 +1,6 @@
 """Tests for unet3d/inference/predict.py and `unet_main.py --mode=predict`."""
 
+import csv
 import os
 import re
 import shutil
@@ -214,15 +215,23 @@ def _run_main(*argv):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
 
 
-def test_cli_segments_nifti_files_with_their_geometry(converted, trained,
-                                                      tmp_path):
+@pytest.fixture(scope='module')
+def predicted(converted, trained, tmp_path_factory):
+  """`--mode=predict` through the CLI on case_000 and case_001; returns
+  (the finished process, the output folder)."""
   task_dir, _, _ = converted
-  out = tmp_path / 'seg'
+  out = tmp_path_factory.mktemp('predicted') / 'seg'
   # dataset.json is found beside the training shards of params.yaml.
   proc = _run_main('--mode=predict', f'--model_dir={trained}',
                    '--params_override=predict.input_pattern='
                    f'{task_dir}/imagesTr/case_00[01].nii.gz,'
                    f'predict.output_dir={out}')
+  return proc, out
+
+
+def test_cli_segments_nifti_files_with_their_geometry(converted, predicted):
+  task_dir, _, _ = converted
+  proc, out = predicted
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert sorted(os.listdir(out)) == ['case_000_seg.nii.gz',
                                      'case_001_seg.nii.gz']
@@ -235,6 +244,35 @@ def test_cli_segments_nifti_files_with_their_geometry(converted, trained,
     values = np.unique(np.asarray(written.dataobj))
     assert values.min() >= 0 and values.max() < 3
     assert f'{case_id}.nii.gz -> {out / case_id}_seg.nii.gz' in proc.stdout
+
+
+def test_evaluate_folder_scores_what_predict_wrote(converted, predicted,
+                                                   tmp_path):
+  """Our own predict's `_seg` outputs, scored against the task's labels:
+  dice per case and class equals numpy's on the written files."""
+  from unet3d.evaluation import folder  # pylint: disable=g-import-not-at-top
+  task_dir, _, _ = converted
+  proc, out = predicted
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  labels = tmp_path / 'labels'
+  labels.mkdir()
+  for case_id in ('case_000', 'case_001'):
+    shutil.copy(task_dir / 'labelsTr' / f'{case_id}.nii.gz', labels)
+  report_dir = tmp_path / 'scores'
+  folder.evaluate_folder(
+      config.Config(), folder.FolderOptions(str(labels), str(out),
+                                            str(report_dir), num_classes=3))
+  with open(report_dir / 'metrics.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert {r['case'] for r in rows} == {'case_000', 'case_001'}
+  for row in rows:
+    label = np.asarray(nib.load(labels / f"{row['case']}.nii.gz").dataobj)
+    seg = np.asarray(nib.load(out / f"{row['case']}_seg.nii.gz").dataobj)
+    c = int(row['class'].rsplit('_', 1)[-1])  # class_N without names
+    p, t = seg == c, label == c
+    expected = (1.0 if not p.any() and not t.any() else
+                2.0 * (p & t).sum() / (p.sum() + t.sum()))
+    assert float(row['dice']) == pytest.approx(expected, abs=1e-6)
 
 
 def _truncated(tmp_path):
