@@ -57,7 +57,8 @@ def convert_lits(image_file_pattern: str, label_file_pattern: str,
                  crop_liver_region: bool = True, output_size: int = 128,
                  apply_data_aug: bool = False, augment_times: int = 8,
                  shard_start: int = 0, shard_stride: int = 1,
-                 progress=None, **options) -> dict[str, Any]:
+                 label_map: str = 'liver_tumour', progress=None,
+                 **options) -> dict[str, Any]:
   """LiTS volume-N / segmentation-N (.nii, .nii.gz or .npy) -> TFRecords.
 
   See `lits.source` for the dataset arguments and `Options` for options.
@@ -67,7 +68,7 @@ def convert_lits(image_file_pattern: str, label_file_pattern: str,
                        crop_liver_region=crop_liver_region,
                        output_size=output_size, apply_data_aug=apply_data_aug,
                        augment_times=augment_times, shard_start=shard_start,
-                       shard_stride=shard_stride)
+                       shard_stride=shard_stride, label_map=label_map)
   return convert.convert(source, output_dir, Options(**options), progress)
 
 
@@ -75,8 +76,8 @@ def convert_lits_2d(image_file_pattern: str, label_file_pattern: str,
                     output_dir: str, *, hu_window=lits.HU_WINDOW,
                     slice_size: int = 320, context_slices: int = 1,
                     skip_empty_slices: bool = False, shard_start: int = 0,
-                    shard_stride: int = 1, progress=None,
-                    **options) -> dict[str, Any]:
+                    shard_stride: int = 1, label_map: str = 'liver_tumour',
+                    progress=None, **options) -> dict[str, Any]:
   """LiTS volumes -> 2D axial-slice TFRecords for 2D models (UNet 3+).
 
   See `lits.slice_source` for the dataset arguments and `Options` for
@@ -90,7 +91,7 @@ def convert_lits_2d(image_file_pattern: str, label_file_pattern: str,
       slice_size=slice_size, context_slices=context_slices,
       skip_empty_slices=skip_empty_slices, image_order=opts.image_order,
       label_interpolation=opts.label_interpolation, shard_start=shard_start,
-      shard_stride=shard_stride)
+      shard_stride=shard_stride, label_map=label_map)
   return convert.convert(source, output_dir, opts, progress)
 
 
