@@ -16,6 +16,7 @@ from unet3d.preprocess import convert
 from unet3d.preprocess import decathlon
 from unet3d.preprocess import hdf5
 from unet3d.preprocess import lits
+from unet3d.preprocess import png_slices
 from unet3d.preprocess import runner
 from unet3d.preprocess.convert import Options
 
@@ -153,4 +154,16 @@ def convert_hdf5(input_path: str, output_dir: str, *, raw_key: str = 'raw',
   source = hdf5.source(input_path, raw_key=raw_key, label_key=label_key,
                        spacing=spacing, class_names=class_names,
                        normalization=normalization)
+  return convert.convert(source, output_dir, Options(**options), progress)
+
+
+def convert_png_slices(input_path: str, output_dir: str, *,
+                       label_names=png_slices.LABEL_NAMES, progress=None,
+                       **options) -> dict[str, Any]:
+  """The UNet 3+ repository's PNG slice folders -> 2D TFRecords, split by
+  volume; see `png_slices`. The slices keep their grid and values."""
+  for key, value in (('target_spacing', None), ('reorient', False),
+                     ('crop_nonzero', False)):
+    options.setdefault(key, value)
+  source = png_slices.source(input_path, label_names)
   return convert.convert(source, output_dir, Options(**options), progress)
