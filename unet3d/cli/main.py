@@ -198,10 +198,26 @@ def plan(argv_flags) -> dict:
   return result
 
 
+def report_header(report: dict) -> str:
+  """`evaluation at step N:`; an ensemble (no step of its own) names its
+  members' steps."""
+  members = report.get('ensemble')
+  if members:
+    steps = ', '.join(str(m.get('step')) for m in members)
+    return f'evaluation of an ensemble of {len(members)} at steps {steps}:'
+  return f"evaluation at step {report.get('step')}:"
+
+
 def print_report(report: dict) -> None:
-  from unet3d.evaluation import report as report_lib  # pylint: disable=g-import-not-at-top
-  print(f"evaluation at step {report.get('step')}:")
+  # pylint: disable=g-import-not-at-top
+  from unet3d.evaluation import report as report_lib
+  from unet3d.evaluation import volumes_2d
+  # pylint: enable=g-import-not-at-top
+  print(report_header(report))
   print(report_lib.format_report(report))
+  per_volume = volumes_2d.format_per_volume(report)
+  if per_volume:
+    print(per_volume)
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -32,6 +32,7 @@ from unet3d.evaluation import overlays
 from unet3d.evaluation import report as report_lib
 from unet3d.evaluation import scoring
 from unet3d.evaluation import tables
+from unet3d.evaluation import volumes_2d
 from unet3d.inference import ensemble
 from unet3d.inference import restore
 from unet3d.inference import sliding_window
@@ -128,14 +129,12 @@ class _Scores:
   surfaces: list = dataclasses.field(default_factory=list)
   rows: list = dataclasses.field(default_factory=list)
   overlays: list = dataclasses.field(default_factory=list)
+  case_ids: list = dataclasses.field(default_factory=list)
 
 
 def _first_scored_class(cfg: Config) -> int:
-  """Per-case rows and the summary start here: 1 skips the background of
-  a softmax model; sigmoid channels are all foreground."""
-  if cfg.model.output_activation == 'sigmoid' or cfg.num_classes == 1:
-    return 0
-  return 1
+  """Per-case rows and the summary start here (`report.first_scored_class`)."""
+  return report_lib.first_scored_class(cfg)
 
 
 def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
@@ -150,6 +149,7 @@ def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
     case = scoring.score_case(result.case_id, result.label,
                               result.prediction, result.spacing, options)
     scores.counts.append(case.counts)
+    scores.case_ids.append(result.case_id)
     if case.regions is not None:
       scores.regions.append(case.regions)
     if case.surface is not None:
@@ -206,8 +206,9 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
       cfg.num_classes) or [f'class_{c}' for c in range(cfg.num_classes)]
   writes = bool(ensemble.home_dir(cfg)) and distribute.is_chief()
   folder = report_dir(cfg) if writes else None
-  overlay_dir = (fileio.join(folder, 'overlays')
-                 if writes and cfg.metrics.overlays else None)
+  # Overlays draw three orthogonal planes: volumes only, not 2D slices.
+  overlay_dir = (fileio.join(folder, 'overlays') if writes and
+                 cfg.metrics.overlays and cfg.model.spatial_dims == 3 else None)
   scores = _score(cfg, cases, names, overlay_dir)
   if not scores.counts:
     raise ValueError(f'eval_file_pattern {cfg.eval_file_pattern}: no '
@@ -218,6 +219,10 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
       step, names)
   if members:
     report['ensemble'] = members
+  if cfg.model.spatial_dims == 2:  # slices: also the dice of each volume
+    report['per_volume'] = volumes_2d.per_volume_report(
+        scores.case_ids, np.stack(scores.counts), names,
+        cfg.metrics.empty_class, _first_scored_class(cfg))
   if writes:
     summary = tables.summary_rows(scores.rows,
                                   names[_first_scored_class(cfg):])

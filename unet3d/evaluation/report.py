@@ -27,6 +27,14 @@ EVAL_RESULTS_FILE = 'eval_results.json'
 EVAL_SUMMARY_DIR = 'eval'
 
 
+def first_scored_class(cfg: Config) -> int:
+  """Scores of the foreground start here: 1 skips the background of a
+  softmax model; every sigmoid channel (and a lone class) is foreground."""
+  if cfg.model.output_activation == 'sigmoid' or cfg.num_classes == 1:
+    return 0
+  return 1
+
+
 def build_report(cfg: Config, counts: np.ndarray,
                  region_counts: Optional[np.ndarray],
                  surface_reports: list[dict], step: Optional[int],
@@ -37,7 +45,7 @@ def build_report(cfg: Config, counts: np.ndarray,
   conventions = scoring.conventions_from_config(cfg)
   report = overlap.summarize(counts, class_names=class_names,
                              empty_class=scoring.empty_class_of(conventions),
-                             include_background=False,
+                             include_background=first_scored_class(cfg) == 0,
                              region_counts_array=region_counts)
   report['step'] = step
   report['num_cases'] = int(len(counts))

@@ -40,6 +40,7 @@ from unet3d.inference import ensemble
 from unet3d.inference import prediction_files as files
 from unet3d.inference import preprocessing_info
 from unet3d.inference import restore
+from unet3d.inference import slices
 from unet3d.inference import whole_volume
 from unet3d.inference.whole_volume import PredictFn
 from unet3d.input import dataset_info
@@ -196,10 +197,11 @@ def predict_file(input_path: str | Sequence[str], out_path: str,
   paths = [input_path] if isinstance(input_path, str) else list(input_path)
   image, affine = cases.read_images(paths)
   input_path = paths[0]
-  if image.shape[-1] != cfg.num_channels:
+  channels = slices.volume_channels(cfg, dataset_info)
+  if image.shape[-1] != channels:
     raise ValueError(f'{input_path}: {image.shape[-1]} channel(s), but the '
-                     f'model expects num_channels={cfg.num_channels}')
-  volume = volume or whole_volume.volume_fn(cfg, predict_fn)
+                     f'model expects {slices.expected_channels(cfg, dataset_info)}')
+  volume = volume or slices.volume_fn(cfg, predict_fn, dataset_info)
   prediction = segment(image, affine, volume, cfg, dataset_info,
                        with_probabilities=probabilities_out is not None)
   if probabilities_out is not None:
@@ -230,9 +232,6 @@ def _plan_outputs(cfg: Config
       cfg.predict.output_dir):
     raise ConfigError(f'predict.output_dir: {cfg.predict.output_dir} is not '
                       'a folder')
-  if cfg.model.spatial_dims != 3:
-    raise ConfigError('model.spatial_dims: predict segments 3D volumes, got '
-                      f'{cfg.model.spatial_dims}')
   inputs = channel_files.input_cases(cfg.predict.input_pattern)
   pairs, seen = [], {}
   realpaths = {os.path.realpath(p) for case in inputs for p in case.files}
@@ -280,7 +279,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   failed, runnable = [], []
   for case, out in pairs:
     try:
-      channel_files.check_case(case, cfg.num_channels)
+      channel_files.check_case(case, slices.volume_channels(cfg, info))
       runnable.append((case, out))
     except ValueError as e:
       failed.append({'input': case.path, 'error': _one_line(e, case.path)})
@@ -292,7 +291,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
     restored = restore.restore_for_inference(cfg, checkpoint, strategy,
                                              planned=planned)
     step, members = restored.step, restored.members
-    volume = whole_volume.volume_fn(cfg, restored.probabilities, strategy)
+    volume = slices.volume_fn(cfg, restored.probabilities, info, strategy)
     kind = cfg.predict.save_probabilities
     names = dataset_info.class_names(
         [cfg.training_file_pattern, cfg.eval_file_pattern], cfg.num_classes)

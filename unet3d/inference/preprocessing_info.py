@@ -10,6 +10,7 @@ from absl import logging
 
 from unet3d import fileio
 from unet3d.config import Config, ConfigError
+from unet3d.inference import slices
 from unet3d.input import dataset_info
 from unet3d.preprocess import dataset_json
 
@@ -30,12 +31,14 @@ def load_dataset_info(cfg: Config) -> Optional[dict[str, Any]]:
     raise ConfigError(f'predict.dataset_json: {path} not found')
   info = dataset_info.read(path)
   plan = dataset_json.plan_from_dataset_info(info, source=path)
-  if len(plan.norms) != cfg.num_channels:
+  channels = slices.volume_channels(cfg, info)
+  if len(plan.norms) != channels:
     raise ValueError(f'{path}: preprocessing.normalization lists '
-                     f'{len(plan.norms)} channel(s), but the model has '
-                     f'num_channels={cfg.num_channels}')
+                     f'{len(plan.norms)} channel(s), but the model expects '
+                     f'{slices.expected_channels(cfg, info)}')
   skipped = sorted(k for k, v in info['preprocessing'].items()
-                   if k not in dataset_json.REPLAYED_PREPROCESSING and v)
+                   if k not in dataset_json.REPLAYED_PREPROCESSING and v and
+                   not (k == 'slices' and cfg.model.spatial_dims == 2))
   if skipped:
     logging.warning('%s: dataset-specific preprocessing %s is not replayed; '
                     'predicting on the whole volume', path, skipped)

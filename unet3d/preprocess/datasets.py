@@ -17,6 +17,7 @@ from unet3d.preprocess import decathlon
 from unet3d.preprocess import hdf5
 from unet3d.preprocess import lits
 from unet3d.preprocess import nnunet
+from unet3d.preprocess import png_slices
 from unet3d.preprocess import runner
 from unet3d.preprocess.convert import Options
 
@@ -58,7 +59,8 @@ def convert_lits(image_file_pattern: str, label_file_pattern: str,
                  crop_liver_region: bool = True, output_size: int = 128,
                  apply_data_aug: bool = False, augment_times: int = 8,
                  shard_start: int = 0, shard_stride: int = 1,
-                 progress=None, **options) -> dict[str, Any]:
+                 label_map: str = 'liver_tumour', progress=None,
+                 **options) -> dict[str, Any]:
   """LiTS volume-N / segmentation-N (.nii, .nii.gz or .npy) -> TFRecords.
 
   See `lits.source` for the dataset arguments and `Options` for options.
@@ -68,7 +70,7 @@ def convert_lits(image_file_pattern: str, label_file_pattern: str,
                        crop_liver_region=crop_liver_region,
                        output_size=output_size, apply_data_aug=apply_data_aug,
                        augment_times=augment_times, shard_start=shard_start,
-                       shard_stride=shard_stride)
+                       shard_stride=shard_stride, label_map=label_map)
   return convert.convert(source, output_dir, Options(**options), progress)
 
 
@@ -76,8 +78,8 @@ def convert_lits_2d(image_file_pattern: str, label_file_pattern: str,
                     output_dir: str, *, hu_window=lits.HU_WINDOW,
                     slice_size: int = 320, context_slices: int = 1,
                     skip_empty_slices: bool = False, shard_start: int = 0,
-                    shard_stride: int = 1, progress=None,
-                    **options) -> dict[str, Any]:
+                    shard_stride: int = 1, label_map: str = 'liver_tumour',
+                    progress=None, **options) -> dict[str, Any]:
   """LiTS volumes -> 2D axial-slice TFRecords for 2D models (UNet 3+).
 
   See `lits.slice_source` for the dataset arguments and `Options` for
@@ -91,7 +93,7 @@ def convert_lits_2d(image_file_pattern: str, label_file_pattern: str,
       slice_size=slice_size, context_slices=context_slices,
       skip_empty_slices=skip_empty_slices, image_order=opts.image_order,
       label_interpolation=opts.label_interpolation, shard_start=shard_start,
-      shard_stride=shard_stride)
+      shard_stride=shard_stride, label_map=label_map)
   return convert.convert(source, output_dir, opts, progress)
 
 
@@ -167,4 +169,16 @@ def convert_nnunet(dataset_dir: str, output_dir: str, *,
   source = nnunet.source(dataset_dir, nonzero_mask=nonzero_mask,
                          ct_window=ct_window, multi_label=multi_label,
                          allow_outside_paths=allow_outside_paths)
+  return convert.convert(source, output_dir, Options(**options), progress)
+
+
+def convert_png_slices(input_path: str, output_dir: str, *,
+                       label_names=png_slices.LABEL_NAMES, progress=None,
+                       **options) -> dict[str, Any]:
+  """The UNet 3+ repository's PNG slice folders -> 2D TFRecords, split by
+  volume; see `png_slices`. The slices keep their grid and values."""
+  for key, value in (('target_spacing', None), ('reorient', False),
+                     ('crop_nonzero', False)):
+    options.setdefault(key, value)
+  source = png_slices.source(input_path, label_names)
   return convert.convert(source, output_dir, Options(**options), progress)

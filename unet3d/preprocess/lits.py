@@ -29,6 +29,12 @@ from unet3d.preprocess import spatial
 LABELS = {'0': 'background', '1': 'liver', '2': 'tumor'}
 # Checked and stored as uint8; the values stay.
 LABEL_MAP = {int(k): int(k) for k in LABELS}
+# --label_map: the stored labels. 'liver' merges tumour into liver, as the
+# UNet 3+ repository's LiTS preprocessing does (one liver mask).
+LABEL_MAPS = {
+    'liver_tumour': (LABEL_MAP, LABELS),
+    'liver': ({0: 0, 1: 1, 2: 1}, {'0': 'background', '1': 'liver'}),
+}
 # The window UNet 3+ uses for the liver (Hounsfield units).
 HU_WINDOW = (-200.0, 250.0)
 
@@ -109,15 +115,24 @@ def nifti_to_npy(case: cases.Case, output_dir: str) -> dict[str, Any]:
           'spacing': io.spacing_of(affine).tolist()}
 
 
-def load_case(case: cases.Case) -> cases.RawCase:
-  """CT [X, Y, Z, 1] in HU and labels {0, 1, 2}; errors name the file."""
+def check_label_map(label_map: str) -> None:
+  if label_map not in LABEL_MAPS:
+    raise ValueError(f'--label_map: {label_map!r} is not one of '
+                     f'{sorted(LABEL_MAPS)}')
+
+
+def load_case(case: cases.Case, label_map: str = 'liver_tumour'
+             ) -> cases.RawCase:
+  """CT [X, Y, Z, 1] in HU and labels {0, 1, 2} (`liver_tumour`) or
+  {0, 1} (`liver`: tumour merged into liver); errors name the file."""
   image, affine = cases.read_images(case.image_files)
   if image.shape[-1] != 1:
     raise ValueError(f'{case.image_files[0]}: expected one CT channel, got '
                      f'shape {image.shape[:3] + (image.shape[-1],)}')
   label = cases.read_label(case.label_file, image, affine,
                            case.image_files[0])
-  label = label_maps.remap_labels(label, LABEL_MAP, case.label_file)
+  label = label_maps.remap_labels(label, LABEL_MAPS[label_map][0],
+                                  case.label_file)
   return cases.RawCase(image, label, affine)
 
 
@@ -190,8 +205,12 @@ def source(image_file_pattern: str, label_file_pattern: str, *,
            hu_window: Optional[Sequence[float]] = HU_WINDOW,
            crop_liver_region: bool = True, output_size: int = 128,
            apply_data_aug: bool = False, augment_times: int = 8,
-           shard_start: int = 0, shard_stride: int = 1) -> cases.Source:
+           shard_start: int = 0, shard_stride: int = 1,
+           label_map: str = 'liver_tumour') -> cases.Source:
   """The LiTS dataset for `convert.convert`.
+
+  label_map: `liver_tumour` (0 background, 1 liver, 2 tumour) or `liver`
+    (tumour merged into liver), recorded in dataset.json's labels.
 
   hu_window: CT is clipped to this HU window, then z-scored with the
     dataset's foreground mean and std; None: clip to the foreground
@@ -204,18 +223,21 @@ def source(image_file_pattern: str, label_file_pattern: str, *,
     raise ValueError(f'--hu_window: expected low,high with low < high, got '
                      f'{list(hu_window)}')
   times = augment_times if apply_data_aug else 0
+  check_label_map(label_map)
   return cases.Source(
       name=image_file_pattern,
       cases=tuple(find_cases(image_file_pattern, label_file_pattern,
                              shard_start, shard_stride)),
-      load=load_case, geometry=cases.file_geometry,
-      modalities={'0': 'CT'}, labels=dict(LABELS),
+      load=functools.partial(load_case, label_map=label_map),
+      geometry=cases.file_geometry,
+      modalities={'0': 'CT'}, labels=dict(LABEL_MAPS[label_map][1]),
       norms=(intensity.ChannelNorm('ct', window=window),),
       finish=functools.partial(finish, crop_liver_region=crop_liver_region,
                                output_size=output_size, augment_times=times),
       description={'liver_crop': ({'min_size': output_size} if
                                   crop_liver_region else None),
-                   'augmented_crops_per_train_case': times})
+                   'augmented_crops_per_train_case': times,
+                   'label_map': label_map})
 
 
 # ----------------------------------------------------------------------------
@@ -270,7 +292,8 @@ def slice_source(image_file_pattern: str, label_file_pattern: str, *,
                  slice_size: int = 320, context_slices: int = 1,
                  skip_empty_slices: bool = False, image_order: int = 3,
                  label_interpolation: str = 'linear', shard_start: int = 0,
-                 shard_stride: int = 1) -> cases.Source:
+                 shard_stride: int = 1, label_map: str = 'liver_tumour'
+                ) -> cases.Source:
   """LiTS as 2D axial slices for `convert.convert` (see `to_slices`).
 
   The CT is clipped to `hu_window` and z-scored with the dataset's
@@ -282,7 +305,7 @@ def slice_source(image_file_pattern: str, label_file_pattern: str, *,
     raise ValueError(f'--context_slices: must be >= 0, got {context_slices}')
   base = source(image_file_pattern, label_file_pattern, hu_window=hu_window,
                 crop_liver_region=False, shard_start=shard_start,
-                shard_stride=shard_stride)
+                shard_stride=shard_stride, label_map=label_map)
   channels = 2 * context_slices + 1
   offsets = range(-context_slices, context_slices + 1)
   return dataclasses.replace(
@@ -295,7 +318,7 @@ def slice_source(image_file_pattern: str, label_file_pattern: str, *,
       modalities={str(c): f'CT slice {o:+d}' if o else 'CT'
                   for c, o in enumerate(offsets)} if channels > 1 else
       {'0': 'CT'},
-      description={'slices': {
+      description={'label_map': label_map, 'slices': {
           'axis': 2, 'in_plane_size': slice_size or None,
           'context_slices': context_slices,
           'skip_empty_training_slices': skip_empty_slices}})

@@ -28,6 +28,7 @@ from unet3d import run_dir
 from unet3d.config import Config, ConfigError
 from unet3d.errors import Interrupted, RunError
 from unet3d.evaluation import evaluator
+from unet3d.evaluation import report as report_lib
 from unet3d.input import dataset_info
 from unet3d.input import pipeline
 from unet3d.training import gradients
@@ -352,9 +353,11 @@ class Trainer:
     return self._policy.should_stop(self.state.plateau().evals_since_best)
 
   def _progress_message(self, report: dict[str, Any]) -> None:
+    # Softmax class 0 is the background; every sigmoid channel is foreground.
+    first = report_lib.first_scored_class(self.cfg)
     dice = ', '.join(
         f'{name} {scores["dice"]:.4f}' for name, scores in
-        list(report['per_class'].items())[1:] if scores['dice'] is not None)
+        list(report['per_class'].items())[first:] if scores['dice'] is not None)
     mean = report.get('mean_foreground_dice')
     text = (f'eval at step {self.state.step}: dice {dice}; mean '
             f'{mean:.4f}' if mean is not None else

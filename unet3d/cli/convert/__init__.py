@@ -19,6 +19,7 @@ CONVERTERS = {
     'brats': 'BraTS case folders -> 4-channel TFRecords',
     'lits': 'LiTS CT volumes -> TFRecords',
     'lits_2d': 'LiTS CT volumes -> 2D axial-slice TFRecords (UNet 3+)',
+    'png_slices': "the UNet 3+ repo's LiTS PNG slices -> 2D TFRecords",
     'lits_nii_to_npy': 'LiTS .nii -> .npy with geometry sidecars (optional)',
     'hdf5': 'pytorch-3dunet HDF5 files (/raw, /label) -> TFRecords',
     'nnunet': 'an nnU-Net raw dataset (v2 DatasetXXX, v1 TaskXXX) -> TFRecords',

@@ -71,6 +71,10 @@ def define_lits_flags() -> None:
   flags.DEFINE_integer('shard_start', 0, 'Convert case numbers shard_start + '
                        'n * shard_stride only (splitting work between runs).')
   flags.DEFINE_integer('shard_stride', 1, 'See --shard_start.')
+  flags.DEFINE_enum('label_map', 'liver_tumour', ['liver_tumour', 'liver'],
+                    'liver_tumour: 0 background, 1 liver, 2 tumour; liver: '
+                    'tumour merged into liver (the UNet 3+ repository\'s '
+                    'LiTS setup).')
   flags.mark_flags_as_required(['image_file_pattern', 'label_file_pattern'])
 
 

@@ -53,7 +53,8 @@ def run_conversion():
       hu_window=common_flags.hu_window(), crop_liver_region=FLAGS.crop_liver_region,
       output_size=FLAGS.output_size, apply_data_aug=FLAGS.apply_data_aug,
       augment_times=FLAGS.augment_times, shard_start=FLAGS.shard_start,
-      shard_stride=FLAGS.shard_stride, progress=common_flags.progress_bar(),
+      shard_stride=FLAGS.shard_stride, label_map=FLAGS.label_map,
+      progress=common_flags.progress_bar(),
       **options)
 
 

@@ -8,9 +8,10 @@ r"""LiTS CT volumes -> 2D axial-slice TFRecords for 2D models (UNet 3+).
 As the UNet 3+ repository prepares LiTS: CT clipped to the HU window
 (default -200..250), each axial slice resized to --slice_size^2 (320) and
 stacked with its lower and upper neighbours as 3 channels
-(--context_slices=1). Unlike it, intensities are z-scored with the
-dataset's foreground statistics (not scaled to 0..255 per slice), labels
-stay {0 background, 1 liver, 2 tumour}, and slices stay in their case's
+(--context_slices=1); --label_map=liver merges tumour into liver as it
+does (default liver_tumour: {0 background, 1 liver, 2 tumour}). Unlike
+it, intensities are z-scored with the dataset's foreground statistics (not
+scaled to 0..255 per slice), and slices stay in their case's
 train/val split. --skip_empty_slices drops training slices without liver.
 Records are named `volume-N#zKKKK`; train a model with
 `model.spatial_dims: 2` and `num_channels: 3` on them
@@ -43,7 +44,7 @@ def run_conversion():
       context_slices=FLAGS.context_slices,
       skip_empty_slices=FLAGS.skip_empty_slices,
       shard_start=FLAGS.shard_start, shard_stride=FLAGS.shard_stride,
-      progress=common_flags.progress_bar(), **common_flags.convert_options())
+      label_map=FLAGS.label_map, progress=common_flags.progress_bar(), **common_flags.convert_options())
 
 
 def main(argv=None) -> None:
