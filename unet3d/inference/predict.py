@@ -16,6 +16,12 @@ volume holding every channel. Softmax models write uint8 class indices
 that cannot be read, or has the wrong channels, fails alone: the others
 still run, and the run reports every failure at the end.
 
+Non-finite voxels (NaN, +-inf) are replaced before any preprocessing by the
+converters' `--nan_to_num` rule (`cases.replace_nonfinite`: NaN and -inf ->
+the channel's smallest finite value, +inf -> its largest), with a one-line
+warning naming the file and the count, also kept in the file's report entry
+(`nonfinite_voxels`). A channel without any finite voxel fails that file.
+
 Dataset-specific converter steps that need the label (LiTS's liver crop,
 augmented crops) cannot be replayed: prediction covers the whole volume.
 """
@@ -32,6 +38,7 @@ from scipy import ndimage
 import tensorflow as tf
 import tqdm
 
+from unet3d import fileio
 from unet3d.config import Config, ConfigError
 from unet3d.inference import ensemble
 from unet3d.inference import prediction_files as files
@@ -175,22 +182,50 @@ def keep_largest_component(labels: np.ndarray, classes: Sequence[int]
 # ----------------------------------------------------------------------------
 
 
+def read_input(input_path: str, num_channels: int
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+  """(float32 image [X, Y, Z, C] with every voxel finite, affine, how many
+  non-finite voxels `cases.replace_nonfinite` replaced).
+
+  Raises a ValueError naming the file for the wrong channel count or a
+  channel without any finite voxel.
+  """
+  image, affine = cases.read_images([input_path])
+  if image.shape[-1] != num_channels:
+    raise ValueError(f'{input_path}: {image.shape[-1]} channel(s), but the '
+                     f'model expects num_channels={num_channels}')
+  try:
+    image, count = cases.replace_nonfinite(image)
+  except ValueError as e:
+    raise ValueError(f'{input_path}: {e}; nothing to predict') from None
+  return image, affine, count
+
+
+def nonfinite_warning(input_path: str, count: int) -> str:
+  """The one-line warning for an input whose non-finite voxels were
+  replaced."""
+  return (f'{input_path}: {count} non-finite voxel(s) (NaN or inf) replaced '
+          f'({cases.NONFINITE_RULE})')
+
+
 def predict_file(input_path: str, out_path: str, predict_fn: PredictFn,
                  cfg: Config, dataset_info: Optional[Mapping[str, Any]],
                  volume: Optional[whole_volume.VolumeFn] = None,
                  probabilities_out: Optional[str] = None,
-                 class_names: Sequence[str] = ()) -> str:
+                 class_names: Sequence[str] = (),
+                 notes: Optional[dict[str, Any]] = None) -> str:
   """Reads one volume, segments it, writes `out_path` (and the
   probabilities to `probabilities_out` when given); returns out_path.
 
   predict_fn: window batch -> probabilities; `volume` (the sliding window
   around it, built once for many files) is built here when not given.
   The probabilities are written first: a segmentation marks a finished file.
+  notes: when given, gets `nonfinite_voxels` (the count replaced, `read_input`)
+  for an input that had any.
   """
-  image, affine = cases.read_images([input_path])
-  if image.shape[-1] != cfg.num_channels:
-    raise ValueError(f'{input_path}: {image.shape[-1]} channel(s), but the '
-                     f'model expects num_channels={cfg.num_channels}')
+  image, affine, nonfinite = read_input(input_path, cfg.num_channels)
+  if nonfinite and notes is not None:
+    notes['nonfinite_voxels'] = nonfinite
   volume = volume or whole_volume.volume_fn(cfg, predict_fn)
   prediction = segment(image, affine, volume, cfg, dataset_info,
                        with_probabilities=probabilities_out is not None)
@@ -254,8 +289,9 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   path; the predict mode). Window batches run under `strategy` (the
   default strategy when None: a run trained on a TPU predicts on a CPU).
 
-  Every input's header is checked before the model is built; dataset.json
-  and the checkpoints must be sound. A file that cannot be read or has the
+  Every input's header is checked, and predict.output_dir is created and
+  written to, before the model is built; dataset.json and the checkpoints
+  must be sound. A file that cannot be read or has the
   wrong channels is reported on one line (`failed: <file>: <problem>` on
   stderr) and the others still run; outputs are written atomically. A
   progress bar with ETA runs on a terminal.
@@ -265,6 +301,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   and `raise_for_failures` turns failures into a one-line error.
   """
   pairs = _plan_outputs(cfg)
+  fileio.check_writable(cfg.predict.output_dir, 'predict.output_dir')
   info = preprocessing_info.load_dataset_info(cfg)
   # One input's failure is the run's one error line; no live line as well.
   report_failure = _report_failure if len(pairs) > 1 else lambda _: None
@@ -293,17 +330,21 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
       probabilities_out = (None if kind == 'none' else
                            files.probabilities_path(cfg.predict.output_dir,
                                                     input_path, kind))
+      notes = {}
       try:
         predict_file(input_path, out, None, cfg, info, volume=volume,
                      probabilities_out=probabilities_out,
-                     class_names=names or ())
+                     class_names=names or (), notes=notes)
       except (ValueError, OSError, MemoryError,
               tf.errors.ResourceExhaustedError) as e:
         failed.append({'input': input_path,
                        'error': _one_line(e, input_path)})
         report_failure(failed[-1]['error'])
         continue
-      entry = {'input': input_path, 'output': out}
+      if notes:
+        _report_warning(nonfinite_warning(input_path,
+                                          notes['nonfinite_voxels']))
+      entry = {'input': input_path, 'output': out, **notes}
       if probabilities_out:
         entry['probabilities'] = probabilities_out
       written.append(entry)
@@ -317,9 +358,15 @@ def _report_failure(message: str) -> None:
   tqdm.tqdm.write(f'failed: {message}', file=sys.stderr)
 
 
+def _report_warning(message: str) -> None:
+  tqdm.tqdm.write(f'warning: {message}', file=sys.stderr)
+
+
 def format_summary(report: Mapping[str, Any]) -> str:
   """`input -> output` per written file, then the failures, one a line."""
-  lines = [f"{f['input']} -> {f['output']}" for f in report['files']]
+  lines = [f"{f['input']} -> {f['output']}" + (
+      f" ({f['nonfinite_voxels']} non-finite voxel(s) replaced)"
+      if f.get('nonfinite_voxels') else '') for f in report['files']]
   total = len(report['files']) + len(report['failed'])
   lines.append(f"predicted {len(report['files'])} of {total} file(s) into "
                f"{report['output_dir']}")
