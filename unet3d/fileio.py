@@ -75,6 +75,32 @@ def remove(path: str) -> None:
     pass
 
 
+def _cause(error: BaseException) -> str:
+  """`strerror` of an OSError, the first line of a TensorFlow error."""
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
+  text = getattr(error, 'message', None) or str(error) or type(error).__name__
+  return text.split('\n')[0]
+
+
+def check_writable(folder: str, key: str) -> None:
+  """Creates `folder` and writes and removes a tiny file in it, so a mode
+  stops before its work when it could not write its outputs.
+
+  Raises a one-line ValueError `<key>: cannot write to <folder> (<cause>)`
+  (read-only, a file where a folder should be, a full disk).
+  """
+  probe = join(folder, f'.write-test-{os.getpid()}')
+  try:
+    gfile.makedirs(folder)
+    with gfile.GFile(probe, 'w') as f:
+      f.write('ok')
+    gfile.remove(probe)
+  except (OSError, tf.errors.OpError) as e:
+    raise ValueError(f'{key}: cannot write to {folder} ({_cause(e)})'
+                    ) from None
+
+
 def read_text(path: str) -> str:
   with gfile.GFile(path, 'r') as f:
     return f.read()

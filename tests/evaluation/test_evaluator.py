@@ -246,3 +246,25 @@ def test_ensemble_members_must_share_the_interface(records, tmp_path):
       'ensemble': [str(tmp_path / 'a'), str(tmp_path / 'none')]})
   with pytest.raises(config.ConfigError, match='none has no params.yaml'):
     evaluator.evaluate(cfg)
+
+
+def test_eval_checks_it_can_write_its_reports_before_inference(
+    records, tmp_path, monkeypatch):
+  root, _ = records
+  cfg = _cfg(root, tmp_path / 'run')
+  os.makedirs(cfg.model_dir)
+  # model_dir/eval is a regular file: the reports cannot be written there
+  # (root ignores read-only permissions, not this).
+  with open(os.path.join(cfg.model_dir, report_lib.EVAL_SUMMARY_DIR), 'w') as f:
+    f.write('x')
+
+  def restored(*args, **kwargs):
+    raise AssertionError('the model was restored before the write check')
+
+  monkeypatch.setattr(evaluator.ensemble, 'members', lambda *a: None)
+  monkeypatch.setattr(evaluator.restore, 'restore_for_inference', restored)
+  with pytest.raises(ValueError) as info:
+    evaluator.evaluate(cfg)
+  folder = evaluator.report_dir(cfg)
+  assert str(info.value).startswith(f'model_dir: cannot write to {folder} (')
+  assert '\n' not in str(info.value)

@@ -174,3 +174,135 @@ def test_saved_model_segments_raw_volumes_like_predict(tmp_path):
   np.testing.assert_allclose(probabilities[:, :, -3:, 0], 1.0)
   np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
   assert len(np.unique(served[:, :, :-3])) > 1  # not a trivial prediction
+
+
+# ----------------------------------------------------------------------------
+# The served contract: non-finite voxels, rank and channels
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+  """One softmax export (no dataset.json), loaded once: (signatures, dir)."""
+  root = tmp_path_factory.mktemp('served')
+  cfg = _cfg(root)
+  path = export.export_saved_model(models.build_model(cfg), cfg,
+                                   str(root / 'export'))
+  return tf.saved_model.load(path).signatures, path
+
+
+def _volume(shape=(12, 10, 9, 1)):
+  return np.random.default_rng(1).normal(size=shape).astype(np.float32) + 5
+
+
+def _nan(v):
+  v[2, 3, 4, 0] = np.nan
+
+
+def _posinf(v):
+  v[0, 0, 0, 0] = np.inf
+
+
+def _neginf(v):
+  v[5, 5, 5, 0] = -np.inf
+
+
+def _nan_slab(v):
+  v[:, :, 3] = np.nan
+
+
+def _mixed(v):
+  v[1, 2, 3, 0], v[4, 4, 4, 0], v[7, 1, 1, 0] = np.nan, np.inf, -np.inf
+
+
+NONFINITE = {'nan': _nan, 'posinf': _posinf, 'neginf': _neginf,
+             'nan_slab': _nan_slab, 'mixed': _mixed}
+
+
+@pytest.mark.parametrize('kind', sorted(NONFINITE))
+def test_served_nonfinite_voxels_are_replaced_and_counted(served, kind):
+  signatures, _ = served
+  volume = _volume()
+  NONFINITE[kind](volume)
+  bad = int((~np.isfinite(volume)).sum())
+  out = signatures['serving_default'](image=tf.constant(volume))
+  assert int(out['nonfinite_voxels']) == bad
+  probabilities = out['probabilities'].numpy()
+  assert np.isfinite(probabilities).all()
+  # The same as serving the volume with the converters' rule applied.
+  fixed, count = cases.replace_nonfinite(volume)
+  assert count == bad
+  expected = signatures['serving_default'](image=tf.constant(fixed))
+  np.testing.assert_allclose(probabilities, expected['probabilities'],
+                             atol=1e-6)
+  assert int(expected['nonfinite_voxels']) == 0
+
+
+@pytest.mark.parametrize('fill', [np.nan, np.inf, -np.inf])
+def test_served_channel_without_finite_voxels_is_refused(served, fill):
+  signatures, _ = served
+  volume = np.full((8, 8, 8, 1), fill, np.float32)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'image: channel\(s\) \[0\] have no finite voxel'):
+    signatures['serving_default'](image=tf.constant(volume))
+
+
+@pytest.mark.parametrize('signature,shape,layout', [
+    ('serving_default', (8, 8, 8, 2), '[X, Y, Z, 1] (rank 4, 1 channel(s))'),
+    ('serving_default', (8, 8, 8, 5), '[X, Y, Z, 1] (rank 4, 1 channel(s))'),
+    ('serving_default', (8, 8, 8), '[X, Y, Z, 1] (rank 4, 1 channel(s))'),
+    ('serving_default', (1, 8, 8, 8, 1),
+     '[X, Y, Z, 1] (rank 4, 1 channel(s))'),
+    ('patches', (1, 8, 8, 8, 3), '[B, X, Y, Z, 1] (rank 5, 1 channel(s))'),
+    ('patches', (8, 8, 8, 1), '[B, X, Y, Z, 1] (rank 5, 1 channel(s))'),
+])
+def test_served_rank_and_channels_are_checked(served, signature, shape,
+                                              layout):
+  signatures, _ = served
+  with pytest.raises(tf.errors.InvalidArgumentError) as info:
+    signatures[signature](image=tf.zeros(shape))
+  expected = (f'image: expected float32 {layout}, got shape '
+              f'[{" ".join(str(s) for s in shape)}]')
+  assert expected in info.value.message, info.value.message
+
+
+def test_export_info_documents_nonfinite_voxels(served):
+  _, path = served
+  with open(os.path.join(path, export.EXPORT_INFO_FILE)) as f:
+    info = json.load(f)
+  outputs = info['signatures']['serving_default']['outputs']
+  assert outputs['nonfinite_voxels'].startswith('int32 []')
+  assert info['nonfinite_voxels'] == cases.NONFINITE_RULE
+
+
+@pytest.mark.parametrize('failure', [
+    OSError(28, 'No space left on device'),
+    tf.errors.ResourceExhaustedError(None, None, 'disk full')])
+def test_a_failed_export_write_is_one_line_and_leaves_nothing(
+    tmp_path, monkeypatch, failure):
+  cfg = _cfg(tmp_path)
+  model = models.build_model(cfg)
+  target = tmp_path / 'run' / 'saved_model' / '7'
+
+  def fail(module, path, signatures=None):
+    del module, signatures
+    os.makedirs(path)  # a partial write, then the disk is full
+    raise failure
+
+  monkeypatch.setattr(tf.saved_model, 'save', fail)
+  with pytest.raises(ValueError) as info:
+    export.export_saved_model(model, cfg, str(target))
+  message = str(info.value)
+  assert '\n' not in message
+  assert message.startswith(f'{target}: cannot write the export (')
+  assert not (tmp_path / 'run').exists()
+
+
+def test_an_export_under_a_file_is_one_line(tmp_path):
+  cfg = _cfg(tmp_path)
+  (tmp_path / 'afile').write_text('x')
+  target = tmp_path / 'afile' / 'saved_model' / '7'
+  with pytest.raises(ValueError, match=f'^{target}: cannot write the '
+                     'export'):
+    export.export_saved_model(models.build_model(cfg), cfg, str(target))
+  assert (tmp_path / 'afile').read_text() == 'x'

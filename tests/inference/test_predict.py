@@ -519,3 +519,116 @@ def test_an_ensemble_of_copies_predicts_what_the_model_does(
   pair = np.asarray(nib.load(tmp_path / 'pair' / 'case_001_seg.nii.gz')
                     .dataobj)
   np.testing.assert_array_equal(single, pair)
+
+
+# ----------------------------------------------------------------------------
+# Non-finite voxels; an output folder that cannot be written
+# ----------------------------------------------------------------------------
+
+
+def _blob_scan(path, spoil=None):
+  """A CT-like scan that `_threshold_predict_fn` segments into blobs, its
+  voxels spoiled by `spoil(image)`; returns (path, label)."""
+  shape = (18, 16, 12)
+  label = common.blobs(shape, seed=3)
+  image = np.array([100.0, 250.0, 400.0], np.float32)[label]
+  if spoil:
+    spoil(image)
+  io.save_nifti(str(path), image, common.lps_affine((1.0, 1.2, 2.0)))
+  return str(path), label
+
+
+def _nan(v):
+  v[4, 5, 6] = np.nan
+
+
+def _posinf(v):
+  v[1, 1, 1] = np.inf
+
+
+def _neginf(v):
+  v[9, 9, 9] = -np.inf
+
+
+def _nan_slab(v):
+  v[:, :, 5] = np.nan
+
+
+NONFINITE = {'nan': _nan, 'posinf': _posinf, 'neginf': _neginf,
+             'nan_slab': _nan_slab}
+
+
+@pytest.mark.parametrize('kind', sorted(NONFINITE))
+def test_nonfinite_voxels_follow_the_converters_rule(tmp_path, kind):
+  path, label = _blob_scan(tmp_path / 'scan.nii.gz', NONFINITE[kind])
+  image, _, count = predict.read_input(path, 1)
+  raw = np.asarray(nib.load(path).dataobj)
+  bad = ~np.isfinite(raw)
+  assert count == int(bad.sum()) > 0 and np.isfinite(image).all()
+  finite = raw[~bad]
+  replaced = image[..., 0][bad]
+  expected = np.where(raw[bad] == np.inf, finite.max(), finite.min())
+  np.testing.assert_array_equal(replaced, expected)
+  notes = {}
+  out = predict.predict_file(path, str(tmp_path / 'seg.nii.gz'),
+                             _threshold_predict_fn, _cfg(), _ct_info(None),
+                             notes=notes)
+  assert notes == {'nonfinite_voxels': count}
+  segmentation = np.asarray(nib.load(out).dataobj)
+  # Not a silent empty output: every finite voxel keeps its class.
+  np.testing.assert_array_equal(segmentation[~bad], label[~bad])
+
+
+@pytest.mark.parametrize('fill', [np.nan, np.inf, -np.inf])
+def test_a_channel_without_finite_voxels_fails_its_file(tmp_path, fill):
+  path, _ = _blob_scan(tmp_path / 'scan.nii.gz', lambda v: v.fill(fill))
+  with pytest.raises(ValueError, match=(
+      f'^{path}: channel 0 has no finite voxel \\(all NaN or inf\\); '
+      'nothing to predict$')):
+    predict.read_input(path, 1)
+
+
+def test_predict_warns_and_reports_replaced_voxels_and_runs_the_others(
+    trained, tmp_path):
+  scans = tmp_path / 'scans'
+  scans.mkdir()
+  nan_path, _ = _blob_scan(scans / 'a_nan.nii.gz', _nan_slab)
+  empty_path, _ = _blob_scan(scans / 'b_empty.nii.gz',
+                             lambda v: v.fill(np.nan))
+  clean_path, _ = _blob_scan(scans / 'c_clean.nii.gz')
+  out = tmp_path / 'seg'
+  proc = _run_main('--mode=predict', f'--model_dir={trained}',
+                   f'--input={scans}', f'--output_dir={out}')
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert sorted(os.listdir(out)) == ['a_nan_seg.nii.gz', 'c_clean_seg.nii.gz']
+  count = 18 * 16
+  warnings = [l for l in proc.stderr.splitlines()
+              if l.startswith('warning: ')]
+  assert warnings == [
+      f'warning: {nan_path}: {count} non-finite voxel(s) (NaN or inf) '
+      f"replaced (NaN and -inf -> the channel's smallest finite value, +inf "
+      '-> its largest)']
+  assert (f'{nan_path} -> {out}/a_nan_seg.nii.gz ({count} non-finite '
+          'voxel(s) replaced)') in proc.stdout
+  assert common.error_lines(proc) == [
+      f'error: {empty_path}: channel 0 has no finite voxel (all NaN or inf); '
+      'nothing to predict']
+  del clean_path
+
+
+def test_an_output_dir_that_cannot_be_written_stops_before_the_model(
+    trained, tmp_path, monkeypatch):
+  scan, _ = _blob_scan(tmp_path / 'scan.nii.gz')
+  (tmp_path / 'afile').write_text('x')
+  out = tmp_path / 'afile' / 'seg'  # a folder under a regular file
+  cfg = config.merge(run_dir.load_params(trained), {
+      'predict': {'input_pattern': scan, 'output_dir': str(out)}})
+
+  def built(*args, **kwargs):
+    raise AssertionError('the model was built before the write check')
+
+  monkeypatch.setattr(predict.restore, 'restore_for_inference', built)
+  with pytest.raises(ValueError) as info:
+    predict.predict_files(cfg)
+  assert re.fullmatch(f'predict.output_dir: cannot write to {out} '
+                      r'\([^\n]+\)', str(info.value)), str(info.value)

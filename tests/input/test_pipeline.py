@@ -309,3 +309,132 @@ def test_split_file_keeps_the_parts_of_a_case(tmp_path):
   got = [ex['case_id'].numpy().decode() for ex in
          pipeline.build_volume_dataset(cfg, str(tmp_path / 'r.tfrecord'))]
   assert got == ['b', 'b#z0001']
+
+
+# ----------------------------------------------------------------------------
+# Records that break the contract stop with one line naming file and case
+# ----------------------------------------------------------------------------
+
+
+def _read_error(cfg, mode='eval'):
+  """describe_read_error's line for the error that reading mode's data
+  raises."""
+  with pytest.raises(tf.errors.OpError) as info:
+    for _ in pipeline.build_dataset(cfg, mode):
+      pass
+  return pipeline.describe_read_error(cfg, info.value)
+
+
+def _labelled(value, dtype=np.uint8, shape=(16, 16, 12)):
+  label = np.zeros(shape, dtype)
+  label[2:4, 2:4, 2:4] = 1
+  label[5, 5, 5] = value
+  return label
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+@pytest.mark.parametrize('value,dtype', [(3, np.uint8), (255, np.uint8),
+                                         (-1, np.int16), (70000, np.int32)])
+def test_label_values_outside_the_classes_name_record_and_range(
+    tmp_path, mode, value, dtype):
+  path = tmp_path / 'a.tfrecord'
+  label = _labelled(value, dtype)
+  _write(path, [_volume('good', label[..., None] * 0 + 1.0, label * 0),
+                _volume('case_7', label[..., None].astype(np.float32),
+                        label)])
+  message = _read_error(_cfg(path, data={'shuffle_buffer': 1}), mode)
+  assert message == (f'{path}: record case case_7: label value {value} (1 '
+                     'voxel(s)); expected class indices in [0, 3) '
+                     '(num_classes=3)')
+
+
+def test_the_ignore_label_is_allowed(tmp_path):
+  path = tmp_path / 'a.tfrecord'
+  label = _labelled(255)
+  _write(path, [_volume('a', label[..., None], label)])
+  cfg = _cfg(path, loss_options={'ignore_label': 255})
+  crops = list(pipeline.build_dataset(cfg, 'eval'))
+  assert crops[0][1].numpy().max() == 255
+  cfg = _cfg(path, loss_options={'ignore_label': 254})
+  assert 'label value 255' in _read_error(cfg)
+
+
+@pytest.mark.parametrize('value', [2, 255])
+def test_sigmoid_masks_must_be_zero_or_one(tmp_path, value):
+  path = tmp_path / 'a.tfrecord'
+  masks = np.zeros((16, 16, 12, 3), np.uint8)
+  masks[1, 1, 1, 2] = value
+  _write(path, [_volume('m', masks[..., :1].astype(np.float32), masks)])
+  cfg = _cfg(path, model={'output_activation': 'sigmoid'})
+  assert _read_error(cfg) == (f'{path}: record case m: label value {value} '
+                              '(1 voxel(s)); expected masks of 0 or 1 '
+                              '(sigmoid, multi-label)')
+
+
+@pytest.mark.parametrize('channels', [2, 5])
+def test_a_record_with_other_channels_names_record_and_count(tmp_path,
+                                                             channels):
+  path = tmp_path / 'a.tfrecord'
+  label = _labelled(1)
+  _write(path, [_volume('c', np.zeros((16, 16, 12, channels)), label)])
+  assert _read_error(_cfg(path), 'train') == (
+      f'{path}: record case c: image shape [16 16 12 {channels}] has '
+      f'{channels} channel(s); expected num_channels=1')
+
+
+@pytest.mark.parametrize('label_shape', [(16, 12, 16), (12, 16, 16),
+                                         (16, 16, 11)])
+def test_a_permuted_or_mismatched_label_shape_names_both_shapes(
+    tmp_path, label_shape):
+  path = tmp_path / 'a.tfrecord'
+  record = schema.encode_volume(_volume('p', np.zeros((16, 16, 12, 1)),
+                                        _labelled(1)))
+  example = tf.train.Example.FromString(record)
+  shape = example.features.feature[schema.KEY_LABEL_SHAPE].int64_list
+  shape.value[:] = label_shape
+  schema.write_records(str(path), [example.SerializeToString()])
+  found = ' '.join(map(str, label_shape))
+  assert _read_error(_cfg(path)) == (
+      f'{path}: record case p: label shape [{found}] ({16 * 16 * 12} values)'
+      ' does not match image shape [16 16 12 1]; expected [16 16 12]')
+
+
+@pytest.mark.parametrize('image_shape', [(2**16, 2**16, 2, 1),
+                                         (16, 12, 16, 2), (16, 16, 12)])
+def test_an_image_shape_that_does_not_hold_the_bytes_is_named(
+    tmp_path, image_shape):
+  path = tmp_path / 'a.tfrecord'
+  record = schema.encode_volume(_volume('s', np.zeros((16, 16, 12, 1)),
+                                        _labelled(1)))
+  example = tf.train.Example.FromString(record)
+  example.features.feature[schema.KEY_IMAGE_SHAPE].int64_list.value[:] = (
+      image_shape)
+  schema.write_records(str(path), [example.SerializeToString()])
+  shown = ' '.join(map(str, image_shape))
+  # Sizes in int64: 2**33 voxels is not wrapped into a small number.
+  assert _read_error(_cfg(path)) == (
+      f'{path}: record case s: image/shape [{shown}] (expected rank 4, '
+      '[*spatial, C]) does not hold the 3072 values of image/encoded')
+
+
+@pytest.mark.parametrize('value', [3, 200])
+def test_model_garden_label_values_are_checked(tmp_path, value):
+  path = tmp_path / 'mg.tfrecord'
+  label = np.zeros((16, 16, 16), np.float32)
+  label[3, 3, 3] = value
+  schema.write_records(str(path), [schema.encode_model_garden_example(
+      np.zeros((16, 16, 16, 1)), label)])
+  cfg = _cfg(path, data={'record_format': 'model_garden'})
+  assert _read_error(cfg) == (
+      f'{path}: label value {value} '
+      '(1 voxel(s)); expected class indices in [0, 3) (num_classes=3)')
+
+
+def test_model_garden_image_size_is_checked(tmp_path):
+  path = tmp_path / 'mg.tfrecord'
+  schema.write_records(str(path), [schema.encode_model_garden_example(
+      np.zeros((16, 16, 12, 1)), np.zeros((16, 16, 16)))])
+  cfg = _cfg(path, data={'record_format': 'model_garden'})
+  assert _read_error(cfg) == (
+      f'{path}: image/ct_image holds 3072 float32 values; expected 4096 for '
+      'input_image_size [16, 16, 16] x num_channels=1')

@@ -5,6 +5,7 @@ data_preprocess CLI, reading records back through the training pipeline,
 and a tiny fake Decathlon task.
 """
 
+import glob
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from unet3d import config
 from unet3d.preprocess import cases
@@ -26,6 +28,8 @@ from unet3d.preprocess import io
 from unet3d.input import pipeline
 from unet3d.preprocess import spatial
 from unet3d.preprocess import intensity
+from unet3d.input import schema
+from unet3d.preprocess import preprocessing as pp
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {'0': 'background', '1': 'organ', '2': 'lesion'}
@@ -57,8 +61,13 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
 
 def read_back(pattern, num_classes: int = 3, multi_label: bool = False
              ) -> dict[str, dict[str, np.ndarray]]:
-  """Every record matching pattern, parsed by the training pipeline."""
-  override = {'num_classes': num_classes, 'compressed_input': True}
+  """Every record matching pattern, parsed by the training pipeline (which
+  checks the channels: num_channels is the first record's)."""
+  first = next(iter(tf.data.TFRecordDataset(
+      sorted(glob.glob(str(pattern)))[:1], 'GZIP')))
+  channels = schema.decode_volume(first.numpy()).image.shape[-1]
+  override = {'num_classes': num_classes, 'compressed_input': True,
+              'num_channels': int(channels)}
   if multi_label:
     override['model'] = {'output_activation': 'sigmoid'}
   cfg = config.build_config(None, override)
@@ -438,8 +447,8 @@ def test_a_nan_voxel_stops_at_its_file_or_is_replaced(task, tmp_path):
   assert result.returncode == 1
   assert error_lines(result) == [
       f'error: {path}: 2 non-finite voxel(s) (NaN or inf); fix the file, or '
-      "convert with --nan_to_num (NaN -> 0, inf -> the channel's finite "
-      'extremes)']
+      "convert with --nan_to_num (NaN and -inf -> the channel's smallest "
+      'finite value, +inf -> its largest)']
   assert _leftovers(tmp_path) == []
   datasets.convert_decathlon(str(task_dir), str(tmp_path / 'fixed'),
                              nan_to_num=True, target_spacing=None,

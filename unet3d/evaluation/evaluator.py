@@ -192,6 +192,9 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   if model is None:  # configs and checkpoints checked before the strategy
     planned = ensemble.members(cfg, checkpoint)
   strategy = strategy or distribute.build_strategy(cfg, training=False)
+  writes = bool(ensemble.home_dir(cfg)) and distribute.is_chief()
+  if writes:  # before any inference: a read-only model_dir is one line
+    fileio.check_writable(report_dir(cfg), 'model_dir')
   if model is None:
     restored = restore.restore_for_inference(cfg, checkpoint, strategy,
                                              planned=planned)
@@ -204,7 +207,6 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   names = dataset_info.class_names(
       [cfg.eval_file_pattern, cfg.training_file_pattern],
       cfg.num_classes) or [f'class_{c}' for c in range(cfg.num_classes)]
-  writes = bool(ensemble.home_dir(cfg)) and distribute.is_chief()
   folder = report_dir(cfg) if writes else None
   # Overlays draw three orthogonal planes: volumes only, not 2D slices.
   overlay_dir = (fileio.join(folder, 'overlays') if writes and

@@ -16,7 +16,12 @@ Signatures:
   Returns `probabilities` float32 [X, Y, Z, K] (outside the nonzero box:
   background 1 for softmax, 0 for sigmoid), and `classes` int32 [X, Y, Z]
   (argmax; 0 outside the box) or, for sigmoid models, `masks` uint8
-  [X, Y, Z, K] (probability > 0.5).
+  [X, Y, Z, K] (probability > 0.5), and `nonfinite_voxels` int32 []: how
+  many NaN or inf voxels were replaced, first of all, by the converters'
+  rule (NaN and -inf -> the channel's smallest finite value, +inf -> its
+  largest), so a server can flag the volume. A channel with no finite
+  voxel, another rank or another channel count fails with an
+  InvalidArgumentError whose message starts with `image: `.
   Not in the graph: reorientation and resampling. The volume must be in
   the converter's stored voxel order (RAS when dataset.json's
   preprocessing.orientation is RAS) at the training spacing
@@ -39,6 +44,7 @@ import keras
 import tensorflow as tf
 
 from unet3d import config as config_lib
+from unet3d import errors
 from unet3d import fileio
 from unet3d import run_dir
 from unet3d.config import Config
@@ -69,11 +75,10 @@ class _Serving(tf.Module):
     self._activation = cfg.model.output_activation
     self._probabilities = whole_volume.probabilities_fn(cfg, self.models)
     self._window = sliding_window.WindowOptions.from_config(cfg)
-    dims, channels = cfg.model.spatial_dims, cfg.num_channels
-    volume = tf.TensorSpec([None] * dims + [channels], tf.float32,
-                           name='image')
-    patches = tf.TensorSpec([None] * (dims + 1) + [channels], tf.float32,
-                            name='image')
+    # Shapes unknown: the graph checks rank and channels itself and says
+    # what it expected (graph_preprocess.check_image).
+    volume = tf.TensorSpec(None, tf.float32, name='image')
+    patches = tf.TensorSpec(None, tf.float32, name='image')
     self.serve = tf.function(self._serve, input_signature=[volume])
     self.serve_patches = tf.function(self._serve_patches,
                                      input_signature=[patches])
@@ -84,11 +89,20 @@ class _Serving(tf.Module):
             key: whole_volume.segmentation_tensor(
                 probabilities, self._activation, class_dtype=tf.int32)}
 
+  def _check(self, image, batch: bool):
+    dims, channels = self._cfg.model.spatial_dims, self._cfg.num_channels
+    layout = '[' + ', '.join(['B'] * batch + list('XYZ'[:dims]) +
+                             [str(channels)]) + ']'
+    return graph_preprocess.check_image(image, dims + 1 + batch, channels,
+                                        layout)
+
   def _serve_patches(self, image):
-    return self._outputs(self._probabilities(image))
+    return self._outputs(self._probabilities(self._check(image, True)))
 
   def _serve(self, image):
     dims = self._cfg.model.spatial_dims
+    image, nonfinite = graph_preprocess.replace_nonfinite(
+        self._check(image, False))
     shape = tf.shape(image)
     if self._crop_nonzero:
       start, stop = graph_preprocess.nonzero_box(image)
@@ -109,8 +123,10 @@ class _Serving(tf.Module):
       inside = tf.pad(tf.ones(tf.shape(box)[:dims]), paddings[:dims])
       probabilities += ((1.0 - inside)[..., None] *
                         tf.one_hot(0, classes, dtype=tf.float32))
-    return self._outputs(tf.ensure_shape(probabilities,
-                                         [None] * dims + [classes]))
+    outputs = self._outputs(tf.ensure_shape(probabilities,
+                                            [None] * dims + [classes]))
+    outputs['nonfinite_voxels'] = nonfinite
+    return outputs
 
 
 def export_info(cfg: Config, info: Optional[Mapping[str, Any]],
@@ -125,12 +141,16 @@ def export_info(cfg: Config, info: Optional[Mapping[str, Any]],
     outputs['masks'] = 'uint8 [X, Y, Z, K]'
   else:
     outputs['classes'] = 'int32 [X, Y, Z]'
+  volume_outputs = {**outputs, 'nonfinite_voxels': (
+      'int32 [], NaN or inf voxels replaced before preprocessing: '
+      f'{cases.NONFINITE_RULE}; a channel without finite voxels is an '
+      'InvalidArgument error')}
   return {
       'signatures': {
           'serving_default': {
               'inputs': {'image': f'float32 [X, Y, Z, {cfg.num_channels}], '
                                   'raw intensities, any size'},
-              'outputs': outputs},
+              'outputs': volume_outputs},
           'patches': {
               'inputs': {'image': f'float32 [B, X, Y, Z, {cfg.num_channels}]'
                                   ', preprocessed, sizes divisible by the '
@@ -147,6 +167,7 @@ def export_info(cfg: Config, info: Optional[Mapping[str, Any]],
                      '`orientation` voxel order'),
       'crop_to_nonzero': bool(section.get('crop_to_nonzero', False)),
       'normalization': section.get('normalization'),
+      'nonfinite_voxels': cases.NONFINITE_RULE,
       'patch_size': list(cfg.input_image_size),
       'overlap': cfg.inference.overlap,
       'weighting': cfg.inference.weighting,
@@ -174,7 +195,10 @@ def export_saved_model(model: Union[keras.Model, Sequence[keras.Model]],
       volumes.
     steps: the checkpoint step of each model, for export_info.json.
 
-  Written under a temporary name and renamed when complete.
+  Written under a temporary name and renamed when complete. A failed write
+  (read-only or full disk) is a one-line ValueError naming export_dir and
+  the cause, and leaves nothing behind: not the temporary folder, nor the
+  parent folders this export created.
   """
   if fileio.exists(export_dir):
     if not overwrite:
@@ -186,6 +210,7 @@ def export_saved_model(model: Union[keras.Model, Sequence[keras.Model]],
   fileio.remove(tmp)
   module = _Serving(models, cfg, dataset_json.plan_from_dataset_info(
       dataset_info) if dataset_info is not None else None)
+  created = _missing_parents(export_dir)
   try:
     tf.saved_model.save(module, tmp, signatures={
         'serving_default': module.serve, 'patches': module.serve_patches})
@@ -194,9 +219,30 @@ def export_saved_model(model: Union[keras.Model, Sequence[keras.Model]],
     fileio.write_json(fileio.join(tmp, EXPORT_INFO_FILE),
                       export_info(cfg, dataset_info, steps))
     fileio.publish_dir(tmp, export_dir)
+  except (OSError, tf.errors.OpError) as e:
+    fileio.remove(tmp)
+    for folder in created:  # innermost first; only when left empty
+      if fileio.isdir(folder) and not fileio.listdir(folder):
+        fileio.remove(folder)
+    cause = ' '.join(errors.first_line(e).split())
+    raise ValueError(f'{export_dir}: cannot write the export ({cause}); '
+                     'nothing was kept') from None
   finally:
     fileio.remove(tmp)
   return export_dir
+
+
+def _missing_parents(path: str) -> list[str]:
+  """The folders above `path` that do not exist yet, innermost first."""
+  missing = []
+  parent = fileio.dirname(fileio.normpath(path))
+  while parent and not fileio.exists(parent):
+    missing.append(parent)
+    up = fileio.dirname(parent)
+    if up == parent:
+      break
+    parent = up
+  return missing
 
 
 def export_model(cfg: Config, checkpoint: str = 'latest',

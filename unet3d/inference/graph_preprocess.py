@@ -88,3 +88,53 @@ def normalize(image: tf.Tensor, norms: Sequence[pp.ChannelNorm]
                        'zscore or none')
     channels.append(out)
   return tf.stack(channels, axis=-1)
+
+
+def check_image(image: tf.Tensor, rank: int, channels: int,
+                layout: str) -> tf.Tensor:
+  """`image` with its static shape [None] * (rank - 1) + [channels], after
+  an in-graph check that fails with InvalidArgumentError
+  `image: expected float32 <layout> (rank <rank>, <channels> channel(s)),
+  got shape [...]` for any other rank or channel count.
+
+  image: float32 of any shape (a signature of unknown shape, so that the
+  check, not TensorFlow's shape matching, words the error).
+  """
+  shape = tf.shape(image, out_type=tf.int64)
+  ok = tf.logical_and(tf.equal(tf.rank(image), rank),
+                      tf.reduce_all(tf.equal(shape[-1:], channels)))
+  message = tf.strings.format(
+      f'image: expected float32 {layout} (rank {rank}, {channels} '
+      'channel(s)), got shape {}', shape, summarize=-1)
+  check = tf.debugging.Assert(ok, [message])
+  with tf.control_dependencies([check]):
+    image = tf.reshape(image, tf.shape(image))
+  # Static only: an ensure_shape op could fail before the check does.
+  image.set_shape([None] * (rank - 1) + [channels])
+  return image
+
+
+def replace_nonfinite(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """(image with its non-finite voxels replaced, int32 count replaced), as
+  `unet3d.preprocess.cases.replace_nonfinite`: per channel, NaN and -inf
+  become the channel's smallest finite value and +inf its largest. A
+  channel without any finite voxel fails with InvalidArgumentError
+  `image: channel(s) [..] have no finite voxel (all NaN or inf)`.
+
+  image: float32 [*spatial, C].
+  """
+  spatial = list(range(image.shape.rank - 1))
+  finite = tf.math.is_finite(image)
+  has_finite = tf.reduce_any(finite, axis=spatial)
+  empty = tf.where(tf.logical_not(has_finite))[:, 0]
+  check = tf.debugging.Assert(tf.reduce_all(has_finite), [tf.strings.format(
+      'image: channel(s) {} have no finite voxel (all NaN or inf)', empty,
+      summarize=-1)])
+  inf = tf.constant(float('inf'), image.dtype)
+  low = tf.reduce_min(tf.where(finite, image, inf), axis=spatial)
+  high = tf.reduce_max(tf.where(finite, image, -inf), axis=spatial)
+  with tf.control_dependencies([check]):
+    replaced = tf.where(finite, image,
+                        tf.where(tf.equal(image, inf), high, low))
+  count = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
+  return replaced, tf.cast(tf.minimum(count, tf.int32.max), tf.int32)

@@ -18,6 +18,12 @@ files are one case's channels, written as `<case>_seg.nii.gz`
 that cannot be read, or has the wrong channels, fails alone: the others
 still run, and the run reports every failure at the end.
 
+Non-finite voxels (NaN, +-inf) are replaced before any preprocessing by the
+converters' `--nan_to_num` rule (`cases.replace_nonfinite`: NaN and -inf ->
+the channel's smallest finite value, +inf -> its largest), with a one-line
+warning naming the file and the count, also kept in the file's report entry
+(`nonfinite_voxels`). A channel without any finite voxel fails that file.
+
 Dataset-specific converter steps that need the label (LiTS's liver crop,
 augmented crops) cannot be replayed: prediction covers the whole volume.
 """
@@ -34,6 +40,7 @@ from scipy import ndimage
 import tensorflow as tf
 import tqdm
 
+from unet3d import fileio
 from unet3d.config import Config, ConfigError
 from unet3d.inference import channel_files
 from unet3d.inference import ensemble
@@ -179,12 +186,44 @@ def keep_largest_component(labels: np.ndarray, classes: Sequence[int]
 # ----------------------------------------------------------------------------
 
 
+def read_input(input_path: str | Sequence[str], num_channels: int,
+               expected: Optional[str] = None
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+  """(float32 image [X, Y, Z, C] with every voxel finite, affine, how many
+  non-finite voxels `cases.replace_nonfinite` replaced).
+
+  input_path: one 3D/4D file, or a case's channel files (in order); the
+  affine is the first file's. Raises a ValueError naming the file for the
+  wrong channel count (`expected` words what the model takes) or a channel
+  without any finite voxel.
+  """
+  paths = [input_path] if isinstance(input_path, str) else list(input_path)
+  image, affine = cases.read_images(paths)
+  if image.shape[-1] != num_channels:
+    raise ValueError(f'{paths[0]}: {image.shape[-1]} channel(s), but the '
+                     'model expects '
+                     f'{expected or f"num_channels={num_channels}"}')
+  try:
+    image, count = cases.replace_nonfinite(image)
+  except ValueError as e:
+    raise ValueError(f'{paths[0]}: {e}; nothing to predict') from None
+  return image, affine, count
+
+
+def nonfinite_warning(input_path: str, count: int) -> str:
+  """The one-line warning for an input whose non-finite voxels were
+  replaced."""
+  return (f'{input_path}: {count} non-finite voxel(s) (NaN or inf) replaced '
+          f'({cases.NONFINITE_RULE})')
+
+
 def predict_file(input_path: str | Sequence[str], out_path: str,
                  predict_fn: PredictFn,
                  cfg: Config, dataset_info: Optional[Mapping[str, Any]],
                  volume: Optional[whole_volume.VolumeFn] = None,
                  probabilities_out: Optional[str] = None,
-                 class_names: Sequence[str] = ()) -> str:
+                 class_names: Sequence[str] = (),
+                 notes: Optional[dict[str, Any]] = None) -> str:
   """Reads one volume, segments it, writes `out_path` (and the
   probabilities to `probabilities_out` when given); returns out_path.
 
@@ -193,14 +232,16 @@ def predict_file(input_path: str | Sequence[str], out_path: str,
   The probabilities are written first: a segmentation marks a finished file.
   input_path: one 3D/4D file, or a case's channel files (in order); the
   outputs take the first file's geometry.
+  notes: when given, gets `nonfinite_voxels` (the count replaced, `read_input`)
+  for an input that had any.
   """
-  paths = [input_path] if isinstance(input_path, str) else list(input_path)
-  image, affine = cases.read_images(paths)
-  input_path = paths[0]
-  channels = slices.volume_channels(cfg, dataset_info)
-  if image.shape[-1] != channels:
-    raise ValueError(f'{input_path}: {image.shape[-1]} channel(s), but the '
-                     f'model expects {slices.expected_channels(cfg, dataset_info)}')
+  image, affine, nonfinite = read_input(
+      input_path, slices.volume_channels(cfg, dataset_info),
+      slices.expected_channels(cfg, dataset_info))
+  if not isinstance(input_path, str):
+    input_path = list(input_path)[0]
+  if nonfinite and notes is not None:
+    notes['nonfinite_voxels'] = nonfinite
   volume = volume or slices.volume_fn(cfg, predict_fn, dataset_info)
   prediction = segment(image, affine, volume, cfg, dataset_info,
                        with_probabilities=probabilities_out is not None)
@@ -262,8 +303,9 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   path; the predict mode). Window batches run under `strategy` (the
   default strategy when None: a run trained on a TPU predicts on a CPU).
 
-  Every input's header is checked before the model is built; dataset.json
-  and the checkpoints must be sound. A file that cannot be read or has the
+  Every input's header is checked, and predict.output_dir is created and
+  written to, before the model is built; dataset.json and the checkpoints
+  must be sound. A file that cannot be read or has the
   wrong channels is reported on one line (`failed: <file>: <problem>` on
   stderr) and the others still run; outputs are written atomically. A
   progress bar with ETA runs on a terminal.
@@ -273,6 +315,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   and `raise_for_failures` turns failures into a one-line error.
   """
   pairs = _plan_outputs(cfg)
+  fileio.check_writable(cfg.predict.output_dir, 'predict.output_dir')
   info = preprocessing_info.load_dataset_info(cfg)
   # One input's failure is the run's one error line; no live line as well.
   report_failure = _report_failure if len(pairs) > 1 else lambda _: None
@@ -302,17 +345,21 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
       probabilities_out = (None if kind == 'none' else
                            files.probabilities_path(cfg.predict.output_dir,
                                                     case.name, kind))
+      notes = {}
       try:
         predict_file(case.files, out, None, cfg, info, volume=volume,
                      probabilities_out=probabilities_out,
-                     class_names=names or ())
+                     class_names=names or (), notes=notes)
       except (ValueError, OSError, MemoryError,
               tf.errors.ResourceExhaustedError) as e:
         failed.append({'input': input_path,
                        'error': _one_line(e, input_path)})
         report_failure(failed[-1]['error'])
         continue
-      entry = {'input': input_path, 'output': out}
+      if notes:
+        _report_warning(nonfinite_warning(input_path,
+                                          notes['nonfinite_voxels']))
+      entry = {'input': input_path, 'output': out, **notes}
       if probabilities_out:
         entry['probabilities'] = probabilities_out
       written.append(entry)
@@ -326,9 +373,15 @@ def _report_failure(message: str) -> None:
   tqdm.tqdm.write(f'failed: {message}', file=sys.stderr)
 
 
+def _report_warning(message: str) -> None:
+  tqdm.tqdm.write(f'warning: {message}', file=sys.stderr)
+
+
 def format_summary(report: Mapping[str, Any]) -> str:
   """`input -> output` per written file, then the failures, one a line."""
-  lines = [f"{f['input']} -> {f['output']}" for f in report['files']]
+  lines = [f"{f['input']} -> {f['output']}" + (
+      f" ({f['nonfinite_voxels']} non-finite voxel(s) replaced)"
+      if f.get('nonfinite_voxels') else '') for f in report['files']]
   total = len(report['files']) + len(report['failed'])
   lines.append(f"predicted {len(report['files'])} of {total} file(s) into "
                f"{report['output_dir']}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import functools
 import json
+import re
 from typing import Optional
 
 from absl import logging
@@ -51,7 +52,10 @@ def _parse_fn(cfg: Config):
         label_dtype=cfg.label_dtype)
   return functools.partial(schema.parse_example,
                            spatial_dims=cfg.model.spatial_dims,
-                           multi_label=is_multi_label(cfg))
+                           multi_label=is_multi_label(cfg),
+                           num_channels=cfg.num_channels,
+                           num_classes=cfg.num_classes,
+                           ignore_label=cfg.loss_options.ignore_label)
 
 
 def _pad_to(image, label, size):
@@ -399,6 +403,11 @@ def build_eval_cases(cfg: Config) -> tf.data.Dataset:
       _options(cfg, False))
 
 
+# What schema's in-graph record checks say, inside TensorFlow's wrapping.
+_RECORD_CHECK = re.compile(r'assertion failed: \[((?:record case |image/'
+                           r'ct_image |label value ).*?)\]\s*$', re.MULTILINE)
+
+
 def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:
   """One line naming the first shard that cannot be read or parsed.
 
@@ -420,6 +429,9 @@ def describe_read_error(cfg: Config, error: tf.errors.OpError) -> str:
         for _ in tf.data.TFRecordDataset(path, compression).map(parse):
           pass
       except tf.errors.OpError as e:
+        found = _RECORD_CHECK.search(e.message or '')
+        if found:  # a record that parses but breaks schema's checks
+          return f'{path}: {found.group(1)}'
         return (f'{path}: cannot read this TFRecord shard '
                 f'({errors.first_line(e.message)}); expected {cfg.data.record_format}'
                 f' records, compressed_input={cfg.compressed_input}')

@@ -222,14 +222,66 @@ def _decode_raw_by_name(data: tf.Tensor, dtype_name: tf.Tensor,
   return tf.case(branches, default=_unsupported, exclusive=True)
 
 
+def _checked(tensor: tf.Tensor, ok: tf.Tensor, case_id: Optional[tf.Tensor],
+             template: str, *values) -> tf.Tensor:
+  """`tensor`, after an in-graph check that fails with InvalidArgumentError
+  `assertion failed: [record case <case_id>: <template formatted with
+  values>]` (without the case when None) when `ok` is false
+  (`pipeline.describe_read_error` makes it one line naming the file)."""
+  message = tf.strings.format(template, values, summarize=-1)
+  if case_id is not None:
+    message = tf.strings.join(['record case ', case_id, ': ', message])
+  check = tf.debugging.Assert(ok, [message])
+  with tf.control_dependencies([check]):
+    return tf.identity(tensor)
+
+
+def _label_values_ok(label: tf.Tensor, case_id: Optional[tf.Tensor],
+                     num_classes: int,
+                     multi_label: bool, ignore_label: Optional[int]
+                    ) -> tf.Tensor:
+  """label, checked: class indices in [0, num_classes) (or ignore_label),
+  or 0/1 masks for multi_label."""
+  high = 2 if multi_label else num_classes
+  ok = tf.logical_and(label >= 0, label < high)
+  if ignore_label is not None and not multi_label:
+    ok = tf.logical_or(ok, tf.equal(label, ignore_label))
+  bad = tf.boolean_mask(label, tf.logical_not(ok))
+  first = tf.concat([bad, [0]], 0)[0]
+  if multi_label:
+    expected = 'masks of 0 or 1 (sigmoid, multi-label)'
+  else:
+    expected = (f'class indices in [0, {num_classes}) (num_classes='
+                f'{num_classes}' + (f', loss_options.ignore_label='
+                                    f'{ignore_label}' if ignore_label
+                                    is not None else '') + ')')
+  return _checked(label, tf.equal(tf.size(bad), 0),
+                  case_id, 'label value {} ({} voxel(s)); expected ' + expected,
+                  first, tf.size(bad))
+
+
 def parse_example(serialized: tf.Tensor, spatial_dims: int = 3,
-                  multi_label: bool = False) -> dict[str, tf.Tensor]:
+                  multi_label: bool = False,
+                  num_channels: Optional[int] = None,
+                  num_classes: Optional[int] = None,
+                  ignore_label: Optional[int] = None
+                 ) -> dict[str, tf.Tensor]:
   """Parses one serialised record in-graph.
+
+  Every record is checked: image/shape against the image bytes, the label
+  shape against the image's; with num_channels, the channel count; with
+  num_classes, the label values (class indices in [0, num_classes) or
+  ignore_label; 0/1 masks with num_classes channels for multi_label). A
+  failed check is an InvalidArgumentError `record case <id>: ...` saying
+  what was found and what was expected.
 
   Args:
     serialized: a scalar string tensor.
     spatial_dims: 3 for volumes, 2 for slices.
     multi_label: the labels are [D, H, W, K] binary masks, not indices.
+    num_channels: the image channels the model expects (None: unchecked).
+    num_classes: the classes (masks) the model predicts (None: unchecked).
+    ignore_label: a label value allowed besides the classes.
 
   Returns a dict with:
     image: float32 [D, H, W, C]; label: int32 [D, H, W] (or [D, H, W, K] when
@@ -239,19 +291,48 @@ def parse_example(serialized: tf.Tensor, spatial_dims: int = 3,
   """
   label_rank = spatial_dims + (1 if multi_label else 0)
   f = tf.io.parse_single_example(serialized, _FEATURES)
-  image_shape = tf.cast(tf.sparse.to_dense(f[KEY_IMAGE_SHAPE]), tf.int32)
+  case_id = f[KEY_CASE_ID]
+  # Sizes in int64: a shape over 2**31 voxels must not wrap in a check.
+  image_shape = tf.sparse.to_dense(f[KEY_IMAGE_SHAPE])
   image = _decode_raw_by_name(f[KEY_IMAGE], f[KEY_IMAGE_DTYPE], IMAGE_DTYPES,
                               tf.float32)
+  rank_ok = tf.equal(tf.size(image_shape), spatial_dims + 1)
+  image = _checked(
+      image, tf.logical_and(rank_ok, tf.equal(
+          tf.reduce_prod(image_shape), tf.size(image, out_type=tf.int64))),
+      case_id, f'image/shape {{}} (expected rank {spatial_dims + 1}, '
+      '[*spatial, C]) does not hold the {} values of image/encoded',
+      image_shape, tf.size(image, out_type=tf.int64))
+  if num_channels is not None:
+    image = _checked(image, tf.equal(image_shape[-1], num_channels),
+                     case_id, 'image shape {} has {} channel(s); expected '
+                     f'num_channels={num_channels}', image_shape,
+                     image_shape[-1])
   image = tf.reshape(image, image_shape)
   image.set_shape([None] * (spatial_dims + 1))
   label_bytes = tf.sparse.to_dense(f[KEY_LABEL], default_value='')
   label_dtype = tf.sparse.to_dense(f[KEY_LABEL_DTYPE], default_value='')
-  label_shape = tf.cast(tf.sparse.to_dense(f[KEY_LABEL_SHAPE]), tf.int32)
+  label_shape = tf.sparse.to_dense(f[KEY_LABEL_SHAPE])
   has_label = tf.size(label_bytes) > 0
 
   def _label():
     raw = _decode_raw_by_name(label_bytes[0], label_dtype[0], LABEL_DTYPES,
                               tf.int32)
+    expected = image_shape[:spatial_dims]
+    if multi_label and num_classes is not None:
+      expected = tf.concat([expected, [num_classes]], 0)
+    found = label_shape[:spatial_dims + (1 if multi_label and num_classes
+                                         is not None else 0)]
+    ok = tf.logical_and(
+        tf.equal(tf.size(label_shape), label_rank),
+        tf.logical_and(tf.reduce_all(tf.equal(found, expected)), tf.equal(
+            tf.reduce_prod(label_shape), tf.size(raw, out_type=tf.int64))))
+    raw = _checked(raw, ok, case_id, 'label shape {} ({} values) does not '
+                   'match image shape {}; expected {}', label_shape,
+                   tf.size(raw, out_type=tf.int64), image_shape, expected)
+    if num_classes is not None:
+      raw = _label_values_ok(raw, case_id, num_classes, multi_label,
+                             ignore_label)
     return tf.reshape(raw, label_shape)
 
   def _no_label():
@@ -266,7 +347,7 @@ def parse_example(serialized: tf.Tensor, spatial_dims: int = 3,
       'has_label': has_label,
       'spacing': tf.sparse.to_dense(f[KEY_SPACING]),
       'affine': tf.reshape(f[KEY_AFFINE], [4, 4]),
-      'case_id': f[KEY_CASE_ID],
+      'case_id': case_id,
       'channel_mean': tf.sparse.to_dense(f[KEY_CHANNEL_MEAN]),
       'channel_std': tf.sparse.to_dense(f[KEY_CHANNEL_STD]),
   }
@@ -291,9 +372,15 @@ def parse_model_garden_example(serialized: tf.Tensor,
       MG_KEY_LABEL: tf.io.FixedLenFeature([], tf.string),
   })
   image = tf.io.decode_raw(f[MG_KEY_IMAGE], tf.float32)
+  expected = int(np.prod(image_size, dtype=np.int64)) * num_channels
+  image = _checked(
+      image, tf.equal(tf.size(image, out_type=tf.int64), expected), None,
+      'image/ct_image holds {} float32 values; expected '
+      f'{expected} for input_image_size {list(image_size)} x num_channels='
+      f'{num_channels}', tf.size(image, out_type=tf.int64))
   image = tf.reshape(image, list(image_size) + [num_channels])
   label = tf.io.decode_raw(f[MG_KEY_LABEL], tf.as_dtype(label_dtype))
-  voxels = int(np.prod(image_size))
+  voxels = int(np.prod(image_size, dtype=np.int64))
   count = tf.size(label)
   check = tf.debugging.Assert(
       tf.logical_or(tf.equal(count, voxels),
@@ -307,7 +394,8 @@ def parse_model_garden_example(serialized: tf.Tensor,
         lambda: tf.cast(tf.round(tf.cast(label, tf.float32)), tf.int32),
         lambda: tf.argmax(tf.reshape(label, [-1, num_classes]), axis=-1,
                           output_type=tf.int32))
-  label = tf.reshape(label, list(image_size))
+  label = _label_values_ok(tf.reshape(label, list(image_size)),
+                           None, num_classes, False, None)
   rank = len(image_size)
   return {
       'image': image,

@@ -144,14 +144,44 @@ def read_images(files: Sequence[str], load=io.load_volume
   return np.concatenate(arrays, axis=-1), affine
 
 
+NONFINITE_RULE = ("NaN and -inf -> the channel's smallest finite value, +inf "
+                  '-> its largest')
+
+
+def replace_nonfinite(image: np.ndarray) -> tuple[np.ndarray, int]:
+  """(image with every non-finite voxel replaced, how many were replaced).
+
+  The one rule of converters (`--nan_to_num`), predict and the SavedModel
+  (`NONFINITE_RULE`): per channel, NaN and -inf become the channel's
+  smallest finite value (background-like: air in CT, 0 in MRI) and +inf its
+  largest. Raises ValueError naming the channel when it has no finite voxel.
+
+  image: float [X, Y, Z, C]; returned as is when all finite.
+  """
+  finite = np.isfinite(image)
+  count = int(image.size - np.count_nonzero(finite))
+  if not count:
+    return image, 0
+  image = image.copy()
+  for c in range(image.shape[-1]):
+    channel = image[..., c]
+    values = channel[finite[..., c]]
+    if not values.size:
+      raise ValueError(f'channel {c} has no finite voxel (all NaN or inf)')
+    if values.size < channel.size:
+      low, high = float(values.min()), float(values.max())
+      image[..., c] = np.nan_to_num(channel, nan=low, posinf=high,
+                                    neginf=low)
+  return image, count
+
+
 def load_finite(case: Case, load: Loader, nan_to_num: bool = False
                ) -> RawCase:
   """`load(case)` with every image voxel checked finite.
 
   A NaN or inf voxel would spread through resampling and normalisation into
   the whole stored volume, so it stops the case with one line naming the
-  file, or with `nan_to_num` is replaced (NaN by 0, +-inf by the channel's
-  finite extremes).
+  file, or with `nan_to_num` is replaced (`replace_nonfinite`).
   """
   raw = load(case)
   finite = np.isfinite(raw.image)
@@ -164,15 +194,11 @@ def load_finite(case: Case, load: Loader, nan_to_num: bool = False
   if not nan_to_num:
     raise ValueError(
         f'{path}: {int((~finite).sum())} non-finite voxel(s) (NaN or inf); fix '
-        'the file, or convert with --nan_to_num (NaN -> 0, inf -> the '
-        "channel's finite extremes)")
-  image = raw.image.copy()
-  for c in bad_channels:
-    channel = image[..., c]
-    values = channel[np.isfinite(channel)]
-    low, high = (float(values.min()), float(values.max())) if values.size else (
-        0.0, 0.0)
-    image[..., c] = np.nan_to_num(channel, nan=0.0, posinf=high, neginf=low)
+        f'the file, or convert with --nan_to_num ({NONFINITE_RULE})')
+  try:
+    image, _ = replace_nonfinite(raw.image)
+  except ValueError as e:
+    raise ValueError(f'{path}: {e}') from None
   return dataclasses.replace(raw, image=image)
 
 

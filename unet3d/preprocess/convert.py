@@ -76,8 +76,8 @@ class Options:
   label_interpolation: str = 'linear'
   # Foreground voxels sampled per case for intensity statistics.
   num_samples: int = 10000
-  # Replace non-finite image voxels (NaN -> 0, inf -> the channel's finite
-  # extremes) instead of stopping at the file.
+  # Replace non-finite image voxels (cases.NONFINITE_RULE) instead of
+  # stopping at the file.
   nan_to_num: bool = False
 
 

@@ -57,6 +57,61 @@ def _voxel_shape(shape) -> tuple[int, ...]:
   return shape[:3] + shape[4:] if len(shape) == 5 and shape[3] == 1 else shape
 
 
+def check_affine(path: str, affine: np.ndarray) -> np.ndarray:
+  """The 4x4 affine, or a ValueError naming the file when it is not finite
+  or singular (no voxel size or orientation can be read from it)."""
+  affine = np.asarray(affine, np.float64)
+  if not np.isfinite(affine).all():
+    raise ValueError(f'{path}: affine is not finite (NaN or inf in the '
+                     'header\'s voxel-to-world matrix)')
+  if np.linalg.det(affine[:3, :3]) == 0:
+    raise ValueError(f'{path}: affine is singular (determinant 0: a zero '
+                     'voxel size or a repeated axis)')
+  return affine
+
+
+def _data_bytes(img) -> int:
+  """Bytes of voxel data the header claims, in Python ints (no overflow)."""
+  count = 1
+  for n in img.shape:
+    count *= int(n)
+  return count * int(img.get_data_dtype().itemsize)
+
+
+def _check_data_size(path: str, img) -> None:
+  """A .nii whose header claims more voxel data than the file holds stops
+  here, with both sizes, before any memory is allocated."""
+  if path.endswith('.gz'):
+    return  # the compressed size says nothing; `_gz_shortfall` words it
+  claimed = _data_bytes(img)
+  offset = int(getattr(img.dataobj, 'offset', 352))
+  held = max(os.path.getsize(path) - offset, 0)
+  if claimed > held:
+    raise ValueError(f'{path}: the header claims {claimed} bytes of voxel '
+                     f'data (shape {tuple(int(n) for n in img.shape)}, '
+                     f'{img.get_data_dtype()}), the file holds {held}')
+
+
+def _gz_shortfall(path: str, img) -> Optional[str]:
+  """For a .nii.gz that failed to load: the header's claimed voxel bytes
+  against the bytes that decompress (streamed), when fewer; else None."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  held = 0
+  try:
+    with gzip.open(path, 'rb') as f:
+      while chunk := f.read(1 << 22):
+        held += len(chunk)
+  except (OSError, EOFError):
+    pass  # a truncated stream: what decompressed so far
+  held = max(held - int(getattr(img.dataobj, 'offset', 352)), 0)
+  claimed = _data_bytes(img)
+  if claimed <= held:
+    return None
+  return (f'{path}: the header claims {claimed} bytes of voxel data (shape '
+          f'{tuple(int(n) for n in img.shape)}, {img.get_data_dtype()}), '
+          f'the file decompresses to {held}')
+
+
 def load_nifti(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Returns (array in voxel order, affine 4x4, spacing in mm per axis).
 
@@ -66,12 +121,20 @@ def load_nifti(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   _require_file(path)
   try:
     img = nib.load(path)
-    data = np.asarray(img.dataobj)
   except Exception as e:  # nibabel raises many types for corrupt files
     raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
+  affine = check_affine(path, img.affine)
+  _check_data_size(path, img)
+  try:
+    data = np.asarray(img.dataobj)
+  except Exception as e:  # truncated, or a header claiming too much
+    shortfall = (path.endswith('.gz') and not isinstance(e, EOFError) and
+                 _gz_shortfall(path, img))
+    if shortfall:
+      raise ValueError(shortfall) from None
+    raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
   spacing = np.asarray(img.header.get_zooms()[:3], np.float64)
-  return (data.reshape(_voxel_shape(data.shape)),
-          np.asarray(img.affine, np.float64), spacing)
+  return data.reshape(_voxel_shape(data.shape)), affine, spacing
 
 
 def nifti_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
@@ -80,9 +143,11 @@ def nifti_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
   _require_file(path)
   try:
     img = nib.load(path)
-    return _voxel_shape(img.shape), np.asarray(img.affine, np.float64)
   except Exception as e:  # nibabel raises many types for corrupt files
     raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
+  affine = check_affine(path, img.affine)
+  _check_data_size(path, img)
+  return _voxel_shape(img.shape), affine
 
 
 def save_nifti(path: str, array: np.ndarray, affine: np.ndarray,
@@ -119,7 +184,7 @@ def _read_sidecar(npy_path: str) -> np.ndarray:
                      f'({_first_line(e)})') from None
   if affine.shape != (4, 4):
     raise ValueError(f'{path}: affine must be 4x4, got {affine.shape}')
-  return affine
+  return check_affine(path, affine)
 
 
 def load_npy(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -54,9 +54,9 @@ def define_convert_flags() -> None:
   flags.DEFINE_integer('image_order', 3, 'Spline order for image resampling.')
   flags.DEFINE_enum('label_interpolation', 'linear', ['linear', 'nearest'],
                     'Label resampling: one-hot linear or nearest.')
-  flags.DEFINE_bool('nan_to_num', False, 'Replace NaN image voxels by 0 and '
-                    "inf by the channel's finite extremes, instead of "
-                    'stopping at the file.')
+  flags.DEFINE_bool('nan_to_num', False, 'Replace NaN and -inf image voxels '
+                    "by the channel's smallest finite value and +inf by its "
+                    'largest, instead of stopping at the file.')
 
 
 def define_lits_flags() -> None:
