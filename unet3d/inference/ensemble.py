@@ -78,9 +78,11 @@ def _check_window(cfg: Config, folder: str, strides: list[int]) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-  """One model to restore: its config and its checkpoint prefix."""
+  """One model to restore: its config, its checkpoint prefix, and the older
+  intact ones to fall back on when that one fails its checksum at restore."""
   cfg: Config
   checkpoint: str
+  fallbacks: tuple[str, ...] = ()
 
 
 def members(cfg: Config, checkpoint: str = 'latest') -> list[Member]:
@@ -91,8 +93,11 @@ def members(cfg: Config, checkpoint: str = 'latest') -> list[Member]:
   if len(configs) > 1 and checkpoint not in ('latest', 'best'):
     raise ConfigError(f'--checkpoint: {checkpoint} is one checkpoint; an '
                       'ensemble takes latest or best of each member')
-  return [Member(c, run_dir.find_checkpoint(c.model_dir, checkpoint))
-          for c in configs]
+  planned = []
+  for c in configs:
+    found = run_dir.checkpoint_candidates(c.model_dir, checkpoint)
+    planned.append(Member(c, found[0], tuple(found[1:])))
+  return planned
 
 
 def restore_models(planned: Sequence[Member],
@@ -102,7 +107,7 @@ def restore_models(planned: Sequence[Member],
   restored, steps = [], []
   for member in planned:
     model, step = run_dir.restore_model(member.cfg, member.checkpoint,
-                                        strategy)
+                                        strategy, member.fallbacks)
     restored.append(model)
     steps.append(step)
   return restored, steps

@@ -87,8 +87,8 @@ def remove_worker_scratch(model_dir: str, directory: str) -> None:
 
 def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
                      ) -> TrainState:
-  """Builds model + optimizer under the strategy and restores the latest
-  checkpoint of model_dir, if there is one."""
+  """Builds model + optimizer under the strategy and restores the newest
+  intact checkpoint of model_dir, if there is one (`run_dir.resume`)."""
   distribute.set_precision_policy(cfg)
   with strategy.scope():
     model = models.build_model(
@@ -112,14 +112,15 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
                                   lr_scale=lr_scale))
   manager = None
   if cfg.model_dir:
+    # Before the manager, which reads the index file resume() may rewrite.
+    latest = run_dir.resume(checkpoint, cfg.model_dir,
+                            tidy=distribute.is_chief())
+    if latest:
+      logging.info('restored %s at step %d', latest,
+                   int(optimizer.iterations.numpy()))
     manager = tf.train.CheckpointManager(
         checkpoint, checkpoint_directory(cfg),
         max_to_keep=cfg.train.keep_checkpoint_max)
-    latest = run_dir.latest_checkpoint(cfg.model_dir)
-    if latest:
-      run_dir.restore_checked(checkpoint, latest)
-      logging.info('restored %s at step %d', latest,
-                   int(optimizer.iterations.numpy()))
   distribute.check_same_on_every_worker(
       strategy, int(optimizer.iterations.numpy()), 'checkpoint step')
   return TrainState(strategy, model, optimizer, examples, data_seed,

@@ -189,6 +189,8 @@ class Trainer:
 
   def _start(self) -> None:
     cfg = self.cfg
+    if distribute.is_chief():  # under train.lock: no save is running
+      run_dir.remove_save_leftovers(cfg.model_dir)
     saved = run_dir.load_params(cfg.model_dir)
     if saved is not None and saved.train_steps != cfg.train_steps and (
         cfg.train.lr_schedule in ('cosine', 'polynomial')):
