@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 from PIL import Image
-import pytest
 
 from tests.preprocess import test_convert_common as common
 from unet3d.input import schema
