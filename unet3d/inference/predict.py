@@ -32,6 +32,7 @@ from scipy import ndimage
 import tensorflow as tf
 import tqdm
 
+from unet3d import fileio
 from unet3d.config import Config, ConfigError
 from unet3d.inference import ensemble
 from unet3d.inference import prediction_files as files
@@ -217,7 +218,7 @@ def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
   if not cfg.predict.output_dir:
     raise ConfigError('predict.output_dir: required for predict (or '
                       '--output_dir)')
-  if os.path.exists(cfg.predict.output_dir) and not os.path.isdir(
+  if fileio.exists(cfg.predict.output_dir) and not fileio.isdir(
       cfg.predict.output_dir):
     raise ConfigError(f'predict.output_dir: {cfg.predict.output_dir} is not '
                       'a folder')
