@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import glob as glob_lib
 import gzip
+import io as io_lib
 import json
 import os
 import posixpath
@@ -104,14 +105,52 @@ def local_file(path: str, suffix: str = '') -> Iterator[str]:
     yield local
 
 
+class _ChunkedReader(io_lib.RawIOBase):
+  """A binary stream whose readinto fills the caller's buffer in 16 MiB
+  reads: nibabel reads voxels straight into the array, never into a bytes
+  object of the whole volume first."""
+
+  CHUNK = 16 << 20
+
+  def __init__(self, stream):
+    super().__init__()
+    self._stream = stream
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return True
+
+  def read(self, size: int = -1) -> bytes:
+    return self._stream.read(size)
+
+  def seek(self, offset: int, whence: int = 0) -> int:
+    return self._stream.seek(offset, whence)
+
+  def tell(self) -> int:
+    return self._stream.tell()
+
+  def readinto(self, buffer) -> int:
+    view = memoryview(buffer).cast('B')
+    filled = 0
+    while filled < len(view):
+      data = self._stream.read(min(self.CHUNK, len(view) - filled))
+      if not data:
+        break
+      view[filled:filled + len(data)] = data
+      filled += len(data)
+    return filled
+
+
 @contextlib.contextmanager
 def _nifti_image(path: str) -> Iterator[nib.Nifti1Image]:
   """nibabel's lazy image of a NIfTI file, valid inside the block.
 
-  A URL path is streamed through a GFile (.nii.gz decompressed on the fly):
-  reading the voxels holds the decoded array once, like a local file, and
-  neither the whole compressed file in memory nor a copy on local disk;
-  the header and affine alone read only the first bytes.
+  A URL path is streamed through a GFile (.nii.gz decompressed on the fly)
+  into the array: reading the voxels holds the decoded array plus about
+  two 16 MiB chunks, neither the compressed file in memory nor a copy on
+  local disk; the header and affine alone read only the first bytes.
   """
   if not is_remote(path):
     yield nib.load(path)
@@ -122,8 +161,9 @@ def _nifti_image(path: str) -> Iterator[nib.Nifti1Image]:
     magic = stream.read(4)
     stream.seek(0)
     klass = nib.Nifti2Image if magic in _NIFTI2_MAGIC else nib.Nifti1Image
-    holder = nib.FileHolder(filename=path, fileobj=stream)
-    yield klass.from_file_map({'header': holder, 'image': holder})
+    holder = nib.FileHolder(filename=path, fileobj=_ChunkedReader(stream))
+    yield klass.from_file_map({'header': holder, 'image': holder},
+                              mmap=False)
 
 
 def _first_line(error: BaseException) -> str:
