@@ -52,6 +52,10 @@ def isdir(path: str) -> bool:
   return gfile.isdir(path)
 
 
+def isfile(path: str) -> bool:
+  return gfile.exists(path) and not gfile.isdir(path)
+
+
 def makedirs(path: str) -> None:
   gfile.makedirs(path)
 
@@ -108,6 +112,27 @@ def read_text(path: str) -> str:
 
 def read_json(path: str) -> Any:
   return json.loads(read_text(path))
+
+
+def open_read(path: str):
+  """A binary, seekable reader of `path` (a GFile: streams from gs://)."""
+  return gfile.GFile(path, 'rb')
+
+
+@contextlib.contextmanager
+def local_copy(path: str, suffix: str = '') -> Iterator[str]:
+  """Yields a local file with the content of `path`: path itself when it
+  is local, else a temporary copy (streamed, removed after the block).
+
+  For readers that need a real local file (h5py's random access).
+  """
+  if not is_remote(path):
+    yield path
+    return
+  with tempfile.TemporaryDirectory() as local_dir:
+    local = os.path.join(local_dir, 'in' + suffix)
+    gfile.copy(path, local, overwrite=True)
+    yield local
 
 
 def _tmp_name(path: str) -> str:

@@ -35,7 +35,13 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
 
 
 def load_yaml_file(path: str) -> dict[str, Any]:
-  """Reads a local YAML config file; errors name the file."""
+  """Reads a YAML config file (local, or gs:// and any TensorFlow
+  filesystem); errors name the file."""
+  if '://' in path:  # TensorFlow is imported only for URL paths
+    from unet3d import fileio  # pylint: disable=g-import-not-at-top
+    if not fileio.isfile(path):
+      raise ConfigError(f'config file {path}: not found')
+    return parse_yaml(fileio.read_text(path), f'config file {path}')
   if not os.path.isfile(path):
     raise ConfigError(f'config file {path}: not found')
   with open(path) as f:

@@ -269,7 +269,7 @@ def _plan_outputs(cfg: Config
   if not cfg.predict.output_dir:
     raise ConfigError('predict.output_dir: required for predict (or '
                       '--output_dir)')
-  if os.path.exists(cfg.predict.output_dir) and not os.path.isdir(
+  if fileio.exists(cfg.predict.output_dir) and not fileio.isdir(
       cfg.predict.output_dir):
     raise ConfigError(f'predict.output_dir: {cfg.predict.output_dir} is not '
                       'a folder')

@@ -33,20 +33,20 @@ def input_files(pattern: str) -> list[str]:
   for part in (p.strip() for p in pattern.split(',')):
     if not part:
       continue
-    if os.path.isdir(part):
-      matches = sorted(os.path.join(part, n) for n in os.listdir(part)
+    if fileio.isdir(part):
+      matches = sorted(fileio.join(part, n) for n in fileio.listdir(part)
                        if n.endswith(io.NIFTI_SUFFIXES) and
-                       os.path.isfile(os.path.join(part, n)))
+                       fileio.isfile(fileio.join(part, n)))
       if not matches:
         raise ValueError(f'{part}: no .nii or .nii.gz files in this folder')
       found.extend(matches)
     elif glob.has_magic(part):
-      matches = sorted(p for p in glob.glob(part) if os.path.isfile(p))
+      matches = sorted(p for p in fileio.glob(part) if fileio.isfile(p))
       if not matches:
         raise ValueError(f'{part}: no files match predict.input_pattern '
                          '(expected .nii or .nii.gz volumes)')
       found.extend(matches)
-    elif os.path.isfile(part):
+    elif fileio.isfile(part):
       found.append(part)
     else:
       raise ValueError(f'{part}: file not found (predict.input_pattern)')
@@ -55,13 +55,13 @@ def input_files(pattern: str) -> list[str]:
 
 def output_path(output_dir: str, input_path: str) -> str:
   """`<output_dir>/<input name without .nii(.gz)>_seg.nii.gz`."""
-  return os.path.join(output_dir, io.strip_suffix(input_path) + SEG_SUFFIX)
+  return fileio.join(output_dir, io.strip_suffix(input_path) + SEG_SUFFIX)
 
 
 def probabilities_path(output_dir: str, input_path: str, kind: str) -> str:
   """`<output_dir>/<name>_probabilities.nii.gz` (kind 'nifti') or `.h5`."""
   suffix = PROBABILITIES_SUFFIX[kind]
-  return os.path.join(output_dir, io.strip_suffix(input_path) + suffix)
+  return fileio.join(output_dir, io.strip_suffix(input_path) + suffix)
 
 
 def check_input(path: str, num_channels: int) -> None:
@@ -83,7 +83,7 @@ def check_input(path: str, num_channels: int) -> None:
 def write_segmentation(path: str, labels: np.ndarray, input_path: str) -> None:
   """Saves labels (atomically) with the input file's affine and header,
   as uint8 without intensity scaling or display window."""
-  reference = nib.load(input_path)
+  reference = io.nifti_reference(input_path)
   header = reference.header.copy()
   header.set_data_dtype(np.uint8)
   header.set_intent('none')
@@ -103,7 +103,7 @@ def write_probabilities(path: str, probabilities: np.ndarray,
   (C, Z, Y, X) order) with attributes `axis_order`, `class_names` and the
   input's `affine`.
   """
-  reference = nib.load(input_path)
+  reference = io.nifti_reference(input_path)
   if path.endswith(io.NIFTI_SUFFIXES):
     header = reference.header.copy()
     header.set_data_dtype(np.uint16)  # nibabel scales the floats into it

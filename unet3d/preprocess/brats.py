@@ -20,7 +20,6 @@ enhancing tumour) for sigmoid training. Numpy only: runs in workers.
 from __future__ import annotations
 
 import functools
-import glob
 import os
 from typing import Optional, Sequence
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from unet3d.preprocess import cases
 from unet3d.preprocess import intensity
+from unet3d.preprocess import io
 from unet3d.preprocess import label_maps
 
 MODALITIES = ('t1', 't1ce', 't2', 'flair')
@@ -46,8 +46,8 @@ REGION_LABELS = {'0': 'whole_tumor', '1': 'tumor_core',
 
 
 def _matches(folder: str, suffix: str) -> list[str]:
-  return sorted(glob.glob(os.path.join(folder, f'*{suffix}.nii.gz')) +
-                glob.glob(os.path.join(folder, f'*{suffix}.nii')))
+  return sorted(io.glob(os.path.join(folder, f'*{suffix}.nii.gz')) +
+                io.glob(os.path.join(folder, f'*{suffix}.nii')))
 
 
 def uses_2023_naming(folder: str) -> bool:
@@ -88,14 +88,14 @@ def case_folders(input_path: str, single_data_dir: bool = False
   single_data_dir), else every sub-folder holding NIfTI files."""
   roots = [input_path]
   grades = [os.path.join(input_path, g) for g in GRADE_FOLDERS
-            if os.path.isdir(os.path.join(input_path, g))]
+            if io.isdir(os.path.join(input_path, g))]
   if grades and not single_data_dir:
     roots = grades
   found = []
   for root in roots:
-    for name in sorted(os.listdir(root)):
+    for name in io.listdir(root):
       folder = os.path.join(root, name)
-      if os.path.isdir(folder) and glob.glob(os.path.join(folder, '*.nii*')):
+      if io.isdir(folder) and io.glob(os.path.join(folder, '*.nii*')):
         found.append(folder)
   return found
 
@@ -103,7 +103,7 @@ def case_folders(input_path: str, single_data_dir: bool = False
 def find_cases(input_path: str, modalities: Sequence[str] = MODALITIES,
                single_data_dir: bool = False) -> list[cases.Case]:
   """One case per case folder (see the module docstring for layouts)."""
-  if not os.path.isdir(input_path):
+  if not io.isdir(input_path):
     raise ValueError(f'{input_path}: not a folder (expected BraTS case '
                      'folders)')
   unknown = [m for m in modalities if m not in MODALITIES]

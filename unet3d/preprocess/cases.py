@@ -205,7 +205,7 @@ def load_finite(case: Case, load: Loader, nan_to_num: bool = False
 def read_label(path: str, image: np.ndarray, affine: np.ndarray,
                image_path: str, load=io.load_volume) -> np.ndarray:
   """The label file's array (values unchecked), on the image's grid."""
-  if not os.path.isfile(path):
+  if not io.isfile(path):
     raise ValueError(f'{path}: label file not found (for image {image_path})')
   data, label_affine, _ = load(path)
   _check_same_grid(path, data.shape, label_affine, image_path, image.shape,

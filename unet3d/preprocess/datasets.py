@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+from unet3d import fileio
 from unet3d.preprocess import brats
 from unet3d.preprocess import convert
 from unet3d.preprocess import decathlon
@@ -112,7 +113,7 @@ def convert_lits_to_npy(input_path: str, output_dir: str, *,
   errors = runner.Errors(on_error)
   start_time = time.perf_counter()
   converted = []
-  output_dir = os.path.normpath(output_dir)
+  output_dir = fileio.normpath(output_dir)
   with runner.staged_output(output_dir, overwrite, case_list) as tmp_dir:
     with runner.worker_pool(num_processes) as pool:
       jobs = [(lits.nifti_to_npy, c.case_id, (c, tmp_dir), {})

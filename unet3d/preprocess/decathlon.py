@@ -53,12 +53,12 @@ def _entry_path(task_dir: str, value: Any, where: str, path: str,
   shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + '...'
   if not isinstance(value, str) or not value or '\0' in value:
     raise ValueError(f'{path}: {where}: expected a file path, got {shown}')
-  joined = os.path.normpath(os.path.join(task_dir, value))
+  joined = io.normjoin(task_dir, value)
   if allow_outside:
     return joined
-  root = os.path.realpath(task_dir)
-  real = os.path.realpath(joined)
-  if os.path.isabs(value) or os.path.commonpath([root, real]) != root:
+  root = io.realpath(task_dir)
+  real = io.realpath(joined)
+  if os.path.isabs(value) or not io.is_inside(real, root):
     raise ValueError(f'{path}: {where}: {shown} is outside the task folder '
                      '(expected a path inside it, e.g. ./imagesTr/x.nii.gz; '
                      '--allow_outside_paths accepts it)')
@@ -69,17 +69,16 @@ def read_task(task_dir: str, allow_outside_paths: bool = False
              ) -> tuple[dict[str, str], dict[str, str], list[cases.Case]]:
   """(modalities, labels, cases) of a task folder. Its `training` files
   must lie inside it (after symlinks) unless allow_outside_paths."""
-  if not os.path.isdir(task_dir):
+  if not io.isdir(task_dir):
     raise ValueError(f'{task_dir}: not a folder (expected a Decathlon task '
                      'folder)')
   path = os.path.join(task_dir, 'dataset.json')
-  if not os.path.isfile(path):
+  if not io.isfile(path):
     raise ValueError(f'{task_dir}: no dataset.json (expected a Medical '
                      'Segmentation Decathlon task folder with dataset.json, '
                      'imagesTr/ and labelsTr/)')
   try:
-    with open(path) as f:
-      meta = json.load(f)
+    meta = json.loads(io.read_text(path))
   except (OSError, ValueError) as e:
     raise ValueError(f'{path}: cannot read ({e})') from None
   modalities = _names(meta, 'modality' if 'modality' in meta else

@@ -10,7 +10,6 @@ spacing from the caller, the raw dataset's `element_size_um` attribute, or
 from __future__ import annotations
 
 import functools
-import glob
 import os
 from typing import Optional, Sequence
 
@@ -26,11 +25,11 @@ SUFFIXES = ('.h5', '.hdf5', '.hdf')
 
 def find_cases(input_path: str) -> list[cases.Case]:
   """A folder of HDF5 files, a glob pattern, or one file."""
-  if os.path.isdir(input_path):
-    paths = [os.path.join(input_path, n) for n in os.listdir(input_path)
+  if io.isdir(input_path):
+    paths = [os.path.join(input_path, n) for n in io.listdir(input_path)
              if n.endswith(SUFFIXES)]
   else:
-    paths = glob.glob(input_path)
+    paths = io.glob(input_path)
   if not paths:
     raise ValueError(f'{input_path}: no HDF5 files found (expected '
                      f'{", ".join("*" + s for s in SUFFIXES)})')

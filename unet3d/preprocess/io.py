@@ -8,14 +8,23 @@ index (i, j, k, 1) to world millimetres. Three on-disk forms are read:
   `save_npy`, e.g. by `data_preprocess/convert_lits_nii_to_npy.py`);
 - HDF5 datasets (`load_hdf5`), which carry no geometry of their own.
 
+Paths may be local or on any TensorFlow filesystem (`gs://`, `ram://`):
+URL paths go through `unet3d.fileio`, imported on first use, so worker
+processes that read local files never import TensorFlow.
+
 Every error is a ValueError whose message starts with the file's path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob as glob_lib
+import gzip
+import io as io_lib
 import json
 import os
-from typing import Any, Optional
+import posixpath
+from typing import Any, Iterator, Optional
 
 import nibabel as nib
 import numpy as np
@@ -23,6 +32,138 @@ import numpy as np
 from unet3d import errors
 
 NIFTI_SUFFIXES = ('.nii.gz', '.nii')
+# sizeof_hdr, the first int32 of a NIfTI-2 header, in either byte order.
+_NIFTI2_MAGIC = (b'\x1c\x02\x00\x00', b'\x00\x00\x02\x1c')
+
+
+def _fileio():
+  """unet3d.fileio (TensorFlow), imported only when a URL path needs it."""
+  from unet3d import fileio  # pylint: disable=g-import-not-at-top
+  return fileio
+
+
+def is_remote(path: str) -> bool:
+  """True for URL paths (gs://, ram://): read through tf.io.gfile."""
+  return '://' in str(path)
+
+
+def isfile(path: str) -> bool:
+  return _fileio().isfile(path) if is_remote(path) else os.path.isfile(path)
+
+
+def isdir(path: str) -> bool:
+  return _fileio().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
+def listdir(path: str) -> list[str]:
+  """The sorted names in a folder."""
+  return _fileio().listdir(path) if is_remote(path) else sorted(
+      os.listdir(path))
+
+
+def glob(pattern: str) -> list[str]:
+  """The sorted paths a glob pattern matches (gs:// too)."""
+  if is_remote(pattern):
+    return _fileio().glob(pattern)
+  return sorted(glob_lib.glob(pattern))
+
+
+def read_text(path: str) -> str:
+  if is_remote(path):
+    return _fileio().read_text(path)
+  with open(path) as f:
+    return f.read()
+
+
+def normjoin(root: str, relative: str) -> str:
+  """os.path.normpath(os.path.join(root, relative)), keeping a URL's '//'."""
+  if not is_remote(root):
+    return os.path.normpath(os.path.join(root, relative))
+  scheme, rest = root.split('://', 1)
+  return f'{scheme}://' + posixpath.normpath(posixpath.join(rest, relative))
+
+
+def realpath(path: str) -> str:
+  """os.path.realpath; a URL path only normalised (no symlinks there)."""
+  return normjoin(path, '.') if is_remote(path) else os.path.realpath(path)
+
+
+def is_inside(path: str, root: str) -> bool:
+  """Whether a normalised `path` is `root` or below it."""
+  if is_remote(root) or is_remote(path):
+    return path == root or path.startswith(root.rstrip('/') + '/')
+  return os.path.commonpath([root, path]) == root
+
+
+@contextlib.contextmanager
+def local_file(path: str, suffix: str = '') -> Iterator[str]:
+  """Yields `path`, or for a URL path a temporary local copy of it."""
+  if not is_remote(path):
+    yield path
+    return
+  with _fileio().local_copy(path, suffix) as local:
+    yield local
+
+
+class _ChunkedReader(io_lib.RawIOBase):
+  """A binary stream whose readinto fills the caller's buffer in 16 MiB
+  reads: nibabel reads voxels straight into the array, never into a bytes
+  object of the whole volume first."""
+
+  CHUNK = 16 << 20
+
+  def __init__(self, stream):
+    super().__init__()
+    self._stream = stream
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return True
+
+  def read(self, size: int = -1) -> bytes:
+    return self._stream.read(size)
+
+  def seek(self, offset: int, whence: int = 0) -> int:
+    return self._stream.seek(offset, whence)
+
+  def tell(self) -> int:
+    return self._stream.tell()
+
+  def readinto(self, buffer) -> int:
+    view = memoryview(buffer).cast('B')
+    filled = 0
+    while filled < len(view):
+      data = self._stream.read(min(self.CHUNK, len(view) - filled))
+      if not data:
+        break
+      view[filled:filled + len(data)] = data
+      filled += len(data)
+    return filled
+
+
+@contextlib.contextmanager
+def _nifti_image(path: str) -> Iterator[nib.Nifti1Image]:
+  """nibabel's lazy image of a NIfTI file, valid inside the block.
+
+  A URL path is streamed through a GFile (.nii.gz decompressed on the fly)
+  into the array: reading the voxels holds the decoded array plus about
+  two 16 MiB chunks, neither the compressed file in memory nor a copy on
+  local disk; the header and affine alone read only the first bytes.
+  """
+  if not is_remote(path):
+    yield nib.load(path)
+    return
+  with _fileio().open_read(path) as raw:
+    stream = (gzip.GzipFile(fileobj=raw, mode='rb')
+              if path.endswith('.gz') else raw)
+    magic = stream.read(4)
+    stream.seek(0)
+    klass = nib.Nifti2Image if magic in _NIFTI2_MAGIC else nib.Nifti1Image
+    holder = nib.FileHolder(filename=path, fileobj=_ChunkedReader(stream))
+    yield klass.from_file_map({'header': holder, 'image': holder},
+                              mmap=False)
 
 
 def _first_line(error: BaseException) -> str:
@@ -33,7 +174,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _require_file(path: str) -> None:
-  if not os.path.isfile(path):
+  if not isfile(path):
     raise ValueError(f'{path}: file not found')
 
 
@@ -119,40 +260,63 @@ def load_nifti(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   vector volumes come as [X, Y, Z, C].
   """
   _require_file(path)
+  with contextlib.ExitStack() as stack:
+    img = _open_checked(path, stack)
+    try:
+      data = np.asarray(img.dataobj)
+    except Exception as e:  # truncated, or a header claiming too much
+      shortfall = (path.endswith('.gz') and not is_remote(path) and
+                   not isinstance(e, EOFError) and _gz_shortfall(path, img))
+      if shortfall:
+        raise ValueError(shortfall) from None
+      raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
+    spacing = np.asarray(img.header.get_zooms()[:3], np.float64)
+    affine = np.asarray(img.affine, np.float64)
+  return data.reshape(_voxel_shape(data.shape)), affine, spacing
+
+
+def _open_checked(path: str, stack: contextlib.ExitStack):
+  """The lazy image of `path` (entered on `stack`), its affine checked and,
+  for a local .nii, its header's data size against the file's."""
   try:
-    img = nib.load(path)
+    img = stack.enter_context(_nifti_image(path))
   except Exception as e:  # nibabel raises many types for corrupt files
     raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
-  affine = check_affine(path, img.affine)
-  _check_data_size(path, img)
-  try:
-    data = np.asarray(img.dataobj)
-  except Exception as e:  # truncated, or a header claiming too much
-    shortfall = (path.endswith('.gz') and not isinstance(e, EOFError) and
-                 _gz_shortfall(path, img))
-    if shortfall:
-      raise ValueError(shortfall) from None
-    raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
-  spacing = np.asarray(img.header.get_zooms()[:3], np.float64)
-  return data.reshape(_voxel_shape(data.shape)), affine, spacing
+  check_affine(path, img.affine)
+  if not is_remote(path):
+    _check_data_size(path, img)
+  return img
 
 
 def nifti_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
   """(shape, affine) from the header alone, without reading the voxels;
   the shape as `load_nifti` returns the array."""
   _require_file(path)
+  with contextlib.ExitStack() as stack:
+    img = _open_checked(path, stack)
+    return _voxel_shape(img.shape), np.asarray(img.affine, np.float64)
+
+
+def nifti_reference(path: str) -> nib.Nifti1Image:
+  """The image's header and affine, for writing outputs on its grid; its
+  voxels are not read (and for a URL path cannot be)."""
+  _require_file(path)
   try:
-    img = nib.load(path)
+    with _nifti_image(path) as img:
+      return img
   except Exception as e:  # nibabel raises many types for corrupt files
     raise ValueError(f'{path}: cannot read NIfTI ({_first_line(e)})') from None
-  affine = check_affine(path, img.affine)
-  _check_data_size(path, img)
-  return _voxel_shape(img.shape), affine
 
 
 def save_nifti(path: str, array: np.ndarray, affine: np.ndarray,
                header: Optional[nib.Nifti1Header] = None) -> None:
-  """Writes a NIfTI atomically (temporary name, then rename)."""
+  """Writes a NIfTI atomically (temporary name, then rename); a URL path
+  is written to a local temporary file and copied up."""
+  if is_remote(path):
+    suffix = '.nii.gz' if path.endswith('.nii.gz') else '.nii'
+    with _fileio().published(path, suffix=suffix) as local:
+      save_nifti(local, array, affine, header)
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   image = nib.Nifti1Image(np.asarray(array), np.asarray(affine), header)
   suffix = '.nii.gz' if path.endswith('.nii.gz') else '.nii'
@@ -172,13 +336,12 @@ def sidecar_path(npy_path: str) -> str:
 
 def _read_sidecar(npy_path: str) -> np.ndarray:
   path = sidecar_path(npy_path)
-  if not os.path.isfile(path):
+  if not isfile(path):
     raise ValueError(f'{npy_path}: no geometry sidecar {path} (write .npy '
                      'volumes with convert_lits_nii_to_npy.py, or convert '
                      'the .nii files directly)')
   try:
-    with open(path) as f:
-      affine = np.asarray(json.load(f)['affine'], np.float64)
+    affine = np.asarray(json.loads(read_text(path))['affine'], np.float64)
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ValueError(f'{path}: cannot read the geometry sidecar '
                      f'({_first_line(e)})') from None
@@ -192,17 +355,35 @@ def load_npy(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   _require_file(path)
   affine = _read_sidecar(path)
   try:
-    data = np.load(path, allow_pickle=False)
+    data = _load_npy_array(path)
   except Exception as e:  # truncated or not an .npy file
     raise ValueError(f'{path}: cannot read .npy ({_first_line(e)})') from None
   return data, affine, spacing_of(affine)
+
+
+def _load_npy_array(path: str) -> np.ndarray:
+  if not is_remote(path):
+    return np.load(path, allow_pickle=False)
+  with _fileio().open_read(path) as f:  # numpy reads it in chunks
+    return np.load(f, allow_pickle=False)
+
+
+def _npy_shape(path: str) -> tuple[int, ...]:
+  """The shape from the .npy header, without reading the array."""
+  if not is_remote(path):
+    return np.load(path, mmap_mode='r', allow_pickle=False).shape
+  with _fileio().open_read(path) as f:
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+            np.lib.format.read_array_header_2_0)
+    return read(f)[0]
 
 
 def npy_geometry(path: str) -> tuple[tuple[int, ...], np.ndarray]:
   _require_file(path)
   affine = _read_sidecar(path)
   try:
-    shape = np.load(path, mmap_mode='r', allow_pickle=False).shape
+    shape = _npy_shape(path)
   except Exception as e:  # truncated or not an .npy file
     raise ValueError(f'{path}: cannot read .npy ({_first_line(e)})') from None
   return tuple(int(s) for s in shape), affine
@@ -259,7 +440,7 @@ def load_hdf5(path: str, key: str, shape_only: bool = False
   _require_file(path)
   missing = None
   try:
-    with h5py.File(path, 'r') as f:
+    with local_file(path, '.h5') as local, h5py.File(local, 'r') as f:
       if key in f:
         dataset = f[key]
         attrs = {k: np.asarray(v).tolist() for k, v in dataset.attrs.items()}

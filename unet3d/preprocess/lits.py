@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
 import os
 import re
 from typing import Any, Optional, Sequence
@@ -67,7 +66,7 @@ def find_cases(image_file_pattern: str, label_file_pattern: str,
                      f'and shard_stride >= 1, got {shard_start}, '
                      f'{shard_stride}')
   found = []
-  for path in glob.glob(image_file_pattern.replace('{}', '*')):
+  for path in io.glob(image_file_pattern.replace('{}', '*')):
     match = regex.match(path)
     if match:
       number = int(match.group(1))
@@ -83,13 +82,13 @@ def find_cases(image_file_pattern: str, label_file_pattern: str,
 
 def find_nifti_cases(input_path: str) -> list[cases.Case]:
   """`volume-N.nii[.gz]` with `segmentation-N.nii[.gz]` in one folder."""
-  if not os.path.isdir(input_path):
+  if not io.isdir(input_path):
     raise ValueError(f'{input_path}: not a folder (expected LiTS '
                      'volume-N.nii and segmentation-N.nii files)')
   found = []
   for suffix in ('.nii', '.nii.gz'):
     pattern = os.path.join(input_path, 'volume-{}' + suffix)
-    if glob.glob(pattern.replace('{}', '*')):
+    if io.glob(pattern.replace('{}', '*')):
       found += find_cases(pattern, os.path.join(input_path,
                                                 'segmentation-{}' + suffix))
   if not found:
