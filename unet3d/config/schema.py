@@ -414,7 +414,8 @@ class Config:
   num_segmentation_levels: int = 1
   # Batch norm in every conv unit (when model.normalization is empty).
   use_batch_norm: bool = True
-  # Only channels_last.
+  # Only channels_last (TF's CPU 3D convs have no NCDHW kernel; XLA/TPU
+  # picks its own layout).
   data_format: str = 'channels_last'
   # --- loss ---
   # Training labels as class indices; false: one-hot of label_dtype.
