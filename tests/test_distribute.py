@@ -122,16 +122,12 @@ def test_batch_sizes_are_checked_when_the_strategy_is_built():
   with pytest.raises(ConfigError, match='train_batch_size: 3 is not divisible '
                      'by the 2 replicas in sync; use a multiple of 2'):
     distribute.build_strategy(_cfg(train_batch_size=3, **base))
-  with pytest.raises(ConfigError, match='eval_batch_size: 1 is not divisible '
-                     'by the 2 replicas'):
-    distribute.build_strategy(_cfg(eval_batch_size=1, eval_file_pattern='x',
-                                   **base))
+  # Evaluation pads its steps (tests/evaluation/test_eval_padding.py).
+  distribute.build_strategy(_cfg(eval_batch_size=1, eval_file_pattern='x',
+                                 **base))
   # Evaluation alone does not need the training batch to split.
   distribute.build_strategy(_cfg(train_batch_size=3, eval_file_pattern='x',
                                  **base), training=False)
-  # Whole-volume evaluation does not batch by eval_batch_size.
-  distribute.build_strategy(_cfg(eval_batch_size=1, eval_file_pattern='x',
-                                 data={'eval_mode': 'whole_volume'}, **base))
 
 
 def _slice_of(recipe: str) -> str:
@@ -142,18 +138,14 @@ def _slice_of(recipe: str) -> str:
     os.path.join(REPO, 'configs', 'cloud', '*.yaml'))))
 def test_cloud_recipes_train_and_evaluate_on_their_slices(recipe):
   """Replicas from the recipe's slice topology (cores / cores per replica,
-  as TPUStrategy's device assignment has them); both batches must split."""
+  as TPUStrategy's device assignment has them); the training batch must
+  split, the published eval_batch_size 1 is padded."""
   cfg = config.build_config(recipe, params_override='eval_file_pattern=x')
   cores = math.prod(cfg.input_partition_dims or [1])
   assignment = tpu_topology.device_assignment(
       tpu_slices.topology(_slice_of(recipe)), cores)
   distribute.check_batch_sizes(cfg, assignment.num_replicas)
-  # The Model Garden's eval_batch_size 1 fails on the 16-way split recipes.
-  if assignment.num_replicas > 1:
-    with pytest.raises(ConfigError, match='eval_batch_size: 1 is not '
-                       f'divisible by the {assignment.num_replicas} replicas'):
-      distribute.check_batch_sizes(config.merge(cfg, {'eval_batch_size': 1}),
-                                   assignment.num_replicas)
+  assert cfg.train_batch_size % assignment.num_replicas == 0
 
 
 def test_gpu_ids_must_be_visible():

@@ -151,3 +151,54 @@ def test_corrupt_tfrecord_names_the_shard(tmp_path):
   assert len(errors) == 1, proc.stderr[-2000:]
   assert errors[0].startswith(f'error: {bad}: cannot read this TFRecord '
                               'shard (truncated record')
+
+
+def test_model_garden_flags_set_their_keys(tmp_path):
+  cfg = unet_main.resolve_config(_flags([
+      '--mode=train', f'--model_dir={tmp_path}', '--lr_init_value=0.002',
+      '--lr_decay_rate=0.8', '--checkpoint_interval=7',
+      '--iterations_per_loop=5', '--epochs=3',
+      '--params_override=train_item_count=10,train_batch_size=4']))
+  assert cfg.init_learning_rate == 0.002 and cfg.lr_decay_rate == 0.8
+  assert cfg.train.checkpoint_every_n_steps == 7
+  assert cfg.train.steps_per_loop == 5
+  assert cfg.train_steps == 3 * (10 // 4)  # epochs of train_item_count
+  with pytest.raises(config.ConfigError, match='--epochs: needs'):
+    unet_main.resolve_config(_flags(['--mode=train', '--epochs=2']))
+
+
+@pytest.mark.parametrize('flag, ours', [
+    ('--use_tpu', '--distribution_strategy=tpu (and --tpu=NAME)'),
+    ('--num_cores=8', '--tpu=NAME'),
+    ('--min_eval_interval=180', 'train.eval_every_n_steps'),
+    ('--eval_timeout=60', 'once, without waiting'),
+])
+def test_model_garden_flags_without_a_meaning_here_name_ours(flag, ours):
+  name = flag.split('=')[0]
+  with pytest.raises(config.ConfigError,
+                     match=f'^{name}: not a flag here; .*{ours[:12]}'):
+    unet_main.resolve_config(_flags(['--mode=train', flag]))
+
+
+def test_eval_checkpoint_dir_is_its_latest_checkpoint(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  prefix = tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(tmp_path / 'ckpt'))
+  assert unet_main.checkpoint_flag(_flags(
+      ['--mode=eval', f'--eval_checkpoint_dir={tmp_path}'])) == prefix
+  assert unet_main.checkpoint_flag(_flags(['--mode=eval'])) == 'latest'
+
+
+def test_channels_first_config_fails_with_one_line(tmp_path):
+  path = tmp_path / 'mg.yaml'
+  path.write_text('data_format: channels_first\nnum_classes: 3\n')
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'unet_main.py'), '--mode=summary',
+       f'--config_file={path}'], capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert proc.returncode == 1
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
+  assert errors == [
+      'error: data_format: channels_first is not supported (TF\'s CPU conv '
+      'kernels are channels_last); remove it or set channels_last — records '
+      'and models are channels_last, and XLA/TPU picks its own layout'
+  ], proc.stderr[-2000:]

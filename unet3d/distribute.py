@@ -189,20 +189,17 @@ def build_strategy(cfg: Config, devices: Optional[list[str]] = None,
 
 def check_batch_sizes(cfg: Config, num_replicas: int,
                       training: bool = True) -> None:
-  """Every global batch the run will use splits evenly over the replicas.
+  """The training batch splits evenly over the replicas (when training).
 
-  train_batch_size (when training) and eval_batch_size (when center-crop
-  evaluation has records to read) are checked as soon as the strategy
-  exists, so a recipe cannot train for hours and then fail at its first
-  evaluation. With TPU spatial partitioning a replica is
-  prod(input_partition_dims) cores: a v3-32 split 16 ways has 2 replicas.
+  Checked as soon as the strategy exists. With TPU spatial partitioning a
+  replica is prod(input_partition_dims) cores: a v3-32 split 16 ways has 2
+  replicas. eval_batch_size needs no check: evaluation pads a step to a
+  multiple of the replicas with masked examples
+  (`unet3d.evaluation.evaluator.padded_batch`).
   """
-  keys = ['train_batch_size'] if training else []
-  if cfg.eval_file_pattern and cfg.data.eval_mode == 'center_crop':
-    keys.append('eval_batch_size')
-  for key in keys:
-    config_lib.check_divisible_by_replicas(key, getattr(cfg, key),
-                                           num_replicas)
+  if training:
+    config_lib.check_divisible_by_replicas(
+        'train_batch_size', cfg.train_batch_size, num_replicas)
 
 
 def label_partition_dims(dims: list[int], label_rank: int) -> list[int]:

@@ -10,7 +10,9 @@ r"""The `unet3d` command: flags -> config -> the mode's function.
       --prediction_dir=/tmp/seg --output_dir=/tmp/scores
   unet3d --version
 
-`python unet_main.py` and `python -m unet3d.cli.main` take the same flags.
+`python unet_main.py` and `python -m unet3d.cli.main` take the same flags,
+and the TF Model Garden UNet3D's (MODEL_GARDEN_FLAGS: --epochs,
+--lr_init_value, ... with their meaning there, or one line naming ours).
 """
 
 import signal
@@ -84,6 +86,46 @@ flags.DEFINE_float('train_hours', None,
 flags.DEFINE_bool('version', False, 'Print "unet3d <version>" and exit.')
 FLAGS = flags.FLAGS
 
+# The flags of the TF Model Garden UNet3D entry points (TF2
+# official/vision/segmentation/unet_main.py; TF1 tpu models/official/unet3d
+# unet_main.py and tpu_executor.py), in ONE table: flag -> (type, what it
+# sets here, help). A dotted key takes the value; `train_steps` from
+# `epochs` multiplies by the steps per epoch (train_item_count //
+# train_batch_size, as there); `checkpoint` picks eval's checkpoint; None
+# refuses the flag with its help, which names our equivalent.
+MODEL_GARDEN_FLAGS = {
+    'epochs': ('integer', 'train_steps',
+               'Model Garden: training epochs; train_steps = epochs * '
+               '(train_item_count // train_batch_size).'),
+    'checkpoint_interval': ('integer', 'train.checkpoint_every_n_steps',
+                            'Model Garden: steps between two checkpoints.'),
+    'eval_checkpoint_dir': ('string', 'checkpoint',
+                            'Model Garden: eval restores the latest '
+                            'checkpoint of this folder (--checkpoint).'),
+    'lr_init_value': ('float', 'init_learning_rate',
+                      'Model Garden: the initial learning rate.'),
+    'lr_decay_rate': ('float', 'lr_decay_rate',
+                      'Model Garden: the learning-rate decay rate.'),
+    'iterations_per_loop': ('integer', 'train.steps_per_loop',
+                            'TF1 Model Garden: training steps per TPU loop '
+                            '(--steps_per_loop).'),
+    'num_cores': ('integer', None,
+                  'not a flag here; the cores come from --tpu=NAME '
+                  '(replicas = cores / prod(input_partition_dims))'),
+    'use_tpu': ('bool', None,
+                'not a flag here; set --distribution_strategy=tpu (and '
+                '--tpu=NAME)'),
+    'min_eval_interval': ('integer', None,
+                          'not a flag here; train_and_eval evaluates every '
+                          'train.eval_every_n_steps steps (--params_override='
+                          'train.eval_every_n_steps=N)'),
+    'eval_timeout': ('integer', None,
+                     'not a flag here; --mode=eval evaluates the latest (or '
+                     '--checkpoint) checkpoint once, without waiting'),
+}
+for _name, (_kind, _key, _help) in MODEL_GARDEN_FLAGS.items():
+  getattr(flags, f'DEFINE_{_kind}')(_name, None, _help)
+
 # Flags that set a config key of the same (dotted) name.
 _FLAG_TO_KEY = {
     'model_dir': 'model_dir',
@@ -115,6 +157,13 @@ def resolve_config(argv_flags):
     overrides['num_gpus'] = config.parse_num_gpus(argv_flags.num_gpus)
   if argv_flags.steps_per_loop is not None:
     overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
+  model_garden = model_garden_flags(argv_flags)
+  for key in ('init_learning_rate', 'lr_decay_rate'):
+    if key in model_garden:
+      overrides[key] = model_garden[key]
+  for key in ('steps_per_loop', 'checkpoint_every_n_steps'):
+    if f'train.{key}' in model_garden:
+      overrides.setdefault('train', {})[key] = model_garden[f'train.{key}']
   predict = {k: v for k, v in (('input_pattern', argv_flags.input),
                                ('output_dir', argv_flags.output_dir))
              if v is not None}
@@ -134,7 +183,48 @@ def resolve_config(argv_flags):
     what = ('--config_file/--params_override' if from_run else
             'the config of this run')
     run_dir.check_same_model(cfg, saved, what)
+  if 'train_steps' in model_garden:
+    cfg = config.merge(cfg, {'train_steps': epochs_to_steps(
+        model_garden['train_steps'], cfg)})
   return cfg
+
+
+def model_garden_flags(argv_flags) -> dict:
+  """{what it sets (MODEL_GARDEN_FLAGS): value} of the Model Garden flags
+  given; a refused one raises ConfigError with its one line."""
+  # pylint: disable=g-import-not-at-top
+  from unet3d.config import ConfigError
+  given = {}
+  for name, (_, key, help_text) in MODEL_GARDEN_FLAGS.items():
+    value = getattr(argv_flags, name)
+    if value is None:
+      continue
+    if key is None:
+      raise ConfigError(f'--{name}: {help_text}')
+    given[key] = value
+  return given
+
+
+def epochs_to_steps(epochs: int, cfg) -> int:
+  """--epochs as the Model Garden counts them: epochs * (train_item_count
+  // train_batch_size)."""
+  from unet3d.config import ConfigError  # pylint: disable=g-import-not-at-top
+  per_epoch = cfg.train_item_count // cfg.train_batch_size
+  if epochs < 1 or per_epoch < 1:
+    raise ConfigError(
+        f'--epochs: needs epochs >= 1 and train_item_count (cases per epoch, '
+        f'now {cfg.train_item_count}) >= train_batch_size '
+        f'({cfg.train_batch_size}); or set train_steps')
+  return epochs * per_epoch
+
+
+def checkpoint_flag(argv_flags) -> str:
+  """eval, predict, export's checkpoint: --checkpoint, or the latest of
+  --eval_checkpoint_dir (the Model Garden's flag)."""
+  if argv_flags.eval_checkpoint_dir is None:
+    return argv_flags.checkpoint
+  from unet3d import run_dir  # pylint: disable=g-import-not-at-top
+  return run_dir.find_checkpoint(argv_flags.eval_checkpoint_dir, 'latest')
 
 
 def run(mode: str, cfg, checkpoint: str = 'latest',
@@ -247,7 +337,7 @@ def main(argv):
       print(folder.format_summary(folder.evaluate_folder(
           cfg, folder.options_from_flags(FLAGS, cfg))))
       return
-    report = run(FLAGS.mode, cfg, FLAGS.checkpoint, FLAGS.benchmark,
+    report = run(FLAGS.mode, cfg, checkpoint_flag(FLAGS), FLAGS.benchmark,
                  asked_for_strategy=bool(FLAGS.distribution_strategy or
                                          FLAGS.tpu))
   except Interrupted as e:

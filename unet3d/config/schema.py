@@ -444,7 +444,8 @@ class Config:
   num_segmentation_levels: int = 1
   # Batch norm in every conv unit (when model.normalization is empty).
   use_batch_norm: bool = True
-  # Only channels_last.
+  # Only channels_last (TF's CPU 3D convs have no NCDHW kernel; XLA/TPU
+  # picks its own layout).
   data_format: str = 'channels_last'
   # --- loss ---
   # Training labels as class indices; false: one-hot of label_dtype.
@@ -463,6 +464,15 @@ class Config:
   seed: Optional[int] = None
   # Deterministic TF ops and input order (with seed: repeatable runs).
   deterministic: bool = False
+  # --- fine-tuning (the Model Garden's keys) ---
+  # Start training from another run's weights: a checkpoint prefix
+  # (.../ckpt-N), a run folder (its latest checkpoint) or an exported
+  # SavedModel folder. Only when model_dir has no checkpoint (resume wins).
+  init_checkpoint: Optional[str] = None
+  # What init_checkpoint restores: all (every layer whose name and shape
+  # match; a head of another num_classes starts fresh) or encoder (the enc*
+  # and pool* layers; backbone is the Model Garden's name for it).
+  init_checkpoint_modules: str = 'all'
   # --- groups ---
   model: ModelConfig = field(default_factory=ModelConfig)
   data: DataConfig = field(default_factory=DataConfig)
@@ -490,6 +500,7 @@ CHOICES = {
     'label_dtype': ('float32', 'bfloat16', 'float16', 'int32', 'int64',
                     'uint8'),
     'distribution_strategy': (None, 'tpu', 'mirrored', 'multi_worker', 'cpu'),
+    'init_checkpoint_modules': ('all', 'encoder', 'backbone'),
     'data.record_format': ('unet3d', 'model_garden'),
     'data.eval_mode': ('center_crop', 'whole_volume'),
     'metrics.empty_class': ('one', 'exclude'),

@@ -72,13 +72,27 @@ class _CaseNames:
     return name if count == 1 else f'{name}-{count}'
 
 
+def padded_batch(images: np.ndarray, batch: int, replicas: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """One evaluation step's input: images [n <= batch, ...] padded with zero
+  examples to `batch` rounded up to a multiple of `replicas`, so every
+  replica gets an equal share (eval_batch_size 1 on 8 replicas is a step of
+  8). Returns (padded [step, ...], valid [step] bool): only the first n
+  rows are cases; the rest must enter no count, metric or report."""
+  step = -(-batch // replicas) * replicas
+  count = len(images)
+  padded = np.concatenate(
+      [images, np.zeros((step - count,) + images.shape[1:], images.dtype)])
+  return padded, np.arange(step) < count
+
+
 def _crop_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
                ) -> Iterator[CaseResult]:
   """Centre crops/pads of `data.eval_image_size`, eval_batch_size at a
-  time, each batch split evenly over the strategy's replicas."""
+  time, each step split evenly over the strategy's replicas (padded with
+  masked examples when the batch does not split; see `padded_batch`)."""
   batch = cfg.eval_batch_size
-  config_lib.check_divisible_by_replicas('eval_batch_size', batch,
-                                         strategy.num_replicas_in_sync)
+  replicas = strategy.num_replicas_in_sync
   activation = cfg.model.output_activation
   # On TPU each replica's crops are split over its cores as in training
   # (eval_input_partition_dims, default input_partition_dims), so a model
@@ -91,18 +105,14 @@ def _crop_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
 
   @tf.function
   def segment(images):
-    return whole_volume.segmentation_tensor(run(images, batch), activation)
+    return whole_volume.segmentation_tensor(
+        run(images, images.shape[0]), activation)
 
   names = _CaseNames()
   for chunk in pipeline.build_eval_cases(cfg).batch(batch):
-    images = chunk['image'].numpy()
-    count = len(images)
-    if count < batch:  # the last batch: the same shape, padded with zeros
-      images = np.concatenate(
-          [images, np.zeros((batch - count,) + images.shape[1:],
-                            images.dtype)])
+    images, valid = padded_batch(chunk['image'].numpy(), batch, replicas)
     predictions = segment(images).numpy()
-    for i in range(count):
+    for i in np.flatnonzero(valid):
       yield CaseResult(names(chunk['case_id'][i].numpy()), images[i],
                        chunk['label'][i].numpy(), predictions[i],
                        chunk['spacing'][i].numpy())

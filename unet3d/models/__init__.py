@@ -131,8 +131,11 @@ def check_model_config(cfg) -> None:
       shown = ', '.join(str(a) for a in allowed if a is not None)
       raise ConfigError(f'{key}: expected one of {shown}, got {value!r}')
   if cfg.data_format != 'channels_last':
-    raise ConfigError(f"data_format: only 'channels_last' is supported, got "
-                      f'{cfg.data_format!r}')
+    raise ConfigError(
+        f'data_format: {cfg.data_format} is not supported (TF\'s CPU conv '
+        'kernels are channels_last); remove it or set channels_last — '
+        'records and models are channels_last, and XLA/TPU picks its own '
+        'layout')
   for key in ('num_classes', 'num_channels', 'num_base_filters', 'depth',
               'num_segmentation_levels'):
     if getattr(cfg, key) < 1:

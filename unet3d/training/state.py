@@ -27,6 +27,7 @@ from unet3d import optimizers
 from unet3d import run_dir
 from unet3d.config import Config
 from unet3d.training import policy
+from unet3d.training import warm_start
 
 
 @dataclasses.dataclass
@@ -88,7 +89,8 @@ def remove_worker_scratch(model_dir: str, directory: str) -> None:
 def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
                      ) -> TrainState:
   """Builds model + optimizer under the strategy and restores the newest
-  intact checkpoint of model_dir, if there is one (`run_dir.resume`)."""
+  intact checkpoint of model_dir, if there is one (`run_dir.resume`); else
+  init_checkpoint's weights, if set (`unet3d.training.warm_start`)."""
   distribute.set_precision_policy(cfg)
   with strategy.scope():
     model = models.build_model(
@@ -121,6 +123,7 @@ def build_train_state(cfg: Config, strategy: tf.distribute.Strategy
     manager = tf.train.CheckpointManager(
         checkpoint, checkpoint_directory(cfg),
         max_to_keep=cfg.train.keep_checkpoint_max)
+  warm_start.warm_start(cfg, model)  # init_checkpoint, unless resumed
   distribute.check_same_on_every_worker(
       strategy, int(optimizer.iterations.numpy()), 'checkpoint step')
   return TrainState(strategy, model, optimizer, examples, data_seed,
