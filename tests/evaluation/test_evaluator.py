@@ -4,6 +4,7 @@ against numpy dice of the model's own predictions."""
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -235,7 +236,13 @@ def test_an_ensemble_averages_the_members_probabilities(records, tmp_path):
 def test_ensemble_members_must_share_the_interface(records, tmp_path):
   root, _ = records
   trainer.train(_cfg(root, tmp_path / 'a', train_steps=2))
-  trainer.train(_cfg(root, tmp_path / 'b', train_steps=2, num_classes=3))
+  # A member with 3 classes: a's folder whose params.yaml says so (the
+  # interface is checked from params.yaml, before any model is restored; the
+  # 4-class records cannot train a 3-class model).
+  shutil.copytree(tmp_path / 'a', tmp_path / 'b')
+  run_dir.save_params(config.merge(run_dir.load_params(str(tmp_path / 'b')),
+                                   {'num_classes': 3,
+                                    'model_dir': str(tmp_path / 'b')}))
   cfg = _cfg(root, tmp_path / 'a', inference={
       'ensemble': [str(tmp_path / 'a'), str(tmp_path / 'b')]})
   with pytest.raises(config.ConfigError,
