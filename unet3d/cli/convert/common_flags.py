@@ -32,6 +32,23 @@ def define_output_flags() -> None:
   flags.mark_flag_as_required('output_path')
 
 
+def define_task_folder_flags() -> None:
+  """Flags of the converters that read a dataset folder described by its
+  dataset.json (Decathlon, nnU-Net): normalisation, masks, path safety."""
+  flags.DEFINE_bool('nonzero_mask', False, 'Z-score MRI channels within the '
+                    'nonzero mask (zero outside).')
+  flags.DEFINE_string('ct_window', None, 'low,high: clip CT channels to this '
+                      'window instead of the foreground percentiles.')
+  flags.DEFINE_bool('multi_label', False, 'Store labels 1..K-1 as K-1 binary '
+                    'masks, for model.output_activation: sigmoid (nnU-Net '
+                    'region datasets always store one mask per region).')
+  flags.DEFINE_bool('allow_outside_paths', False, 'Accept image and label '
+                    'files outside the dataset folder (absolute paths, ../, '
+                    'symlinks leading out); by default they are refused. '
+                    'dataset.json is data: enable only for a folder you '
+                    'trust.')
+
+
 def define_convert_flags() -> None:
   """Flags of every TFRecord converter (plus define_output_flags)."""
   define_output_flags()

@@ -24,10 +24,6 @@ from unet3d.cli.convert import common_flags
 
 flags.DEFINE_string('input_path', None, 'The task folder (dataset.json, '
                     'imagesTr/, labelsTr/).')
-flags.DEFINE_bool('nonzero_mask', False, 'Z-score MRI channels within the '
-                  'nonzero mask (zero outside).')
-flags.DEFINE_string('ct_window', None, 'low,high: clip CT channels to this '
-                    'window instead of the foreground percentiles.')
 flags.DEFINE_list('modalities', None, 'Keep only these channels, by their '
                   'dataset.json name (case-insensitive) or index, e.g. FLAIR.')
 flags.DEFINE_string('label_map', None, 'old:new label merges, e.g. '
@@ -35,12 +31,7 @@ flags.DEFINE_string('label_map', None, 'old:new label merges, e.g. '
                     'value. New labels must be 0..K-1.')
 flags.DEFINE_list('label_names', None, 'Names of the new labels 0..K-1 '
                   '(default: merged names joined by +).')
-flags.DEFINE_bool('multi_label', False, 'Store labels 1..K-1 as K-1 binary '
-                  'masks, for model.output_activation: sigmoid.')
-flags.DEFINE_bool('allow_outside_paths', False, 'Accept dataset.json '
-                  '"training" files outside the task folder (absolute paths, '
-                  '../, symlinks leading out); by default they are refused. '
-                  'dataset.json is data: enable only for a task you trust.')
+common_flags.define_task_folder_flags()
 common_flags.define_convert_flags()
 flags.mark_flag_as_required('input_path')
 flags.adopt_module_key_flags(common_flags)

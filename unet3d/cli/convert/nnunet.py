@@ -26,16 +26,7 @@ from unet3d.cli.convert import common_flags
 
 flags.DEFINE_string('input_path', None, 'The nnU-Net raw dataset folder '
                     '(dataset.json, imagesTr/, labelsTr/).')
-flags.DEFINE_bool('nonzero_mask', False, 'Z-score channels within the '
-                  'nonzero mask (zero outside).')
-flags.DEFINE_string('ct_window', None, 'low,high: clip CT channels to this '
-                    'window instead of the foreground percentiles.')
-flags.DEFINE_bool('multi_label', False, 'Store labels 1..K-1 as K-1 binary '
-                  'masks, for model.output_activation: sigmoid (region '
-                  'datasets always store one mask per region).')
-flags.DEFINE_bool('allow_outside_paths', False, 'Accept image and label '
-                  'files outside the dataset folder (symlinks leading out, '
-                  'v1 "training" paths); by default they are refused.')
+common_flags.define_task_folder_flags()
 common_flags.define_convert_flags()
 flags.mark_flag_as_required('input_path')
 flags.adopt_module_key_flags(common_flags)
