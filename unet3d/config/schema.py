@@ -38,11 +38,14 @@ class ModelConfig:
   activation: str = 'relu'
   # Negative slope of leaky_relu.
   leaky_relu_alpha: float = 0.01
-  # pytorch-3dunet's conv layer order, e.g. gcr, crg, cbr, cr: c conv,
-  # g/b/i group/batch/instance norm, r/l/e relu/leaky relu/elu, in call
-  # order. Set, it replaces normalization and activation. Empty: conv ->
+  # pytorch-3dunet's conv layer order, e.g. gcr, crg, cbr, cbrd: c conv,
+  # g/b/i group/batch/instance norm, r/l/e relu/leaky relu/elu, d/D
+  # dropout/channel dropout, in call order. Set, it replaces normalization and activation. Empty: conv ->
   # normalization -> activation.
   layer_order: Optional[str] = None
+  # Dropout rate of layer_order's d / D letters (pytorch-3dunet's
+  # dropout_prob).
+  layer_dropout: float = 0.1
   # Residual conv units (identity or 1x1 projection shortcut).
   residual: bool = False
   # maxpool | strided_conv
