@@ -248,7 +248,7 @@ class PredictConfig:
   affine and header (uint8 class indices; [X, Y, Z, K] uint8 masks for
   sigmoid models).
   """
-  # Glob of .nii/.nii.gz files (several globs: comma-separated).
+  # Glob of .nii/.nii.gz (or .h5/.hdf5) files (several: comma-separated).
   input_pattern: Optional[str] = None
   # Folder for the <name>_seg.nii.gz outputs.
   output_dir: Optional[str] = None
@@ -264,6 +264,11 @@ class PredictConfig:
   # has no float16) | hdf5 (<name>_probabilities.h5, dataset `predictions`
   # float16 [K, Z, Y, X] as pytorch-3dunet writes).
   save_probabilities: str = 'none'
+  # The dataset of .h5/.hdf5 inputs, (Z, Y, X) or (C, Z, Y, X)
+  # (pytorch-3dunet's raw); they give <name>_predictions.h5 with datasets
+  # `predictions` (uint8) and, when save_probabilities is not none,
+  # `probabilities` (float16 [K, Z, Y, X]). See unet3d/inference/hdf5_io.py.
+  hdf5_dataset: str = 'raw'
   # Keep only the largest connected component (face connectivity) of each
   # foreground class (true), or of these classes (a list; sigmoid models:
   # mask channels), as nnU-Net's post-processing. false: off.

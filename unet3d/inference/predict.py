@@ -1,4 +1,5 @@
-"""The predict mode: NIfTI volumes in, segmentations with their geometry out.
+"""The predict mode: NIfTI volumes in, segmentations with their geometry out
+(HDF5 files: `hdf5_io`, pytorch-3dunet's `_predictions.h5`).
 
 ```
 input.nii.gz ──preprocess_for_inference (the converter's steps, read from
@@ -34,6 +35,7 @@ import tqdm
 
 from unet3d.config import Config, ConfigError
 from unet3d.inference import ensemble
+from unet3d.inference import hdf5_io
 from unet3d.inference import prediction_files as files
 from unet3d.inference import preprocessing_info
 from unet3d.inference import restore
@@ -228,7 +230,8 @@ def _plan_outputs(cfg: Config) -> list[tuple[str, str]]:
   pairs, seen = [], {}
   realpaths = {os.path.realpath(p) for p in inputs}
   for path in inputs:
-    out = files.output_path(cfg.predict.output_dir, path)
+    out = (hdf5_io.output_path if hdf5_io.is_hdf5(path) else
+           files.output_path)(cfg.predict.output_dir, path)
     if out in seen:
       raise ValueError(f'{path}: same output name {os.path.basename(out)} as '
                        f'{seen[out]}')
@@ -271,7 +274,11 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   failed, runnable = [], []
   for input_path, out in pairs:
     try:
-      files.check_input(input_path, cfg.num_channels)
+      if hdf5_io.is_hdf5(input_path):
+        hdf5_io.check_input(input_path, cfg.predict.hdf5_dataset,
+                            cfg.num_channels)
+      else:
+        files.check_input(input_path, cfg.num_channels)
       runnable.append((input_path, out))
     except ValueError as e:
       failed.append({'input': input_path, 'error': _one_line(e, input_path)})
@@ -294,9 +301,14 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
                            files.probabilities_path(cfg.predict.output_dir,
                                                     input_path, kind))
       try:
-        predict_file(input_path, out, None, cfg, info, volume=volume,
-                     probabilities_out=probabilities_out,
-                     class_names=names or ())
+        if hdf5_io.is_hdf5(input_path):  # probabilities in the same file
+          probabilities_out = out if probabilities_out else None
+          hdf5_io.predict_file(input_path, out, volume, cfg, info,
+                               with_probabilities=bool(probabilities_out))
+        else:
+          predict_file(input_path, out, None, cfg, info, volume=volume,
+                       probabilities_out=probabilities_out,
+                       class_names=names or ())
       except (ValueError, OSError, MemoryError,
               tf.errors.ResourceExhaustedError) as e:
         failed.append({'input': input_path,

@@ -1,0 +1,93 @@
+"""Tests for unet3d/inference/hdf5_io.py: predict on pytorch-3dunet HDF5."""
+
+import h5py
+import numpy as np
+import pytest
+
+from tests import runs
+from unet3d import config
+from unet3d.inference import hdf5_io
+from unet3d.inference import predict
+from unet3d.inference import restore
+from unet3d.inference import whole_volume
+from unet3d.training import trainer
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """Four steps of the tiny 4-class run; its config predicts preprocessed
+  volumes (predict.preprocessing none)."""
+  root = tmp_path_factory.mktemp('records')
+  runs.make_records(root)
+  cfg = runs.run_config(root, tmp_path_factory.mktemp('model'),
+                        predict={'preprocessing': 'none'})
+  trainer.train(cfg)
+  return cfg
+
+
+def _write_h5(path, raw, **attrs):
+  with h5py.File(path, 'w') as f:
+    dataset = f.create_dataset('raw', data=raw)
+    for k, v in attrs.items():
+      dataset.attrs[k] = v
+
+
+def _direct(cfg, image):
+  """The model's segmentation of image [Z, Y, X, C], without predict."""
+  restored = restore.restore_for_inference(cfg)
+  volume = whole_volume.volume_fn(cfg, restored.probabilities)
+  probabilities = volume(image)
+  return (whole_volume.segmentation(probabilities, 'softmax'),
+          probabilities)
+
+
+def test_predict_reads_raw_and_writes_predictions_h5(trained, tmp_path):
+  rng = np.random.default_rng(0)
+  zyx = rng.normal(size=(20, 18, 16)).astype(np.float32)
+  czyx = rng.normal(size=(1, 16, 20, 18)).astype(np.float32)
+  _write_h5(tmp_path / 'a.h5', zyx, element_size_um=[2000., 1000., 1000.])
+  _write_h5(tmp_path / 'b.hdf5', czyx)
+  out = tmp_path / 'out'
+  cfg = config.merge(trained, {'predict': {
+      'input_pattern': f'{tmp_path}/*.h5,{tmp_path}/*.hdf5',
+      'output_dir': str(out), 'save_probabilities': 'hdf5'}})
+  report = predict.predict_files(cfg)
+  assert not report['failed']
+  assert sorted(p.name for p in out.iterdir()) == [
+      'a_predictions.h5', 'b_predictions.h5']
+  for name, image in (('a', zyx[..., None]),
+                      ('b', np.moveaxis(czyx, 0, -1))):
+    labels, probabilities = _direct(cfg, image)
+    with h5py.File(out / f'{name}_predictions.h5', 'r') as f:
+      written = f['predictions'][()]
+      assert written.dtype == np.uint8
+      assert written.shape == image.shape[:3]  # the input's (Z, Y, X)
+      np.testing.assert_array_equal(written, labels)
+      stored = f['probabilities']
+      assert stored.dtype == np.float16
+      assert stored.shape == (4,) + image.shape[:3]
+      np.testing.assert_allclose(
+          stored[()], np.moveaxis(probabilities, -1, 0), atol=1e-3)
+      if name == 'a':
+        np.testing.assert_allclose(f['predictions'].attrs['element_size_um'],
+                                   [2000., 1000., 1000.])
+
+
+def test_wrong_channels_or_rank_fail_in_one_line(trained, tmp_path):
+  _write_h5(tmp_path / 'two.h5', np.zeros((2, 8, 8, 8), np.float32))
+  _write_h5(tmp_path / 'flat.h5', np.zeros((8, 8), np.float32))
+  cfg = config.merge(trained, {'predict': {
+      'input_pattern': f'{tmp_path}/*.h5', 'output_dir': str(tmp_path / 'o')}})
+  report = predict.predict_files(cfg)
+  errors = sorted(f['error'] for f in report['failed'])
+  assert errors[0].endswith('flat.h5: /raw must be (Z, Y, X) or (C, Z, Y, X) '
+                            '(predict.hdf5_dataset), got shape (8, 8)')
+  assert errors[1].endswith('two.h5: /raw has 2 channel(s), but the model '
+                            'expects num_channels=1')
+
+
+def test_grid_affine_uses_element_size_else_the_target_spacing():
+  np.testing.assert_allclose(
+      hdf5_io.grid_affine({'element_size_um': [500, 250, 250]}, None),
+      np.diag([0.5, 0.25, 0.25, 1.0]))
+  np.testing.assert_allclose(hdf5_io.grid_affine({}, None), np.eye(4))
