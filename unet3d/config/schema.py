@@ -330,6 +330,15 @@ class TrainConfig:
 
 
 @dataclass
+class ExportConfig:
+  """The export mode: a SavedModel, and ONNX or OpenVINO IR beside it."""
+  # saved_model | onnx (+ model.onnx) | openvino (+ model.xml/.bin): the
+  # `patches` signature converted (unet3d/inference/export_formats.py; the
+  # `export` extra). `--export_format` sets it.
+  format: str = 'saved_model'
+
+
+@dataclass
 class PlanConfig:
   """Where a planned recipe came from (`unet_main.py --mode=plan` writes
   these; params.yaml keeps them). Training ignores them."""
@@ -449,6 +458,7 @@ class Config:
   train: TrainConfig = field(default_factory=TrainConfig)
   inference: InferenceConfig = field(default_factory=InferenceConfig)
   predict: PredictConfig = field(default_factory=PredictConfig)
+  export: ExportConfig = field(default_factory=ExportConfig)
   plan: PlanConfig = field(default_factory=PlanConfig)
 
 
@@ -474,6 +484,7 @@ CHOICES = {
     'inference.weighting': ('gaussian', 'constant'),
     'predict.preprocessing': ('dataset_json', 'none'),
     'predict.save_probabilities': ('none', 'nifti', 'hdf5'),
+    'export.format': ('saved_model', 'onnx', 'openvino'),
 }
 
 
