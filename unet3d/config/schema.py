@@ -218,6 +218,10 @@ class MetricsConfig:
   # PNG overlays (three orthogonal slices through each case's foreground
   # centre: image, label and prediction contours) in model_dir/eval/overlays.
   overlays: bool = True
+  # Each case's image, label and prediction as NIfTI on the record's grid
+  # (Intel's Decathlon U-Net): model_dir/eval/nifti/<case>_image.nii.gz,
+  # _label, _prediction. Needs data.eval_mode whole_volume.
+  save_nifti: bool = False
 
 
 @dataclass
