@@ -12,6 +12,7 @@ from unet3d import config
 from unet3d import models
 from unet3d.inference import export
 from unet3d.inference import export_formats
+from unet3d.inference import whole_volume
 
 
 def _cfg(tmp_path, fmt):
@@ -55,6 +56,16 @@ def test_onnx_runtime_matches_the_saved_model(exported, tmp_path):
                                  providers=['CPUExecutionProvider'])
   got, = session.run(['probabilities'], {'image': patches})
   np.testing.assert_allclose(got, expected, atol=1e-4)
+  # The sliding window around the runtime segments a whole volume as the
+  # model does.
+  cfg = _cfg(tmp_path, 'onnx')
+  volume = np.random.default_rng(1).normal(size=(20, 18, 24, 1)).astype(
+      np.float32)
+  runtime = whole_volume.volume_fn(
+      cfg, lambda batch: session.run(['probabilities'], {'image': batch})[0])
+  direct = whole_volume.volume_fn(
+      cfg, whole_volume.probabilities_fn(cfg, [model]))
+  np.testing.assert_allclose(runtime(volume), direct(volume), atol=1e-4)
 
 
 def test_openvino_matches_the_saved_model(exported, tmp_path):
