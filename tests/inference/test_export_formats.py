@@ -86,3 +86,17 @@ def test_export_format_is_checked_in_one_line(tmp_path):
   cfg = config.merge(config.Config(), {'export': {'format': 'tflite'}})
   with pytest.raises(config.ConfigError, match='^export.format: '):
     config.validate(cfg)
+
+
+def test_export_format_flag_sets_the_config_key(tmp_path):
+  from unet3d import run_dir  # pylint: disable=g-import-not-at-top
+  from unet3d.cli import main  # pylint: disable=g-import-not-at-top
+  run_dir.save_params(config.build_config(
+      params_override=f'model_dir={tmp_path}'))
+  main.FLAGS.unparse_flags()
+  try:
+    main.FLAGS(['unet3d', '--mode=export', f'--model_dir={tmp_path}',
+                '--export_format=openvino'])
+    assert main.resolve_config(main.FLAGS).export.format == 'openvino'
+  finally:
+    main.FLAGS.unparse_flags()
