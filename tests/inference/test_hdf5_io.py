@@ -91,3 +91,34 @@ def test_grid_affine_uses_element_size_else_the_target_spacing():
       hdf5_io.grid_affine({'element_size_um': [500, 250, 250]}, None),
       np.diag([0.5, 0.25, 0.25, 1.0]))
   np.testing.assert_allclose(hdf5_io.grid_affine({}, None), np.eye(4))
+
+
+def test_dataset_json_replays_the_converters_steps_on_the_same_grid(
+    tmp_path):
+  """The HDF5 converter's dataset.json: the volume is z-scored as the
+  records were, and stays on its (Z, Y, X) grid (no spacing known)."""
+  from unet3d.preprocess import convert  # pylint: disable=g-import-not-at-top
+  from unet3d.preprocess import hdf5  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    with h5py.File(tmp_path / f'c{i}.h5', 'w') as f:
+      f['raw'] = rng.normal(size=(12, 14, 16)).astype(np.float32) + 5
+      f['label'] = (rng.random((12, 14, 16)) > 0.5).astype(np.uint8)
+  info = convert.convert(hdf5.source(str(tmp_path), class_names=['a', 'b']),
+                         str(tmp_path / 'records'))
+  cfg = config.merge(config.Config(), {'num_classes': 2})
+  seen = []
+
+  def volume(image):
+    seen.append(image)
+    return np.stack([np.full(image.shape[:3], 0.3),
+                     np.full(image.shape[:3], 0.7)], -1)
+
+  out = hdf5_io.predict_file(str(tmp_path / 'c0.h5'),
+                             str(tmp_path / 'c0_predictions.h5'), volume, cfg,
+                             info, with_probabilities=True)
+  assert seen[0].shape == (12, 14, 16, 1)
+  assert abs(seen[0].mean()) < 1e-5 and abs(seen[0].std() - 1) < 1e-4
+  with h5py.File(out, 'r') as f:
+    np.testing.assert_array_equal(f['predictions'][()], 1)
+    assert f['probabilities'].shape == (2, 12, 14, 16)
