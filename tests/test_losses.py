@@ -4,6 +4,7 @@ import dataclasses
 import inspect
 import logging
 import math
+import os
 
 import numpy as np
 import pytest
@@ -532,3 +533,30 @@ def test_config_options_the_loss_ignores_are_named_once(caplog,
   cfg = _cfg(loss='weighted_cross_entropy', num_classes=3,
              loss_options={'class_weights': [1.0, 1.0, 2.0]})
   assert losses.unused_options(cfg) == []
+
+
+@pytest.mark.parametrize('seed, ours', [
+    ('GeneralizedDiceLoss', 'generalized_dice'), ('DiceLoss', 'dice'),
+    ('BCEDiceLoss', 'bce_dice'), ('CrossEntropyLoss', 'cross_entropy'),
+    ('WeightedCrossEntropyLoss', 'wce'), ('BCEWithLogitsLoss', 'bce')])
+def test_pytorch_3dunet_loss_class_names_are_aliases(seed, ours):
+  assert losses.get_loss(seed) is losses.get_loss(ours)
+  assert losses.canonical_name(seed) == ours
+
+
+def test_unsupported_pytorch_3dunet_loss_is_one_line():
+  cfg = config.merge(config.Config(), {'loss': 'PixelWiseCrossEntropyLoss'})
+  with pytest.raises(config.ConfigError,
+                     match='^loss: .PixelWiseCrossEntropyLoss. is not '
+                           'supported: .*weight map') as error:
+    config.validate(cfg)
+  assert '\n' not in str(error.value)
+
+
+def test_pytorch3dunet_recipe_names_its_loss_as_pytorch_3dunet_does():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cfg = config.build_config(
+      os.path.join(root, 'configs', 'hdf5', 'pytorch3dunet.yaml'), None, {})
+  assert cfg.loss == 'CrossEntropyLoss'
+  assert losses.canonical_name(cfg.loss) == 'cross_entropy'
+  assert cfg.model.layer_order == 'gcr'

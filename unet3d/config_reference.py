@@ -191,7 +191,7 @@ def option_tables() -> str:
                 'use_batch_norm')
   model_keys = [keys[n] for n in model_flat] + [
       k for n, k in keys.items() if n.startswith('model.')]
-  words = {'conv': '{}', 'norm': '{} norm', 'act': '{}'}
+  words = {'conv': '{}', 'norm': '{} norm', 'act': '{}', 'drop': '{}'}
   letters = ', '.join(f'`{ch}` ' + words[role].format(name)
                       for ch, (role, name) in
                       blocks.LAYER_ORDER_LETTERS.items())

@@ -72,6 +72,9 @@ flags.DEFINE_string('dataset_json', None, 'evaluate_folder: class names '
                     '(default <label_dir>/../dataset.json when present).')
 flags.DEFINE_bool('allow_missing_predictions', False, 'evaluate_folder: '
                   'score a label without prediction as an empty prediction.')
+flags.DEFINE_enum('export_format', None, ['saved_model', 'onnx', 'openvino'],
+                  'export: also convert the patches model to ONNX or '
+                  'OpenVINO IR (the export extra); export.format.')
 flags.DEFINE_string('data_dir', None,
                     'plan: the converter\'s output folder (its dataset.json).')
 flags.DEFINE_string('budget', 'cpu2',
@@ -169,6 +172,8 @@ def resolve_config(argv_flags):
              if v is not None}
   if predict:
     overrides['predict'] = predict
+  if argv_flags.export_format:
+    overrides['export'] = {'format': argv_flags.export_format}
   members = [d.strip() for d in (argv_flags.model_dir or '').split(',')
              if d.strip()]
   if len(members) > 1:  # an ensemble; the first folder holds the reports
@@ -247,6 +252,9 @@ def run(mode: str, cfg, checkpoint: str = 'latest',
     from unet3d.inference import export
     path = export.export_model(cfg, checkpoint)
     print(f'exported SavedModel to {path}')
+    if cfg.export.format != 'saved_model':
+      print(f'with the patches model as {cfg.export.format} beside it '
+            '(export_info.json: formats)')
     return {'export_dir': path}
   if mode == 'predict':
     from unet3d.inference import predict

@@ -38,11 +38,14 @@ class ModelConfig:
   activation: str = 'relu'
   # Negative slope of leaky_relu.
   leaky_relu_alpha: float = 0.01
-  # pytorch-3dunet's conv layer order, e.g. gcr, crg, cbr, cr: c conv,
-  # g/b/i group/batch/instance norm, r/l/e relu/leaky relu/elu, in call
-  # order. Set, it replaces normalization and activation. Empty: conv ->
+  # pytorch-3dunet's conv layer order, e.g. gcr, crg, cbr, cbrd: c conv,
+  # g/b/i group/batch/instance norm, r/l/e relu/leaky relu/elu, d/D
+  # dropout/channel dropout, in call order. Set, it replaces normalization and activation. Empty: conv ->
   # normalization -> activation.
   layer_order: Optional[str] = None
+  # Dropout rate of layer_order's d / D letters (pytorch-3dunet's
+  # dropout_prob).
+  layer_dropout: float = 0.1
   # Residual conv units (identity or 1x1 projection shortcut).
   residual: bool = False
   # maxpool | strided_conv
@@ -245,6 +248,10 @@ class MetricsConfig:
   # PNG overlays (three orthogonal slices through each case's foreground
   # centre: image, label and prediction contours) in model_dir/eval/overlays.
   overlays: bool = True
+  # Each case's image, label and prediction as NIfTI on the record's grid
+  # (Intel's Decathlon U-Net): model_dir/eval/nifti/<case>_image.nii.gz,
+  # _label, _prediction. Needs data.eval_mode whole_volume.
+  save_nifti: bool = False
 
 
 @dataclass
@@ -275,7 +282,7 @@ class PredictConfig:
   affine and header (uint8 class indices; [X, Y, Z, K] uint8 masks for
   sigmoid models).
   """
-  # Glob of .nii/.nii.gz files (several globs: comma-separated).
+  # Glob of .nii/.nii.gz (or .h5/.hdf5) files (several: comma-separated).
   input_pattern: Optional[str] = None
   # Folder for the <name>_seg.nii.gz outputs.
   output_dir: Optional[str] = None
@@ -291,6 +298,11 @@ class PredictConfig:
   # has no float16) | hdf5 (<name>_probabilities.h5, dataset `predictions`
   # float16 [K, Z, Y, X] as pytorch-3dunet writes).
   save_probabilities: str = 'none'
+  # The dataset of .h5/.hdf5 inputs, (Z, Y, X) or (C, Z, Y, X)
+  # (pytorch-3dunet's raw); they give <name>_predictions.h5 with datasets
+  # `predictions` (uint8) and, when save_probabilities is not none,
+  # `probabilities` (float16 [K, Z, Y, X]). See unet3d/inference/hdf5_io.py.
+  hdf5_dataset: str = 'raw'
   # Keep only the largest connected component (face connectivity) of each
   # foreground class (true), or of these classes (a list; sigmoid models:
   # mask channels), as nnU-Net's post-processing. false: off.
@@ -349,6 +361,15 @@ class TrainConfig:
   # is compiled anyway, and dropped with a warning when synchronised batch
   # norm runs on several replicas (its all-reduce cannot sit inside XLA).
   jit_compile: Optional[bool] = None
+
+
+@dataclass
+class ExportConfig:
+  """The export mode: a SavedModel, and ONNX or OpenVINO IR beside it."""
+  # saved_model | onnx (+ model.onnx) | openvino (+ model.xml/.bin): the
+  # `patches` signature converted (unet3d/inference/export_formats.py; the
+  # `export` extra). `--export_format` sets it.
+  format: str = 'saved_model'
 
 
 @dataclass
@@ -481,6 +502,7 @@ class Config:
   train: TrainConfig = field(default_factory=TrainConfig)
   inference: InferenceConfig = field(default_factory=InferenceConfig)
   predict: PredictConfig = field(default_factory=PredictConfig)
+  export: ExportConfig = field(default_factory=ExportConfig)
   plan: PlanConfig = field(default_factory=PlanConfig)
 
 
@@ -510,6 +532,7 @@ CHOICES = {
     'inference.weighting': ('gaussian', 'constant'),
     'predict.preprocessing': ('dataset_json', 'none'),
     'predict.save_probabilities': ('none', 'nifti', 'hdf5'),
+    'export.format': ('saved_model', 'onnx', 'openvino'),
 }
 
 

@@ -10,7 +10,8 @@ eval records ──center_crop: centre crop/pad of data.eval_image_size,
 ──▶ scoring.score_case (shared with evaluate_folder): counts, surface and
     lesion-wise metrics under the configured conventions; PNG overlay
 ──▶ eval_results.json, TensorBoard, eval/cases.csv, summary.csv, .json,
-    eval/overlays/<case>.png (unet3d.evaluation.report, tables, overlays)
+    eval/overlays/<case>.png (unet3d.evaluation.report, tables, overlays),
+    eval/nifti/<case>_{image,label,prediction}.nii.gz (case_dumps)
 ```
 """
 
@@ -28,6 +29,7 @@ from unet3d import config as config_lib
 from unet3d import distribute
 from unet3d import fileio
 from unet3d.config import Config, ConfigError
+from unet3d.evaluation import case_dumps
 from unet3d.evaluation import overlays
 from unet3d.evaluation import report as report_lib
 from unet3d.evaluation import scoring
@@ -48,13 +50,15 @@ class CaseResult:
 
   image: float32 [*spatial, C] as the model saw it; label: class indices
   [*spatial] or masks [*spatial, K]; prediction: uint8, the label's layout;
-  spacing: mm per spatial axis.
+  spacing: mm per spatial axis; affine: the record's 4x4 voxel-to-world
+  matrix (whole volumes only, for `case_dumps`).
   """
   case_id: str
   image: np.ndarray
   label: np.ndarray
   prediction: np.ndarray
   spacing: np.ndarray
+  affine: Optional[np.ndarray] = None
 
 
 class _CaseNames:
@@ -129,7 +133,7 @@ def _volume_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
                                            cfg.model.output_activation)
     yield CaseResult(names(case['case_id'].numpy()), image,
                      case['label'].numpy(), prediction,
-                     case['spacing'].numpy())
+                     case['spacing'].numpy(), case['affine'].numpy())
 
 
 @dataclasses.dataclass
@@ -140,6 +144,7 @@ class _Scores:
   rows: list = dataclasses.field(default_factory=list)
   overlays: list = dataclasses.field(default_factory=list)
   case_ids: list = dataclasses.field(default_factory=list)
+  nifti: list = dataclasses.field(default_factory=list)
 
 
 def _first_scored_class(cfg: Config) -> int:
@@ -148,10 +153,11 @@ def _first_scored_class(cfg: Config) -> int:
 
 
 def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
-           overlay_dir: Optional[str]) -> _Scores:
+           overlay_dir: Optional[str],
+           nifti_dir: Optional[str] = None) -> _Scores:
   """Per-case counts, region counts, surface reports and table rows
   (`scoring.score_case`, which evaluate_folder shares); PNG overlays into
-  overlay_dir when given."""
+  overlay_dir and NIfTI dumps into nifti_dir when given."""
   options = scoring.ScoringOptions.from_config(cfg, names,
                                                _first_scored_class(cfg))
   scores = _Scores()
@@ -170,6 +176,8 @@ def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
           overlay_dir, result.case_id, result.image[..., 0], result.label,
           result.prediction, result.spacing, names, options.multi_label,
           case.rows[:len(names) - options.first_class]))
+    if nifti_dir:
+      scores.nifti.extend(case_dumps.write_case(nifti_dir, result))
     if cfg.eval_item_count and len(scores.counts) >= cfg.eval_item_count:
       break
   return scores
@@ -198,6 +206,7 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   """
   if not cfg.eval_file_pattern:
     raise ConfigError('eval_file_pattern: required for evaluation')
+  case_dumps.check_config(cfg)
   members = None
   if model is None:  # configs and checkpoints checked before the strategy
     planned = ensemble.members(cfg, checkpoint)
@@ -221,7 +230,9 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   # Overlays draw three orthogonal planes: volumes only, not 2D slices.
   overlay_dir = (fileio.join(folder, 'overlays') if writes and
                  cfg.metrics.overlays and cfg.model.spatial_dims == 3 else None)
-  scores = _score(cfg, cases, names, overlay_dir)
+  nifti_dir = (fileio.join(folder, case_dumps.FOLDER)
+               if writes and cfg.metrics.save_nifti else None)
+  scores = _score(cfg, cases, names, overlay_dir, nifti_dir)
   if not scores.counts:
     raise ValueError(f'eval_file_pattern {cfg.eval_file_pattern}: no '
                      'evaluation records')
@@ -248,7 +259,8 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
         'mirror_axes': list(cfg.inference.mirror_axes),
         'ensemble': members})
     report['report_dir'] = folder
-    report['report_files'] = {**files, 'overlays': scores.overlays}
+    report['report_files'] = {**files, 'overlays': scores.overlays,
+                              'nifti': scores.nifti}
     report_lib.write_report(ensemble.home_dir(cfg), report,
                             results_dir=folder if members else None)
   return report

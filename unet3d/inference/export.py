@@ -49,6 +49,7 @@ from unet3d import fileio
 from unet3d import run_dir
 from unet3d.config import Config
 from unet3d.inference import ensemble
+from unet3d.inference import export_formats
 from unet3d.inference import graph_preprocess
 from unet3d.inference import preprocessing_info
 from unet3d.inference import restore
@@ -252,7 +253,8 @@ def export_model(cfg: Config, checkpoint: str = 'latest',
   dataset.json beside the training records; `predict.preprocessing: none`
   for a graph that takes preprocessed volumes).
 
-  export_dir defaults to `model_dir/saved_model/<step>`
+  `export.format` onnx / openvino adds the converted `patches` model
+  (export_formats). export_dir defaults to `model_dir/saved_model/<step>`
   (`model_dir/saved_model/ensemble` for an ensemble).
   """
   planned = ensemble.members(cfg, checkpoint)  # fail before building
@@ -262,7 +264,8 @@ def export_model(cfg: Config, checkpoint: str = 'latest',
           str(restored.steps[0]))
   export_dir = export_dir or fileio.join(ensemble.home_dir(cfg),
                                          'saved_model', name)
-  return export_saved_model(restored.models, cfg, export_dir,
-                            overwrite=True, dataset_info=info,
-                            steps=restored.steps)
+  export_saved_model(restored.models, cfg, export_dir, overwrite=True,
+                     dataset_info=info, steps=restored.steps)
+  export_formats.write_formats(restored.models, cfg, export_dir)
+  return export_dir
 

@@ -1,4 +1,5 @@
-"""The predict mode: NIfTI volumes in, segmentations with their geometry out.
+"""The predict mode: NIfTI volumes in, segmentations with their geometry out
+(HDF5 files: `hdf5_io`, pytorch-3dunet's `_predictions.h5`).
 
 ```
 input.nii.gz ──preprocess_for_inference (the converter's steps, read from
@@ -44,6 +45,7 @@ from unet3d import fileio
 from unet3d.config import Config, ConfigError
 from unet3d.inference import channel_files
 from unet3d.inference import ensemble
+from unet3d.inference import hdf5_io
 from unet3d.inference import prediction_files as files
 from unet3d.inference import preprocessing_info
 from unet3d.inference import restore
@@ -254,6 +256,31 @@ def predict_file(input_path: str | Sequence[str], out_path: str,
   return out_path
 
 
+def predict_hdf5_file(input_path: str, out_path: str,
+                      volume: whole_volume.VolumeFn, cfg: Config,
+                      info: Optional[Mapping[str, Any]],
+                      with_probabilities: bool = False,
+                      notes: Optional[dict[str, Any]] = None) -> str:
+  """`predict_file` for an HDF5 input (pytorch-3dunet's layout, see
+  `hdf5_io`): reads `predict.hdf5_dataset`, replaces non-finite voxels by
+  the same rule, and writes the `predictions` (and `probabilities`)
+  datasets to out_path; returns out_path."""
+  key = cfg.predict.hdf5_dataset
+  hdf5_io.check_input(input_path, key, cfg.num_channels)
+  image, attrs = hdf5_io.read_volume(input_path, key)
+  try:
+    image, nonfinite = cases.replace_nonfinite(image)
+  except ValueError as e:
+    raise ValueError(f'{input_path}: {e}; nothing to predict') from None
+  if nonfinite and notes is not None:
+    notes['nonfinite_voxels'] = nonfinite
+  prediction = segment(image, hdf5_io.grid_affine(attrs, info), volume, cfg,
+                       info, with_probabilities=with_probabilities)
+  hdf5_io.write_prediction(out_path, prediction.labels,
+                           prediction.probabilities, attrs)
+  return out_path
+
+
 # ----------------------------------------------------------------------------
 # The mode
 # ----------------------------------------------------------------------------
@@ -277,7 +304,9 @@ def _plan_outputs(cfg: Config
   pairs, seen = [], {}
   realpaths = {os.path.realpath(p) for case in inputs for p in case.files}
   for case in inputs:
-    out = files.output_path(cfg.predict.output_dir, case.name)
+    out = (hdf5_io.output_path(cfg.predict.output_dir, case.path)
+           if hdf5_io.is_hdf5(case.path) else
+           files.output_path(cfg.predict.output_dir, case.name))
     if out in seen:
       raise ValueError(f'{case.path}: same output name '
                        f'{os.path.basename(out)} as {seen[out]}')
@@ -322,7 +351,11 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   failed, runnable = [], []
   for case, out in pairs:
     try:
-      channel_files.check_case(case, slices.volume_channels(cfg, info))
+      if hdf5_io.is_hdf5(case.path):
+        hdf5_io.check_input(case.path, cfg.predict.hdf5_dataset,
+                            cfg.num_channels)
+      else:
+        channel_files.check_case(case, slices.volume_channels(cfg, info))
       runnable.append((case, out))
     except ValueError as e:
       failed.append({'input': case.path, 'error': _one_line(e, case.path)})
@@ -347,9 +380,15 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
                                                     case.name, kind))
       notes = {}
       try:
-        predict_file(case.files, out, None, cfg, info, volume=volume,
-                     probabilities_out=probabilities_out,
-                     class_names=names or (), notes=notes)
+        if hdf5_io.is_hdf5(input_path):  # probabilities in the same file
+          predict_hdf5_file(input_path, out, volume, cfg, info,
+                            with_probabilities=bool(probabilities_out),
+                            notes=notes)
+          probabilities_out = out if probabilities_out else None
+        else:
+          predict_file(case.files, out, None, cfg, info, volume=volume,
+                       probabilities_out=probabilities_out,
+                       class_names=names or (), notes=notes)
       except (ValueError, OSError, MemoryError,
               tf.errors.ResourceExhaustedError) as e:
         failed.append({'input': input_path,

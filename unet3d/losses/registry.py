@@ -88,6 +88,22 @@ LOSSES: dict[str, LossEntry] = {
 LOSSES['ce'] = _alias('cross_entropy', 'pytorch-3dunet CrossEntropyLoss')
 LOSSES['gdl'] = _alias('generalized_dice',
                        'pytorch-3dunet GeneralizedDiceLoss')
+# pytorch-3dunet's own `loss.name`s. Its DiceLoss is soft dice averaged
+# over every channel (background too), normalised by sigmoid by default:
+# here the model's output_activation normalises.
+for _seed, _name in (('GeneralizedDiceLoss', 'generalized_dice'),
+                     ('DiceLoss', 'dice'), ('BCEDiceLoss', 'bce_dice'),
+                     ('CrossEntropyLoss', 'cross_entropy'),
+                     ('WeightedCrossEntropyLoss', 'wce'),
+                     ('BCEWithLogitsLoss', 'bce')):
+  LOSSES[_seed] = _alias(_name, f'pytorch-3dunet {_seed}')
+# Names of other projects' losses that have no counterpart here -> why.
+UNSUPPORTED = {
+    'PixelWiseCrossEntropyLoss': 'pytorch-3dunet PixelWiseCrossEntropyLoss '
+                                 'needs a per-voxel weight map, which the '
+                                 'records do not carry; use wce or '
+                                 'weighted_cross_entropy',
+}
 LOSS_NAMES = tuple(LOSSES)
 
 
@@ -97,6 +113,8 @@ def canonical_name(name: str) -> str:
 
 
 def get_loss(name: str) -> Callable:
+  if name in UNSUPPORTED:
+    raise ConfigError(f'loss: {name!r} is not supported: {UNSUPPORTED[name]}')
   if name not in LOSSES:
     raise unknown_name('loss', name, LOSS_NAMES, 'loss')
   return LOSSES[name].fn

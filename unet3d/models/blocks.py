@@ -42,13 +42,25 @@ from unet3d.models.layers import (LinearUpsample, Size, axis_sizes,
 from unet3d.models.norm_act import FusedBatchNormalization, activation, norm
 
 
+# Generic order letter -> layer key.
+_KEYS = {'c': 'conv', 'n': 'norm', 'a': 'act', 'd': 'drop', 'D': 'drop'}
+
+
+def _dropout(spec: BlockSpec, name: str):
+  """layer_order's d (voxel dropout) or D (whole channels), or None."""
+  if 'D' in spec.order:
+    return spatial_dropout(spec.rank, spec.dropout_rate, name=name)
+  if 'd' in spec.order:
+    return keras.layers.Dropout(spec.dropout_rate, name=name)
+  return None
+
+
 def _sequence(spec: BlockSpec, num_convs: int) -> list[str]:
   """Layer keys in call order, e.g. ['conv1', 'norm1', 'act1', ...]; in a
   residual unit 'add' comes before the last activation."""
   keys = []
   for i in range(1, num_convs + 1):
-    keys += [{'c': 'conv', 'n': 'norm', 'a': 'act'}[ch] + str(i)
-             for ch in spec.order]
+    keys += [_KEYS[ch] + str(i) for ch in spec.order]
   if spec.residual and num_convs == 2:
     last_act = f'act{num_convs}'
     if last_act in keys:
@@ -74,6 +86,7 @@ def _unit_layers(spec: BlockSpec, in_channels: int, filters: list[int],
                                 f'{name}_norm{i}')
     if 'a' in spec.order:
       layers[f'act{i}'] = activation(spec, f'{name}_act{i}')
+    layers[f'drop{i}'] = _dropout(spec, f'{name}_drop{i}')
     channels_in = f
   if spec.residual and len(filters) == 2:
     if in_channels != filters[-1] or compact_size(strides) != 1:
@@ -105,7 +118,8 @@ def _apply_unit(layers: dict, x, training=None):
     layer = layers[key]
     if layer is None:  # normalization 'none'
       continue
-    x = layer(x, training=training) if key.startswith('norm') else layer(x)
+    x = (layer(x, training=training) if key.startswith(('norm', 'drop'))
+         else layer(x))
   return x
 
 
