@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU demo: synthetic volumes -> Decathlon folder -> TFRecords -> train
-# -> per-class dice, in about 2 minutes on 2 cores (README: Run the demo).
+# -> per-class dice, in about 2 minutes on 2 cores (docs/getting_started.md: Run the demo).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 

@@ -1,8 +1,8 @@
-"""Writes docs/config_reference.md and the README's option tables from the
-config schema and the registries (unet3d/config_reference.py), in this
+"""Writes docs/config_reference.md (every key, then the option tables) from
+the config schema and the registries (unet3d/config_reference.py), in this
 checkout (unet3d installed, e.g. `pip install -e .`).
 
-  python scripts/make_config_reference.py          # write both
+  python scripts/make_config_reference.py          # write it
   python scripts/make_config_reference.py --check  # exit 1 when out of date
 """
 
@@ -15,17 +15,13 @@ from unet3d import startup
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 REFERENCE = os.path.join(REPO, 'docs', 'config_reference.md')
-README = os.path.join(REPO, 'README.md')
 
 
 def expected() -> dict[str, str]:
   """{path: the text it should hold}."""
   startup.import_tensorflow()  # the registries import it; quietly
   from unet3d import config_reference  # pylint: disable=g-import-not-at-top
-  from unet3d import fileio  # pylint: disable=g-import-not-at-top
-  readme = fileio.read_text(README)
-  return {REFERENCE: config_reference.config_reference(),
-          README: config_reference.replace_readme_block(readme)}
+  return {REFERENCE: config_reference.config_reference()}
 
 
 def main():
@@ -48,7 +44,7 @@ def main():
           ' (run python scripts/make_config_reference.py)', file=sys.stderr)
     sys.exit(1)
   print(('wrote ' if stale else 'up to date: ') +
-        ', '.join(stale or ['docs/config_reference.md', 'README.md']))
+        ', '.join(stale or ['docs/config_reference.md']))
 
 
 if __name__ == '__main__':

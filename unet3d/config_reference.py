@@ -3,10 +3,10 @@
 `docs/config_reference.md` lists every key of `unet3d/config/schema.py`'s
 dataclasses with its type, default and meaning (the comment above the
 field, or after it on the same line); the registries (models, losses,
-optimizers, schedules) supply their names and one-line descriptions. The
-README's option tables (between the `BEGIN/END GENERATED` markers) come from
-the same functions. `scripts/make_config_reference.py` writes both, and
-`tests/test_config_reference.py` fails when either is out of date.
+optimizers, schedules) supply their names and one-line descriptions, and
+the page ends with their option tables. `scripts/make_config_reference.py`
+writes it, and `tests/test_config_reference.py` fails when it is out of
+date.
 
 A comment line of the form `# --- name ---` heads a block of fields and is
 no field's meaning.
@@ -29,9 +29,6 @@ from unet3d import models
 from unet3d import optimizers
 from unet3d.models import blocks
 
-README_BEGIN = ('<!-- BEGIN GENERATED: option tables '
-                '(scripts/make_config_reference.py) -->')
-README_END = '<!-- END GENERATED: option tables -->'
 _HEADING = re.compile(r'^-+\s.*\s-+$')
 _FIELD = re.compile(r'^\s+(\w+)\s*:\s*[^=#]+?(?:=\s*(.*?))?\s*(?:#\s*(.*))?$')
 
@@ -183,7 +180,7 @@ def config_reference() -> str:
 
 
 def option_tables() -> str:
-  """The README's tables: models, model options, losses, optimizers,
+  """The option tables of docs/config_reference.md: models, model options, losses, optimizers,
   learning-rate schedules, augmentations."""
   keys = {k.name: k for k in walk()}
   model_flat = ('num_channels', 'num_classes', 'num_base_filters', 'depth',
@@ -218,17 +215,3 @@ def option_tables() -> str:
            if n.startswith('data.augmentation.')])),
   ]
   return '\n'.join(parts)
-
-
-def readme_block() -> str:
-  """The README's generated block, markers included."""
-  return f'{README_BEGIN}\n\n{option_tables()}\n\n{README_END}'
-
-
-def replace_readme_block(readme: str) -> str:
-  """README text with its generated block replaced by the current one."""
-  start, end = readme.find(README_BEGIN), readme.find(README_END)
-  if start < 0 or end < start:
-    raise ValueError(f'README.md: markers {README_BEGIN!r} ... '
-                     f'{README_END!r} not found')
-  return readme[:start] + readme_block() + readme[end + len(README_END):]

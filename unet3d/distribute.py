@@ -3,7 +3,7 @@
 partitioning of a replica's inputs, the precision policy, XLA, synchronised
 batch norm, determinism, and which worker is the chief.
 
-The README's "Distribution" section says which of these paths ran on this
+docs/distribution.md says which of these paths ran on this
 project's 2-core CPU machine (the CPU strategy, MirroredStrategy over two
 logical CPUs, MultiWorkerMirroredStrategy over local processes, TPU device
 assignment on constructed topologies) and which follow TensorFlow's

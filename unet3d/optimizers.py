@@ -68,7 +68,7 @@ def _polynomial(cfg):
 
 class Entry(NamedTuple):
   """A registered optimizer or schedule: its builder and a one-line
-  description (the README and docs/config_reference.md show it)."""
+  description (docs/config_reference.md shows it)."""
   build: Callable
   description: str
 

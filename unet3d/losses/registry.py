@@ -31,8 +31,8 @@ _warned: set[tuple[str, str]] = set()
 
 
 class LossEntry(NamedTuple):
-  """A registered loss: its function, a one-line description (the README
-  and docs/config_reference.md show it), for an alias the name it stands
+  """A registered loss: its function, a one-line description
+  (docs/config_reference.md shows it), for an alias the name it stands
   for, and the options the function declares."""
   fn: Callable
   description: str

@@ -20,8 +20,9 @@ from unet3d.errors import ConfigError
 GIB = 2**30
 # Peak training memory over the sum of layer outputs. On CPU, TensorFlow's
 # allocator peaked at 0.88x (4.67 KB per voxel per sample for a float32
-# 3D U-Net whose layer outputs total 5.28 KB; README "Recipes", measured with
-# scripts/benchmark_models.py at 32^3 and 64^3); 1.0 leaves a margin.
+# 3D U-Net whose layer outputs total 5.28 KB; docs/benchmarks.md, "Memory of
+# a training step", measured with benchmarks/models.py at 32^3 and 64^3);
+# 1.0 leaves a margin.
 ACTIVATION_FACTOR = 1.0
 # Parameter bytes while training: float32 weights, gradients, Adam m and v.
 BYTES_PER_PARAMETER = 16
