@@ -5,7 +5,6 @@ data_preprocess CLI, reading records back through the training pipeline,
 and a tiny fake Decathlon task.
 """
 
-import glob
 import json
 import os
 import re
@@ -64,7 +63,7 @@ def read_back(pattern, num_classes: int = 3, multi_label: bool = False
   """Every record matching pattern, parsed by the training pipeline (which
   checks the channels: num_channels is the first record's)."""
   first = next(iter(tf.data.TFRecordDataset(
-      sorted(glob.glob(str(pattern)))[:1], 'GZIP')))
+      sorted(tf.io.gfile.glob(str(pattern)))[:1], 'GZIP')))
   channels = schema.decode_volume(first.numpy()).image.shape[-1]
   override = {'num_classes': num_classes, 'compressed_input': True,
               'num_channels': int(channels)}

@@ -192,13 +192,14 @@ def test_lits_flags_are_checked(tmp_path):
   assert [c['case_id'] for c in summary['cases']] == ['volume-1']
 
 
-def _read_2d(pattern, size=(8, 8)):
-  """2D records parsed by the training pipeline, by record id."""
+def _read_2d(pattern, size=(8, 8), channels=3):
+  """2D records of `channels` channels (2 * context_slices + 1) parsed by
+  the training pipeline, by record id."""
   from unet3d import config  # pylint: disable=g-import-not-at-top
   from unet3d.input import pipeline  # pylint: disable=g-import-not-at-top
   cfg = config.build_config(None, {
-      'num_classes': 3, 'input_image_size': list(size), 'num_channels': 3,
-      'model': {'spatial_dims': 2}})
+      'num_classes': 3, 'input_image_size': list(size),
+      'num_channels': channels, 'model': {'spatial_dims': 2}})
   return {ex['case_id'].numpy().decode(): {k: v.numpy()
                                            for k, v in ex.items()}
           for ex in pipeline.build_volume_dataset(cfg, str(pattern))}
@@ -265,7 +266,7 @@ def test_2d_slices_resized_in_plane_feed_the_2d_pipeline(tmp_path):
       'seed': 0})
   images, labels = next(iter(pipeline.build_dataset(cfg, 'train')))
   assert images.shape == (4, 8, 8, 1) and labels.shape == (4, 8, 8)
-  for record_id, record in _read_2d(out / 'train-*').items():
+  for record_id, record in _read_2d(out / 'train-*', channels=1).items():
     image, _, affine = raw[record_id.split('#')[0]]
     assert record['image'].shape == (8, 8, 1)
     # The field of view is kept: in-plane spacing = extent / 8 (RAS axes).

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unet3d.preprocess import preprocessing as pp
+from unet3d.preprocess import resample as pp
 
 _MODES = {0: 'nearest', 1: 'nearest', 3: 'mirror'}
 # Anisotropic spacings and targets: up- and down-sampling on one volume.
