@@ -26,6 +26,10 @@ Schema version 1 keys:
 
 The TF Model Garden UNet3D format (`image/ct_image`, `image/label`) is read by
 `parse_model_garden_example`.
+
+The module is one file of a little over 450 lines on purpose: the record
+format is one fact that writers and readers share, and both parsers share
+the same in-graph checks (sizes, channels, label values naming the record).
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from unet3d import errors
 from unet3d.preprocess import intensity
 from unet3d.preprocess import io
 from unet3d.preprocess import label_maps
@@ -241,32 +240,6 @@ def foreground_mask(label: Optional[np.ndarray], image: np.ndarray
   return np.any(image != 0, axis=-1)
 
 
-def survey_case(case: Case, geometry: GeometryFn, load: Loader,
-                reorient: bool, sample_channels: Sequence[int],
-                num_samples: int, seed: int) -> dict[str, Any]:
-  """What the dataset statistics need from one case.
-
-  Returns {'spacing': per-axis mm (in canonical axis order when reorienting),
-  'shape', and 'samples': [N, len(sample_channels)] foreground intensities
-  when sample_channels is not empty (this reads the whole case)}.
-  """
-  shape, affine = geometry(case)
-  spacing = (spatial.oriented_spacing(affine) if reorient else
-             io.spacing_of(affine))
-  out = {'spacing': spacing.tolist(), 'shape': list(shape[:3])}
-  if sample_channels:
-    raw = load(case)
-    # Only labelled voxels: a case without foreground contributes nothing.
-    if raw.label is None:
-      mask = np.zeros(raw.image.shape[:3], bool)
-    else:
-      mask = labelled(raw.label)
-    out['samples'] = intensity.sample_rows(
-        raw.image[..., list(sample_channels)][mask], num_samples,
-        case_rng(seed, case.case_id))
-  return out
-
-
 def _channel_statistics(values: np.ndarray) -> dict[str, list[float]]:
   """Per-channel statistics of voxel values [N, C]: count, mean, std, min,
   max and the 0.5 / 50 / 99.5 percentiles."""
@@ -434,24 +407,6 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
     info['record_spatial_dims'] = records[0].image.ndim - 1
   info['num_records'] = len(records)
   return records, info
-
-
-@dataclass
-class Outcome:
-  """A job's result, or the one-line error that stopped it."""
-  case_id: str
-  value: Any = None
-  error: Optional[str] = None
-
-
-def run_job(job: tuple[Callable[..., Any], str, tuple, dict]) -> Outcome:
-  """Calls fn(*args, **kwargs); bad input (ValueError/OSError) becomes an
-  Outcome error rather than an exception, so one case can be skipped."""
-  fn, case_id, args, kwargs = job
-  try:
-    return Outcome(case_id, value=fn(*args, **kwargs))
-  except (ValueError, OSError) as e:
-    return Outcome(case_id, error=errors.first_line(e))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ URL paths go through `unet3d.fileio`, imported on first use, so worker
 processes that read local files never import TensorFlow.
 
 Every error is a ValueError whose message starts with the file's path.
+The three forms stay in one module (a little over 450 lines) because they
+share the path handling, the affine checks and that error rule.
 """
 
 from __future__ import annotations

@@ -14,10 +14,12 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import logging
 
+from unet3d import errors
 from unet3d import fileio
 from unet3d.input import dataset_info
 from unet3d.preprocess import cases
@@ -26,6 +28,25 @@ from unet3d.preprocess import cases
 # ----------------------------------------------------------------------------
 # Output folder: refuse, write aside, publish
 # ----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+  """A job's result, or the one-line error that stopped it."""
+  case_id: str
+  value: Any = None
+  error: Optional[str] = None
+
+
+def run_job(job: tuple[Callable[..., Any], str, tuple, dict]) -> Outcome:
+  """Calls fn(*args, **kwargs); bad input (ValueError/OSError) becomes an
+  Outcome error rather than an exception, so one case can be skipped."""
+  fn, case_id, args, kwargs = job
+  try:
+    return Outcome(case_id, value=fn(*args, **kwargs))
+  except (ValueError, OSError) as e:
+    return Outcome(case_id, error=errors.first_line(e))
+
 
 
 def input_files(case_list: Sequence[cases.Case]) -> Iterator[str]:
@@ -108,12 +129,12 @@ def worker_pool(num_processes: int):
 
 
 def ordered_outcomes(pool, jobs: Sequence[tuple], window: int
-                     ) -> Iterator[cases.Outcome]:
+                     ) -> Iterator[Outcome]:
   """Job outcomes in job order, with at most `window` jobs in flight (so
   finished volumes never pile up while this process writes)."""
   if pool is None:
     for job in jobs:
-      yield cases.run_job(job)
+      yield run_job(job)
     return
   pending = collections.deque()
   remaining = iter(jobs)
@@ -121,7 +142,7 @@ def ordered_outcomes(pool, jobs: Sequence[tuple], window: int
   def submit():
     job = next(remaining, None)
     if job is not None:
-      pending.append(pool.apply_async(cases.run_job, (job,)))
+      pending.append(pool.apply_async(run_job, (job,)))
 
   for _ in range(window):
     submit()
@@ -138,7 +159,7 @@ class Errors:
     self.on_error = on_error
     self.skipped: list[dict[str, str]] = []
 
-  def ok(self, outcome: cases.Outcome, stage: str) -> bool:
+  def ok(self, outcome: Outcome, stage: str) -> bool:
     if outcome.error is None:
       return True
     if self.on_error == 'stop':

@@ -32,6 +32,7 @@ from unet3d.evaluation import report as report_lib
 from unet3d.input import dataset_info
 from unet3d.input import pipeline
 from unet3d.training import gradients
+from unet3d.training import lock as lock_lib
 from unet3d.training import policy as policy_lib
 from unet3d.training import progress as progress_lib
 from unet3d.training import signals
@@ -148,7 +149,7 @@ class Trainer:
     check_can_train(cfg)
     self.cfg = cfg
     self.strategy = strategy or distribute.build_strategy(cfg)
-    self._lock = run_dir.TrainLock(cfg.model_dir) if distribute.is_chief() \
+    self._lock = lock_lib.TrainLock(cfg.model_dir) if distribute.is_chief() \
         else None
     self._given_state = state
     self.state: Optional[TrainState] = None
