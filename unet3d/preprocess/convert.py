@@ -42,7 +42,7 @@ from unet3d.preprocess import dataset_json
 from unet3d.preprocess import intensity
 from unet3d.preprocess import io
 from unet3d.preprocess import runner
-from unet3d.preprocess import survey
+from unet3d.preprocess import survey as survey_lib
 
 ON_ERROR = ('stop', 'skip')
 LABEL_INTERPOLATIONS = ('linear', 'nearest')
@@ -132,10 +132,10 @@ def _finite_loader(source: cases.Source, options: Options):
 def _survey(pool, source: cases.Source, options: Options,
             ct_channels: list[int], errors: runner.Errors, window: int,
             progress) -> dict[str, dict[str, Any]]:
-  """{case_id: survey.survey_case(...)} of the cases that could be read."""
+  """{case_id: survey_lib.survey_case(...)} of the cases that could be read."""
   reorient = options.reorient and source.has_orientation
   load = _finite_loader(source, options)
-  jobs = [(survey.survey_case, c.case_id,
+  jobs = [(survey_lib.survey_case, c.case_id,
            (c, source.geometry, load, reorient, ct_channels,
             options.num_samples, options.seed), {})
           for c in source.cases]
