@@ -4,11 +4,13 @@ import glob
 import json
 import os
 import re
+import uuid
 
 import numpy as np
 import pytest
 
 from tests.preprocess import test_convert_common as common
+from unet3d import fileio
 from unet3d.input import schema
 from unet3d.preprocess import datasets
 from unet3d.preprocess import io
@@ -209,3 +211,20 @@ def test_unet3d_convert_lists_nnunet(capsys):
   dispatcher.main(['unet3d-convert', '--help'])
   assert re.search(r'\n  nnunet +an nnU-Net raw dataset',
                    capsys.readouterr().out)
+
+
+def test_v2_dataset_on_a_bucket_converts_like_the_local_one(tmp_path):
+  """gs:// stand-in: the same dataset read from ram:// gives the same
+  records as from the local folder."""
+  folder, _ = write_v2(tmp_path, {'0': 'T2'},
+                       {'background': 0, 'organ': 1, 'lesion': 2})
+  remote = f'ram://nnunet-{uuid.uuid4().hex}/{folder.name}'
+  fileio.copy_tree(str(folder), remote)
+  local_out, remote_out = tmp_path / 'local', tmp_path / 'remote'
+  datasets.convert_nnunet(str(folder), str(local_out), **SAME_GRID)
+  datasets.convert_nnunet(remote, str(remote_out), **SAME_GRID)
+  local, from_bucket = records(local_out), records(remote_out)
+  assert sorted(from_bucket) == sorted(local)
+  for case, volume in local.items():
+    np.testing.assert_array_equal(from_bucket[case].image, volume.image)
+    np.testing.assert_array_equal(from_bucket[case].label, volume.label)

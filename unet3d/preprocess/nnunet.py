@@ -35,6 +35,7 @@ import numpy as np
 from unet3d.preprocess import cases
 from unet3d.preprocess import decathlon
 from unet3d.preprocess import intensity
+from unet3d.preprocess import io
 from unet3d.preprocess import label_maps
 
 FILE_ENDINGS = ('.nii.gz', '.nii')
@@ -47,17 +48,16 @@ UNSUPPORTED_NORMS = ('rescale_to_0_1', 'rgb_to_0_1')
 
 def read_meta(dataset_dir: str) -> tuple[str, dict[str, Any]]:
   """(path, content) of the folder's dataset.json."""
-  if not os.path.isdir(dataset_dir):
+  if not io.isdir(dataset_dir):
     raise ValueError(f'{dataset_dir}: not a folder (expected an nnU-Net '
                      'DatasetXXX_Name or TaskXXX_Name folder)')
   path = os.path.join(dataset_dir, 'dataset.json')
-  try:
-    with open(path) as f:
-      meta = json.load(f)
-  except FileNotFoundError:
+  if not io.isfile(path):
     raise ValueError(f'{dataset_dir}: no dataset.json (expected an nnU-Net '
                      'raw dataset with dataset.json, imagesTr/ and '
-                     'labelsTr/)') from None
+                     'labelsTr/)')
+  try:
+    meta = json.loads(io.read_text(path))
   except (OSError, ValueError) as e:
     raise ValueError(f'{path}: cannot read ({e})') from None
   if not isinstance(meta, dict):
@@ -169,10 +169,10 @@ def _list_v2(dataset_dir: str, ending: str, num_channels: int, path: str,
              allow_outside: bool) -> list[cases.Case]:
   """Cases from the names in imagesTr/: `<case>_<XXXX><ending>`."""
   images_dir = os.path.join(dataset_dir, 'imagesTr')
-  if not os.path.isdir(images_dir):
+  if not io.isdir(images_dir):
     raise ValueError(f'{dataset_dir}: no imagesTr/ folder')
   channels: dict[str, set[int]] = {}
-  for name in sorted(os.listdir(images_dir)):
+  for name in io.listdir(images_dir):
     if not name.endswith(ending) or name.startswith('.'):
       continue
     match = CHANNEL_NAME.match(name[:-len(ending)])
@@ -207,7 +207,7 @@ def _channel_files(image: str, num_channels: int) -> tuple[str, ...]:
                      '.nii.gz or .nii)')
   stem = image[:-len(ending)]
   files = tuple(f'{stem}_{c:04d}{ending}' for c in range(num_channels))
-  if not os.path.exists(files[0]) and os.path.exists(image):
+  if not io.isfile(files[0]) and io.isfile(image):
     return (image,)
   return files
 
@@ -261,7 +261,7 @@ def load_case(case: cases.Case, label_values: Sequence[int],
   """Image [X, Y, Z, C] from the channel files; labels checked against
   dataset.json, as region masks [X, Y, Z, R] when `regions`, as class masks
   when multi_label, else class indices."""
-  missing = [f for f in case.image_files if not os.path.isfile(f)]
+  missing = [f for f in case.image_files if not io.isfile(f)]
   if missing:
     raise ValueError(f'{missing[0]}: channel file missing for case '
                      f'{case.case_id} (expected {len(case.image_files)} '

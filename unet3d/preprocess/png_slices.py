@@ -22,6 +22,7 @@ from PIL import Image
 from unet3d.input import splits
 from unet3d.preprocess import cases
 from unet3d.preprocess import intensity
+from unet3d.preprocess import io
 from unet3d.preprocess import spatial
 
 _IMAGE = re.compile(r'^image_(\d+)_(\d+)\.png$')
@@ -31,7 +32,7 @@ LABEL_NAMES = ('background', 'liver')
 def _folders(input_path: str) -> list[str]:
   subsets = [os.path.join(input_path, s) for s in ('train', 'val')]
   found = [f for f in [input_path] + subsets
-           if os.path.isdir(os.path.join(f, 'images'))]
+           if io.isdir(os.path.join(f, 'images'))]
   if not found:
     raise ValueError(f'{input_path}: no images/ folder (expected the UNet 3+ '
                      'layout images/image_<volume>_<slice>.png and '
@@ -52,7 +53,7 @@ def find_cases(input_path: str) -> list[cases.Case]:
   volumes: dict[int, list[tuple[int, str]]] = {}
   for folder in _folders(input_path):
     images = os.path.join(folder, 'images')
-    for name in os.listdir(images):
+    for name in io.listdir(images):
       match = _IMAGE.match(name)
       if match:
         volumes.setdefault(int(match[1]), []).append(
@@ -67,9 +68,10 @@ def find_cases(input_path: str) -> list[cases.Case]:
 
 
 def _read(path: str, channels: int) -> np.ndarray:
-  if not os.path.exists(path):
+  if not io.isfile(path):
     raise ValueError(f'{path}: file not found')
-  array = np.asarray(Image.open(path))
+  with io.local_file(path, '.png') as local:
+    array = np.asarray(Image.open(local))
   if channels == 3 and array.ndim == 3 and array.shape[-1] >= 3:
     return array[..., 2::-1]  # RGB -> OpenCV's channel order k-1, k, k+1
   if channels == 1 and array.ndim == 2:
@@ -101,8 +103,9 @@ def load_case(case: cases.Case, num_classes: int) -> cases.RawCase:
 def geometry(case: cases.Case) -> tuple[tuple[int, ...], np.ndarray]:
   """(H, W, Z) from the first slice's header; identity affine (PNGs have
   no geometry)."""
-  with Image.open(case.image_files[0]) as first:
-    width, height = first.size
+  with io.local_file(case.image_files[0], '.png') as local:
+    with Image.open(local) as first:
+      width, height = first.size
   return (height, width, len(case.image_files)), np.eye(4)
 
 
