@@ -98,6 +98,9 @@ def test_input_output_and_an_ensemble_of_model_dirs(tmp_path):
   assert cfg.inference.ensemble == [] and cfg.predict.input_pattern is None
 
 
+_LICENSE = os.path.join(REPO, 'LICENSE')
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--params_override=train_batch_sise=2'],
      "unknown config key 'train_batch_sise'; did you mean 'train_batch_size'?"),
@@ -108,22 +111,36 @@ def test_input_output_and_an_ensemble_of_model_dirs(tmp_path):
      "training_file_pattern: file pattern '/x/*': no files match"),
     # Any existing file passes the input check, which comes first.
     (['--mode=train', '--model_dir=/tmp/x',
-      f'--training_file_pattern={os.path.join(REPO, "LICENSE")}',
-      '--tpu=no-such-tpu-7'],
-     'tpu no-such-tpu-7: finding the TPU failed: '),
-    (['--mode=train', '--model_dir=/tmp/x',
-      f'--training_file_pattern={os.path.join(REPO, "LICENSE")}',
+      f'--training_file_pattern={_LICENSE}',
       '--distribution_strategy=mirrored', '--num_gpus=0,2'],
      'num_gpus: GPU ids [0, 2] are not visible'),
 ])
-def test_bad_input_exits_nonzero_with_one_line(argv, message):
+def test_bad_input_is_one_error_line_and_exit_1(argv, message, capsys):
+  # main itself, in this process: the same code turns each error into the
+  # line and the exit code; the subprocess test below covers the command.
+  _flags(argv)
+  with pytest.raises(SystemExit) as e:
+    unet_main.main([])
+  assert e.value.code == 1
+  stderr = capsys.readouterr().err
+  errors = [l for l in stderr.splitlines() if l.startswith('error: ')]
+  assert len(errors) == 1 and message in errors[0], stderr[-2000:]
+
+
+def test_bad_input_exits_nonzero_with_one_line():
+  # The command as users run it, for the exit code and stderr (the TPU
+  # lookup also stays out of the test process).
   proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, 'unet_main.py')] + argv,
+      [sys.executable, os.path.join(REPO, 'unet_main.py'), '--mode=train',
+       '--model_dir=/tmp/x', f'--training_file_pattern={_LICENSE}',
+       '--tpu=no-such-tpu-7'],
       capture_output=True, text=True, timeout=120,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   assert proc.returncode == 1
   errors = [l for l in proc.stderr.splitlines() if l.startswith('error: ')]
-  assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+  assert (len(errors) == 1 and
+          'tpu no-such-tpu-7: finding the TPU failed: ' in errors[0]), (
+              proc.stderr[-2000:])
 
 
 def test_corrupt_tfrecord_names_the_shard(tmp_path):

@@ -33,11 +33,27 @@ def records(tmp_path_factory):
   return root, runs.make_records(root)
 
 
-def test_evaluate_matches_numpy_dice_of_the_model_predictions(records,
-                                                              tmp_path):
+@pytest.fixture(scope='module')
+def trained_run(records, tmp_path_factory):
+  """One run of the default tiny config, trained 2 steps; tests copy it."""
+  root, _ = records
+  model_dir = tmp_path_factory.mktemp('trained') / 'run'
+  trainer.train(_cfg(root, model_dir, train_steps=2))
+  return model_dir
+
+
+def _copy_run(trained_run, model_dir):
+  """A copy of the trained run in `model_dir` (its params name the copy)."""
+  shutil.copytree(trained_run, model_dir)
+  run_dir.save_params(config.merge(run_dir.load_params(str(model_dir)),
+                                   {'model_dir': str(model_dir)}))
+
+
+def test_evaluate_matches_numpy_dice_of_the_model_predictions(
+    records, trained_run, tmp_path):
   root, val_volumes = records
-  cfg = _cfg(root, tmp_path / 'run')
-  trainer.train(cfg)
+  cfg = _cfg(root, tmp_path / 'run', train_steps=2)
+  _copy_run(trained_run, tmp_path / 'run')
   report = evaluator.evaluate(cfg)
 
   model, _ = run_dir.restore_model(cfg)
@@ -66,11 +82,12 @@ def test_eval_without_checkpoint_names_model_dir(records, tmp_path):
 
 
 def test_whole_volume_eval_uses_sliding_windows_and_surface_metrics(
-    records, tmp_path):
+    records, trained_run, tmp_path):
   root, val_volumes = records
   cfg = _cfg(root, tmp_path / 'run', data={'eval_mode': 'whole_volume'},
-             metrics={'surface_metrics': True, 'brats_regions': True})
-  trainer.train(cfg)
+             metrics={'surface_metrics': True, 'brats_regions': True},
+             train_steps=2)
+  _copy_run(trained_run, tmp_path / 'run')
   report = evaluator.evaluate(cfg)
   assert report['num_cases'] == 3 and report['eval_mode'] == 'whole_volume'
 
@@ -195,14 +212,15 @@ def test_eval_writes_case_and_summary_tables_and_overlays(records, tmp_path):
   assert pngs == sorted(f'{v.case_id}.png' for v in val_volumes)
 
 
-def test_an_ensemble_averages_the_members_probabilities(records, tmp_path):
+def test_an_ensemble_averages_the_members_probabilities(records, trained_run,
+                                                        tmp_path):
   root, val_volumes = records
   # Two runs of different architectures: each is restored from its own
   # params.yaml.
   first = _cfg(root, tmp_path / 'a', train_steps=2)
   second = _cfg(root, tmp_path / 'b', train_steps=2, num_base_filters=3,
                 model={'normalization': 'instance'})
-  trainer.train(first)
+  _copy_run(trained_run, tmp_path / 'a')
   trainer.train(second)
   cfg = _cfg(root, tmp_path / 'a', data={'eval_mode': 'whole_volume'},
              metrics={'surface_metrics': False, 'overlays': False},
@@ -233,9 +251,10 @@ def test_an_ensemble_averages_the_members_probabilities(records, tmp_path):
         expected, abs=1e-5)
 
 
-def test_ensemble_members_must_share_the_interface(records, tmp_path):
+def test_ensemble_members_must_share_the_interface(records, trained_run,
+                                                   tmp_path):
   root, _ = records
-  trainer.train(_cfg(root, tmp_path / 'a', train_steps=2))
+  _copy_run(trained_run, tmp_path / 'a')
   # A member with 3 classes: a's folder whose params.yaml says so (the
   # interface is checked from params.yaml, before any model is restored; the
   # 4-class records cannot train a 3-class model).

@@ -509,11 +509,20 @@ def test_an_ensemble_of_copies_predicts_what_the_model_does(
   copy = tmp_path / 'copy'
   shutil.copytree(trained, copy)
   scan = str(task_dir / 'imagesTr' / 'case_001.nii.gz')
+  # The command's config resolution and predict mode, in this process (the
+  # CLI's exit codes and stderr have their own tests).
   for name, model_dir in (('single', trained), ('pair', f'{trained},{copy}')):
-    proc = _run_main('--mode=predict', f'--model_dir={model_dir}',
-                     f'--input={scan}', f'--output_dir={tmp_path / name}',
-                     '--params_override=inference.mirror_axes=[0,2]')
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    flags = test_unet_main._flags([  # pylint: disable=protected-access
+        '--mode=predict', f'--model_dir={model_dir}', f'--input={scan}',
+        f'--output_dir={tmp_path / name}',
+        '--params_override=inference.mirror_axes=[0,2]'])
+    try:
+      cfg = unet_main.resolve_config(flags)
+      assert cfg.inference.ensemble == (
+          [] if name == 'single' else [trained, str(copy)])
+      unet_main.run('predict', cfg)
+    finally:
+      flags.unparse_flags()
   single = np.asarray(nib.load(tmp_path / 'single' / 'case_001_seg.nii.gz')
                       .dataobj)
   pair = np.asarray(nib.load(tmp_path / 'pair' / 'case_001_seg.nii.gz')

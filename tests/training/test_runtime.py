@@ -71,37 +71,45 @@ def test_training_stream_resumes_at_any_example():
   assert unseeded == full
 
 
-def test_two_runs_of_n_steps_equal_one_run_of_2n(records, tmp_path):
-  straight = _cfg(records, tmp_path / 'straight', train_steps=6,
-                  train={'steps_per_loop': 3, 'checkpoint_every_n_steps': 3})
-  trainer.train(straight)
-  # The same run stopped after 3 steps; a new process would rebuild all.
-  split = _cfg(records, tmp_path / 'split', train_steps=6,
-               train={'steps_per_loop': 3, 'checkpoint_every_n_steps': 3})
-  trainer.train(split, until_step=3)
+# 4 steps in loops of 2, a checkpoint after each loop.
+_LOOPS = {'steps_per_loop': 2, 'checkpoint_every_n_steps': 2}
+
+
+@pytest.fixture(scope='module')
+def straight(records, tmp_path_factory):
+  """(cfg, weights) of an uninterrupted 4-step run without evaluations: the
+  reference of the resume and evaluation tests."""
+  cfg = _cfg(records, tmp_path_factory.mktemp('straight'), train_steps=4,
+             train=_LOOPS)
+  trainer.train(cfg)
+  return cfg, _weights(None, cfg)
+
+
+@pytest.fixture(scope='module')
+def evaluated(records, tmp_path_factory):
+  """(cfg, report) of the same run with an evaluation after each loop."""
+  cfg = _cfg(records, tmp_path_factory.mktemp('evaluated'), train_steps=4,
+             train=dict(_LOOPS, eval_every_n_steps=2))
+  return cfg, trainer.train_and_evaluate(cfg)
+
+
+def test_two_runs_of_n_steps_equal_one_run_of_2n(records, straight,
+                                                  tmp_path):
+  # The same run stopped after 2 steps; a new process would rebuild all.
+  split = _cfg(records, tmp_path / 'split', train_steps=4, train=_LOOPS)
+  trainer.train(split, until_step=2)
   trainer.train(split)
-  _assert_same_weights(_weights(tmp_path / 'straight', straight),
-                       _weights(tmp_path / 'split', split))
+  _assert_same_weights(straight[1], _weights(tmp_path / 'split', split))
 
 
-def test_evaluations_do_not_restart_the_training_data(records, tmp_path):
-  plain = _cfg(records, tmp_path / 'plain', train_steps=4,
-               train={'steps_per_loop': 1, 'checkpoint_every_n_steps': 4})
-  trainer.train(plain)
-  with_eval = _cfg(records, tmp_path / 'evals', train_steps=4,
-                   train={'steps_per_loop': 1, 'checkpoint_every_n_steps': 4,
-                          'eval_every_n_steps': 1})
-  report = trainer.train_and_evaluate(with_eval)
+def test_evaluations_do_not_restart_the_training_data(straight, evaluated):
+  with_eval, report = evaluated
   assert report['step'] == 4
-  _assert_same_weights(_weights(tmp_path / 'plain', plain),
-                       _weights(tmp_path / 'evals', with_eval))
+  _assert_same_weights(straight[1], _weights(None, with_eval))
 
 
-def test_best_checkpoint_and_json(records, tmp_path):
-  cfg = _cfg(records, tmp_path / 'run', train_steps=4,
-             train={'steps_per_loop': 2, 'eval_every_n_steps': 2,
-                    'checkpoint_every_n_steps': 2})
-  report = trainer.train_and_evaluate(cfg)
+def test_best_checkpoint_and_json(evaluated):
+  cfg, report = evaluated
   best = run_dir.read_best(cfg.model_dir)
   assert best['step'] in (2, 4)
   assert best['mean_foreground_dice'] >= report['mean_foreground_dice'] - 1e-9
