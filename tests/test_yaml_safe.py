@@ -1,7 +1,6 @@
 """The one YAML reader: duplicate keys, aliases and unsafe tags refused, in
 one short line naming the source (and the line)."""
 
-import time
 import tracemalloc
 
 import pytest
@@ -58,19 +57,19 @@ def test_parse_yaml_and_params_override_refuse_duplicates():
     'a: &x {k: 1}\nb:\n  <<: *x\n',
     '- &a [1]\n- *a\n',
 ])
-def test_aliases_are_refused_quickly_in_a_short_line(text):
+def test_aliases_are_refused_before_expanding_in_a_short_line(text):
+  # Bounded memory is what shows the alias was refused, not expanded: a
+  # bomb expands to billions of nodes.
   tracemalloc.start()
-  start = time.perf_counter()
   with pytest.raises(ConfigError) as e:
     config.parse_yaml(text, 'config file bomb.yaml')
-  seconds = time.perf_counter() - start
   peak = tracemalloc.get_traced_memory()[1]
   tracemalloc.stop()
   message = str(e.value)
   assert 'aliases are not allowed' in message
   assert message.startswith('config file bomb.yaml:')
   assert len(message) < 300 and '\n' not in message
-  assert seconds < 2.0 and peak < 20 * 2**20
+  assert peak < 20 * 2**20
 
 
 def test_an_alias_bomb_in_params_override_is_refused():
