@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 
 from unet3d import startup  # pylint: disable=g-import-not-at-top

@@ -12,7 +12,6 @@ Compare `voxels_per_second` with benchmarks/train.py.
 
 import json
 import os
-import sys
 import tempfile
 import time
 

@@ -14,7 +14,6 @@ imported before timing. The data is synthetic.
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 

@@ -18,7 +18,6 @@ steps after the timed rounds (open it with TensorBoard's profile plugin).
 
 import json
 import os
-import sys
 import time
 
 from unet3d import errors  # pylint: disable=g-import-not-at-top

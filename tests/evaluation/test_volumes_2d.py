@@ -6,7 +6,6 @@ import json
 import numpy as np
 
 from tests import runs
-from unet3d import config
 from unet3d import models
 from unet3d.evaluation import evaluator
 from unet3d.evaluation import volumes_2d

@@ -28,7 +28,6 @@ from unet3d.input import pipeline
 from unet3d.preprocess import spatial
 from unet3d.preprocess import intensity
 from unet3d.input import schema
-from unet3d.preprocess import preprocessing as pp
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = {'0': 'background', '1': 'organ', '2': 'lesion'}

@@ -6,10 +6,8 @@ give the outputs the input's geometry.
 from __future__ import annotations
 
 import glob
-import os
 from typing import Sequence
 
-import nibabel as nib
 import numpy as np
 
 from unet3d import fileio

@@ -31,11 +31,11 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from unet3d.models.block_spec import (ACTIVATIONS, DEFAULT_ORDER,
-                                      DOWNSAMPLINGS, LAYER_ORDER_LETTERS,
+from unet3d.models.block_spec import (ACTIVATIONS, DOWNSAMPLINGS,
+                                      LAYER_ORDER_LETTERS,
                                       NORMALIZATIONS, BlockSpec, block_spec,
                                       parse_layer_order)
-from unet3d.models.layers import (LinearUpsample, Size, axis_sizes,
+from unet3d.models.layers import (LinearUpsample, Size,
                                   compact_size, conv, conv_transpose,
                                   global_max_pool, max_pool, spatial_dropout,
                                   upsample_linear, upsample_nearest)

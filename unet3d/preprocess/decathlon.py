@@ -65,22 +65,30 @@ def _entry_path(task_dir: str, value: Any, where: str, path: str,
   return joined
 
 
-def read_task(task_dir: str, allow_outside_paths: bool = False
-             ) -> tuple[dict[str, str], dict[str, str], list[cases.Case]]:
-  """(modalities, labels, cases) of a task folder. Its `training` files
-  must lie inside it (after symlinks) unless allow_outside_paths."""
-  if not io.isdir(task_dir):
-    raise ValueError(f'{task_dir}: not a folder (expected a Decathlon task '
-                     'folder)')
-  path = os.path.join(task_dir, 'dataset.json')
+def read_dataset_json(folder: str, kind: str) -> tuple[str, dict[str, Any]]:
+  """(path, content) of `folder/dataset.json`; the errors name the folder
+  and say what it should be (`kind`, e.g. 'a ... task folder')."""
+  if not io.isdir(folder):
+    raise ValueError(f'{folder}: not a folder (expected {kind})')
+  path = os.path.join(folder, 'dataset.json')
   if not io.isfile(path):
-    raise ValueError(f'{task_dir}: no dataset.json (expected a Medical '
-                     'Segmentation Decathlon task folder with dataset.json, '
-                     'imagesTr/ and labelsTr/)')
+    raise ValueError(f'{folder}: no dataset.json (expected {kind} with '
+                     'dataset.json, imagesTr/ and labelsTr/)')
   try:
     meta = json.loads(io.read_text(path))
   except (OSError, ValueError) as e:
     raise ValueError(f'{path}: cannot read ({e})') from None
+  if not isinstance(meta, dict):
+    raise ValueError(f'{path}: expected a JSON object')
+  return path, meta
+
+
+def read_task(task_dir: str, allow_outside_paths: bool = False
+             ) -> tuple[dict[str, str], dict[str, str], list[cases.Case]]:
+  """(modalities, labels, cases) of a task folder. Its `training` files
+  must lie inside it (after symlinks) unless allow_outside_paths."""
+  path, meta = read_dataset_json(
+      task_dir, 'a Medical Segmentation Decathlon task folder')
   modalities = _names(meta, 'modality' if 'modality' in meta else
                       'channel_names', path)
   labels = _names(meta, 'labels', path)

@@ -25,7 +25,6 @@ it directly. Numpy only: runs in worker processes.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from typing import Any, Optional, Sequence
@@ -48,21 +47,9 @@ UNSUPPORTED_NORMS = ('rescale_to_0_1', 'rgb_to_0_1')
 
 def read_meta(dataset_dir: str) -> tuple[str, dict[str, Any]]:
   """(path, content) of the folder's dataset.json."""
-  if not io.isdir(dataset_dir):
-    raise ValueError(f'{dataset_dir}: not a folder (expected an nnU-Net '
-                     'DatasetXXX_Name or TaskXXX_Name folder)')
-  path = os.path.join(dataset_dir, 'dataset.json')
-  if not io.isfile(path):
-    raise ValueError(f'{dataset_dir}: no dataset.json (expected an nnU-Net '
-                     'raw dataset with dataset.json, imagesTr/ and '
-                     'labelsTr/)')
-  try:
-    meta = json.loads(io.read_text(path))
-  except (OSError, ValueError) as e:
-    raise ValueError(f'{path}: cannot read ({e})') from None
-  if not isinstance(meta, dict):
-    raise ValueError(f'{path}: expected a JSON object')
-  return path, meta
+  return decathlon.read_dataset_json(
+      dataset_dir, 'an nnU-Net raw dataset folder (DatasetXXX_Name or '
+      'TaskXXX_Name)')
 
 
 def version(meta: dict[str, Any], path: str) -> int:
