@@ -117,8 +117,8 @@ def segment(image: np.ndarray, affine: np.ndarray,
   Args:
     image: float32 [X, Y, Z, C] as read from the file.
     affine: its voxel-to-world matrix.
-    volume: image [*spatial, C] -> probabilities [*spatial, K] (the sliding
-      window, `whole_volume.volume_fn`).
+    volume: the sliding window, slab by slab (`whole_volume.segmenter`), or
+      any image [*spatial, C] -> probabilities [*spatial, K].
     cfg: output activation and `predict.largest_component`.
     dataset_info: the converter's dataset.json, or None when the input is
       already preprocessed (`predict.preprocessing: none`).
@@ -126,13 +126,14 @@ def segment(image: np.ndarray, affine: np.ndarray,
   """
   activation = cfg.model.output_activation
   if dataset_info is None:
-    probabilities = volume(image)
-    labels = whole_volume.segmentation(probabilities, activation)
+    labels, probabilities = whole_volume.segment_volume(
+        volume, image, activation, with_probabilities)
   else:
     stored, _, record = preprocess_for_inference(image, affine, dataset_info)
-    probabilities = volume(stored)
-    labels = pp.restore_original(
-        whole_volume.segmentation(probabilities, activation), record, order=0)
+    labels, probabilities = whole_volume.segment_volume(
+        volume, stored, activation, with_probabilities)
+    del stored
+    labels = pp.restore_original(labels, record, order=0)
     if with_probabilities:
       probabilities = _restore_probabilities(probabilities, record,
                                              activation)
@@ -199,7 +200,7 @@ def predict_file(input_path: str | Sequence[str], out_path: str,
   if image.shape[-1] != cfg.num_channels:
     raise ValueError(f'{input_path}: {image.shape[-1]} channel(s), but the '
                      f'model expects num_channels={cfg.num_channels}')
-  volume = volume or whole_volume.volume_fn(cfg, predict_fn)
+  volume = volume or whole_volume.segmenter(cfg, predict_fn)
   prediction = segment(image, affine, volume, cfg, dataset_info,
                        with_probabilities=probabilities_out is not None)
   if probabilities_out is not None:
@@ -292,7 +293,7 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
     restored = restore.restore_for_inference(cfg, checkpoint, strategy,
                                              planned=planned)
     step, members = restored.step, restored.members
-    volume = whole_volume.volume_fn(cfg, restored.probabilities, strategy)
+    volume = whole_volume.segmenter(cfg, restored.probabilities, strategy)
     kind = cfg.predict.save_probabilities
     names = dataset_info.class_names(
         [cfg.training_file_pattern, cfg.eval_file_pattern], cfg.num_classes)
