@@ -38,6 +38,11 @@ from unet3d.inference import fold_batch_norm
 from unet3d.inference import whole_volume
 
 
+# Events that enclose other ops.
+_CONTAINERS = ('Process', 'StatefulPartitionedCall', 'PartitionedCall',
+               'While', 'StatelessWhile', 'If', 'StatelessIf')
+
+
 def op_statistics(logdir: str) -> dict[str, float]:
   """{op type: summed microseconds} of the TF op events in the trace."""
   paths = glob.glob(os.path.join(logdir, '**', '*.xplane.pb'),
@@ -56,10 +61,13 @@ def op_statistics(logdir: str) -> dict[str, float]:
           continue
         for event in line.events:
           name = names.get(event.metadata_id, '')
-          # TF op events are "<op name>:<op type>".
+          # TF op events are "<op name>:<op type>"; function calls and loop
+          # frames contain other ops' time.
           if ':' not in name:
             continue
-          totals[name.rsplit(':', 1)[1]] += event.duration_ps / 1e6
+          op = name.rsplit(':', 1)[1]
+          if op not in _CONTAINERS:
+            totals[op] += event.duration_ps / 1e6
   return totals
 
 

@@ -45,9 +45,9 @@ from unet3d.inference import sliding_window
 from unet3d.inference import window_placement
 from unet3d.inference.sliding_window import PredictFn, WindowOptions
 
-# Planes finalised at once: bounds the float32 temporary of the division.
+# Finished planes turned into labels at once: bounds the float32
+# temporary of the division.
 _PLANES_PER_CHUNK = 4
-
 
 @dataclasses.dataclass
 class Segmentation:
@@ -99,7 +99,7 @@ class SlabSegmenter:
     self.activation = activation
     self._pending = _Pending()
     self._row = _make_row_fn(predict_fn, options, int(num_channels),
-                             self._pending, strategy)
+                             activation, self._pending, strategy)
 
   def __call__(self, image, with_probabilities: bool = False
               ) -> Segmentation:
@@ -122,18 +122,22 @@ class SlabSegmenter:
     labels = probabilities = None
     for r, start in enumerate(rows):
       end = rows[r + 1] if r + 1 < len(rows) else padded.shape[axis]
-      slab, weight = self._row(
+      finished, finished_p, classes = self._row(
           padded[_planes(axis, ndim + 1, start, start + patch)], corners,
-          axis, end - start)
-      slab, weight = slab.numpy(), weight.numpy()
+          axis, end - start, with_probabilities)
       if labels is None:
-        labels, probabilities = self._outputs(spatial, slab.shape[-1],
+        labels, probabilities = self._outputs(spatial, int(classes),
                                               with_probabilities)
-      self._finish(slab, weight, end - start, start, axis, spatial, labels,
-                   probabilities)
-      # Only the pending planes outlive the row: at most one slab and them
-      # are alive at once.
-      del slab, weight
+      # Planes [start, end) cropped to the volume (padding dropped).
+      count = min(end, spatial[axis]) - start
+      if count <= 0:
+        continue
+      crop = tuple(slice(0, count if i == axis else s)
+                   for i, s in enumerate(spatial))
+      out = _planes(axis, ndim, start, start + count)
+      labels[out] = finished.numpy()[crop]
+      if probabilities is not None:
+        probabilities[out] = finished_p.numpy()[crop]
     self._pending.reset([0] * ndim)
     return Segmentation(labels, probabilities)
 
@@ -147,29 +151,6 @@ class SlabSegmenter:
     probabilities = (np.empty(spatial + (classes,), np.float16)
                      if with_probabilities else None)
     return labels, probabilities
-
-  def _finish(self, slab: np.ndarray, weight: np.ndarray, count: int,
-              start: int, axis: int, spatial: tuple[int, ...],
-              labels: np.ndarray, probabilities: Optional[np.ndarray]
-             ) -> None:
-    """Writes planes [0, count) of the slab (global planes start + ...),
-    cropped to the unpadded volume, as labels (and probabilities)."""
-    ndim = len(spatial)
-    count = min(count, spatial[axis] - start)
-    crop = tuple(slice(0, s) for s in spatial)
-    for first in range(0, max(count, 0), _PLANES_PER_CHUNK):
-      last = min(first + _PLANES_PER_CHUNK, count)
-      local = _planes(axis, ndim, first, last)
-      # The whole volume's division (float32, correctly rounded): the same
-      # values, so the same argmax.
-      p = slab[local][crop] / weight[local][crop][..., None]
-      out = _planes(axis, ndim, start + first, start + last)
-      if self.activation == 'sigmoid':
-        labels[out] = p > 0.5
-      else:
-        labels[out] = np.argmax(p, axis=-1)
-      if probabilities is not None:
-        probabilities[out] = p
 
 
 def _pad_to_patch(image: np.ndarray, options: WindowOptions) -> np.ndarray:
@@ -207,15 +188,18 @@ class _Pending:
 
 
 def _make_row_fn(predict_fn: PredictFn, options: WindowOptions,
-                 num_channels: int, pending: _Pending,
+                 num_channels: int, activation: str, pending: _Pending,
                  strategy: Optional[tf.distribute.Strategy]):
-  """A tf.function (rows [*S'_a=P, C], corners int32 [M, n], axis, step)
-  -> (float32 slab [*S'_a=P, K], weight sum [*S'_a=P]).
+  """A tf.function (rows [*S'_a=P, C], corners int32 [M, n], axis, step,
+  with_probabilities) -> (uint8 labels [*S'_a=step] (sigmoid: [.., K]),
+  float16 probabilities [*S'_a=step, K] (no voxels unless asked), K).
 
-  The slab is `pending` zero-padded to P planes along the slab axis plus
-  the weighted outputs of the row's windows at corners (0 on the slab
-  axis); planes [step, P) of it become the new pending (a copy, so the
-  caller can free the slab). The first row's pending has no planes and no
+  The row's slab is `pending` zero-padded to P planes along the slab axis
+  plus the weighted outputs of the row's windows at corners (0 on the slab
+  axis). Its planes [0, step) are final: divided by their weight sum and
+  turned into labels, as the whole volume does; planes [step, P) become
+  the new pending (a copy). Only the labels leave the function, so the
+  slab is freed inside it. The first row's pending has no planes and no
   classes: K comes from the model's outputs.
   """
   ndim = len(options.patch_size)
@@ -223,10 +207,11 @@ def _make_row_fn(predict_fn: PredictFn, options: WindowOptions,
       options.patch_size, options.weighting, options.sigma_scale))
   specs = [tf.TensorSpec([None] * ndim + [num_channels], tf.float32),
            tf.TensorSpec([None, ndim], tf.int32),
-           tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)]
+           tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+           tf.TensorSpec([], tf.bool)]
 
   @tf.function(input_signature=specs, autograph=False)
-  def row(rows, corners, axis, step):
+  def row(rows, corners, axis, step, with_probabilities):
     predict_batch = sliding_window.batch_predictor(predict_fn, rows, corners,
                                                    options, strategy)
     # The first batch outside the loop: it tells the number of classes.
@@ -253,17 +238,74 @@ def _make_row_fn(predict_fn: PredictFn, options: WindowOptions,
         predict_batch, corners, weights, accumulated, weight_sum, first=count)
     accumulated = tf.reshape(accumulated,
                              tf.concat([slab_shape, [classes]], 0))
-    begin = tf.one_hot(axis, ndim, on_value=step, off_value=0,
-                       dtype=tf.int32)
+    labels, probabilities = _finish(accumulated, weight_sum, axis, step,
+                                    activation, with_probabilities)
+    on_axis = tf.one_hot(axis, ndim, dtype=tf.int32)
+    begin = step * on_axis
     size = slab_shape - begin
+    # After the labels: at most one slab and the pending half alive.
     # DeepCopy: a slice along the first axis would share the slab's buffer.
-    pending.sums.assign(tf.raw_ops.DeepCopy(x=tf.slice(
-        accumulated, tf.concat([begin, [0]], 0), tf.concat([size, [-1]], 0))))
-    pending.weights.assign(tf.raw_ops.DeepCopy(
-        x=tf.slice(weight_sum, begin, size)))
-    return accumulated, weight_sum
+    with tf.control_dependencies([labels, probabilities]):
+      sums = tf.raw_ops.DeepCopy(x=tf.slice(
+          accumulated, tf.concat([begin, [0]], 0),
+          tf.concat([size, [-1]], 0)))
+      weights_left = tf.raw_ops.DeepCopy(x=tf.slice(weight_sum, begin, size))
+    pending.sums.assign(sums)
+    pending.weights.assign(weights_left)
+    return labels, probabilities, classes
 
   return row
+
+
+def _finish(sums: tf.Tensor, weight_sum: tf.Tensor, axis: tf.Tensor,
+            count: tf.Tensor, activation: str, with_probabilities: tf.Tensor
+           ) -> tuple[tf.Tensor, tf.Tensor]:
+  """(uint8 labels, float16 probabilities or an empty tensor) of the
+  finished planes [0, count) along axis of sums [*s, K] / weight_sum [*s]:
+  argmax (the first of equal maxima, as numpy) or > 0.5, as
+  `whole_volume.segmentation`. A few planes at a time, so the division's
+  float32 temporary stays small."""
+  ndim = weight_sum.shape.rank
+  on_axis = tf.one_hot(axis, ndim, dtype=tf.int32)
+  shape = tf.shape(weight_sum) * (1 - on_axis) + count * on_axis
+  classes = tf.shape(sums)[-1]
+  sigmoid = activation == 'sigmoid'
+  labels = tf.zeros(tf.concat([shape, [classes]], 0) if sigmoid else shape,
+                    tf.uint8)
+  halves = tf.zeros(tf.concat([shape, [classes]], 0) * tf.cast(
+      with_probabilities, tf.int32), tf.float16)
+  ones = tf.ones([ndim + 1], tf.int32)
+
+  def body(first, labels, halves):
+    size = shape * (1 - on_axis) + tf.minimum(_PLANES_PER_CHUNK,
+                                              count - first) * on_axis
+    begin = first * on_axis
+    begin_k = tf.concat([begin, [0]], 0)
+    size_k = tf.concat([size, [classes]], 0)
+    p = (tf.slice(sums, begin_k, size_k) /
+         tf.slice(weight_sum, begin, size)[..., None])
+    if sigmoid:
+      new = tf.cast(p > 0.5, tf.uint8)
+      labels = tf.raw_ops.TensorStridedSliceUpdate(
+          input=labels, begin=begin_k, end=begin_k + size_k, strides=ones,
+          value=new)
+    else:
+      new = tf.cast(tf.argmax(p, axis=-1, output_type=tf.int32), tf.uint8)
+      labels = tf.raw_ops.TensorStridedSliceUpdate(
+          input=labels, begin=begin, end=begin + size, strides=ones[1:],
+          value=new)
+    halves = tf.cond(
+        with_probabilities,
+        lambda: tf.raw_ops.TensorStridedSliceUpdate(
+            input=halves, begin=begin_k, end=begin_k + size_k, strides=ones,
+            value=tf.cast(p, tf.float16)),
+        lambda: halves)
+    return first + _PLANES_PER_CHUNK, labels, halves
+
+  _, labels, halves = tf.while_loop(
+      lambda first, *_: first < count, body, (0, labels, halves),
+      parallel_iterations=1)
+  return labels, halves
 
 
 def slab_bytes(spatial_shape, options: WindowOptions, num_classes: int

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from unet3d import distribute
 from unet3d.config import Config
+from unet3d.inference import fold_batch_norm as fold_lib
 from unet3d.inference import slab_aggregation
 from unet3d.inference import sliding_window
 from unet3d.models import heads
@@ -29,13 +30,22 @@ VolumeFn = Callable[[np.ndarray], np.ndarray]
 
 
 def probabilities_fn(cfg: Config,
-                     model: Union[keras.Model, Sequence[keras.Model]]
+                     model: Union[keras.Model, Sequence[keras.Model]],
+                     fold_batch_norm: bool = False
                     ) -> tf.types.experimental.PolymorphicFunction:
   """A `tf.function` window batch [b, *patch, C] -> float32 probabilities
   [b, *patch, K]: softmax or sigmoid of each model's main head (CGM-gated,
   deep-supervision heads unused), averaged over the models of an ensemble.
+
+  fold_batch_norm: run inference clones with each batch norm folded into
+  its convolution (`fold_batch_norm`: the same outputs to float32 rounding,
+  Conv3D + BiasAdd + Relu fused by oneDNN); build under the models'
+  strategy scope. The clones copy the folded weights: later changes to the
+  models do not reach them.
   """
   members = list(model) if isinstance(model, (list, tuple)) else [model]
+  if fold_batch_norm:
+    members = [fold_lib.fold_batch_norm(m) for m in members]
   activation = cfg.model.output_activation
 
   @tf.function(reduce_retracing=True)
