@@ -90,7 +90,8 @@ class Prediction:
   """One volume's prediction on its input grid.
 
   labels: uint8 [X, Y, Z] class indices, or [X, Y, Z, K] masks (sigmoid);
-  probabilities: float32 [X, Y, Z, K], or None when not asked for.
+  probabilities: [X, Y, Z, K] (float16 from the slab-by-slab window, float32
+  once restored to an input grid), or None when not asked for.
   """
   labels: np.ndarray
   probabilities: Optional[np.ndarray] = None

@@ -15,8 +15,10 @@ image [*S, C] ──pad each axis to >= patch──▶ row starts along axis a
     to P planes──▶ float32 slab [.., P, .., K] ──the row's windows added in
     place (`sliding_window.accumulate_batches`: the same TF loop, weighting,
     mirroring, strategy)──▶ planes [s, s_next) are final: / weight sum ──▶
-    labels (argmax, or > 0.5 for sigmoid), float16 probabilities if asked
-    ──▶ planes [s_next, s + P) become the next pending
+    uint8 labels (argmax, or > 0.5 for sigmoid; in the graph, 4 planes at a
+    time), float16 probabilities if asked ──▶ the host copies them into the
+    volume's labels; planes [s_next, s + P) become the next pending (kept
+    in variables, so the old pending is freed once it is in the new slab)
 ```
 
 Every voxel receives the same window outputs in the same order as in the
@@ -27,9 +29,10 @@ by float32 rounding (a few ulp; a label can only change at an exact tie).
 
 Memory: the image, the labels (1 byte a voxel), and at most one slab of
 P planes plus the pending planes (P - step, half a slab at overlap 0.5) in
-float32 with K classes: P / S_a of the whole-volume accumulator, 64 / 512
-for 64^3 windows on a 512-long axis. Probabilities, when asked for, are
-float16 [*S, K] (half the whole-volume float32), allocated up front.
+float32 with K + 1 channels (`slab_bytes`): 1.5 P / S_a of the whole-volume
+accumulator, 96 / 512 for 64^3 windows on a 512-long axis. Probabilities,
+when asked for, are float16 [*S, K] (half the whole-volume float32),
+allocated once the first row tells K.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from unet3d.inference.sliding_window import PredictFn, WindowOptions
 # Finished planes turned into labels at once: bounds the float32
 # temporary of the division.
 _PLANES_PER_CHUNK = 4
+
 
 @dataclasses.dataclass
 class Segmentation:

@@ -17,6 +17,10 @@ image [*S, C] ──pad each axis to >= patch (pad_value)──▶ window corner
   ──▶ accumulated / weight sum ──crop the padding──▶ float32 [*S, K]
 ```
 
+Eval and predict want labels, not probabilities: they run the same loop
+slab by slab (`slab_aggregation`), holding a slab of planes at full class
+depth instead of the whole volume.
+
 The static settings (window, overlap, batch, weighting, mirroring) are one
 `WindowOptions` value, checked when built; `WindowOptions.from_config(cfg)`
 gives a run's.
