@@ -1,8 +1,18 @@
 """Sliding-window inference speed and peak memory, as JSON lines.
 
-  python benchmarks/infer.py [--shape=192,192,160] [--mirror=both]
-      [--peer_python=/tmp/torchenv/bin/python
+  PYTHONPATH=. python benchmarks/infer.py [--shape=192,192,160]
+      [--mirror=both] [--fold_batch_norm=on|off] [--aggregation=whole|slab]
+      [--onednn_bfloat16] [--peer_python=/tmp/torchenv/bin/python
        --peer_script=/work/shared/peers/monai_garden_sw.py --rounds=2]
+
+--fold_batch_norm=on (default, what eval and predict run) folds each batch
+norm into its convolution (`fold_batch_norm`); --aggregation=slab times
+eval's and predict's slab-by-slab labels instead of the whole-volume
+probabilities (what MONAI returns, so the default for the comparison);
+--onednn_bfloat16 lets oneDNN compute in bfloat16 (`inference.
+onednn_bfloat16`). Run under ONEDNN_MAX_CPU_ISA=AVX2 (and
+ATEN_CPU_CAPABILITY=avx2 for the peer) to stand in for an AVX2-only CPU;
+the JSON gives the CPU's flags and that cap.
 
 The path that eval and predict run (`whole_volume.volume_fn`: the device
 sliding window, Gaussian weighting, 64^3 windows, overlap 0.5, 2 windows a
@@ -117,7 +127,15 @@ def main():
   parser.add_argument('--peer_python', default=None)
   parser.add_argument('--peer_script', default=None)
   parser.add_argument('--rounds', type=int, default=2)
+  parser.add_argument('--fold_batch_norm', choices=['on', 'off'],
+                      default='on')
+  parser.add_argument('--aggregation', choices=['whole', 'slab'],
+                      default='whole')
+  parser.add_argument('--onednn_bfloat16', action='store_true')
   args = parser.parse_args()
+  if args.onednn_bfloat16:
+    tf.config.optimizer.set_experimental_options(
+        {'auto_mixed_precision_onednn_bfloat16': True})
   shape = tuple(int(s) for s in args.shape.split(','))
   mirrors = {'none': [()], 'all': [(0, 1, 2)],
              'both': [(), (0, 1, 2)]}[args.mirror]
@@ -135,12 +153,19 @@ def main():
             'model': {'name': 'unet3d', 'filters': args.filters,
                       'depth': args.depth, 'classes': args.classes,
                       'params': int(model.count_params())},
+            'fold_batch_norm': args.fold_batch_norm,
+            'aggregation': args.aggregation,
+            'onednn_bfloat16': args.onednn_bfloat16,
             **machine}
   volume_fns = {}
   for mirror_axes in mirrors:
     cfg = _build(args, mirror_axes)
-    volume = whole_volume.volume_fn(
-        cfg, whole_volume.probabilities_fn(cfg, model))
+    probabilities = whole_volume.probabilities_fn(
+        cfg, model, fold_batch_norm=args.fold_batch_norm == 'on')
+    if args.aggregation == 'slab':
+      volume = whole_volume.segmenter(cfg, probabilities)
+    else:
+      volume = whole_volume.volume_fn(cfg, probabilities)
     # Warm-up: trace once (any size) and create the kernels for a full
     # batch of windows.
     volume(np.zeros((args.patch, args.patch, args.patch * 3 // 2, 1),
@@ -151,7 +176,8 @@ def main():
     start = time.perf_counter()
     out = volume_fns[mirror_axes](image)
     seconds = time.perf_counter() - start
-    assert out.shape == shape + (args.classes,)
+    labels = out.labels if args.aggregation == 'slab' else out
+    assert labels.shape[:3] == shape
     return seconds
 
   for mirror_axes in mirrors:

@@ -58,6 +58,14 @@ def set_precision_policy(cfg: Config) -> None:
       _PRECISION_POLICIES[compute_dtype(cfg)])
 
 
+def set_inference_precision(cfg: Config) -> None:
+  """`inference.onednn_bfloat16`: grappler rewrites the graphs built after
+  this call (CPU, oneDNN) to compute in bfloat16. Process-wide."""
+  if cfg.inference.onednn_bfloat16:
+    tf.config.optimizer.set_experimental_options(
+        {'auto_mixed_precision_onednn_bfloat16': True})
+
+
 def steps_per_loop(cfg: Config) -> int:
   """`train.steps_per_loop`, or by strategy when empty: 100 on TPU (host
   round trips are costly there), 50 on GPUs, 10 on CPU (feedback within

@@ -116,10 +116,28 @@ def cpu_model() -> str:
   return platform.processor() or 'unknown'
 
 
+def cpu_simd_flags() -> list[str]:
+  """The CPU's vector-instruction flags (avx2, fma, avx512*, amx*), and the
+  ISA cap oneDNN is given (ONEDNN_MAX_CPU_ISA), for benchmark reports."""
+  flags = set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('flags'):
+          flags = set(line.split(':', 1)[1].split())
+          break
+  except OSError:
+    pass
+  wanted = sorted(f for f in flags if f in ('avx', 'avx2', 'fma', 'f16c') or
+                  f.startswith(('avx512', 'amx', 'avx_vnni')))
+  cap = os.environ.get('ONEDNN_MAX_CPU_ISA')
+  return wanted + ([f'ONEDNN_MAX_CPU_ISA={cap}'] if cap else [])
+
+
 def machine_info() -> dict:
   """The CPU, its core count and whether oneDNN is on, for benchmark JSON."""
   return {'onednn': onednn_enabled(), 'cpu': cpu_model(),
-          'cpu_count': os.cpu_count()}
+          'cpu_flags': cpu_simd_flags(), 'cpu_count': os.cpu_count()}
 
 
 def onednn_enabled() -> bool:

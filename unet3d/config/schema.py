@@ -266,6 +266,11 @@ class InferenceConfig:
   # flipped, predicted, flipped back, and the probabilities averaged
   # (2^len passes). Empty: off. nnU-Net mirrors [0, 1, 2].
   mirror_axes: list[int] = field(default_factory=list)
+  # CPU only: let oneDNN run the convolutions in bfloat16 (grappler's
+  # auto_mixed_precision_onednn_bfloat16; fast on CPUs with AVX512_BF16 or
+  # AMX, emulated and slow elsewhere). Probabilities change by ~1e-3, labels
+  # near ties; the weights stay float32. Eval and predict; not the export.
+  onednn_bfloat16: bool = False
   # Model folders whose probabilities are averaged (eval, predict, export),
   # each restored with the architecture of its own params.yaml. Empty: the
   # one model of model_dir. `--model_dir=a,b,c` sets it.

@@ -125,12 +125,11 @@ def _crop_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
 def _volume_cases(cfg: Config, predict_fn, strategy: tf.distribute.Strategy
                  ) -> Iterator[CaseResult]:
   """Whole volumes through the sliding window, as predict segments them."""
-  volume = whole_volume.volume_fn(cfg, predict_fn, strategy)
+  volume = whole_volume.segmenter(cfg, predict_fn, strategy)
   names = _CaseNames()
   for case in pipeline.build_volume_dataset(cfg, cfg.eval_file_pattern):
     image = case['image'].numpy()
-    prediction = whole_volume.segmentation(volume(image),
-                                           cfg.model.output_activation)
+    prediction = volume(image).labels
     yield CaseResult(names(case['case_id'].numpy()), image,
                      case['label'].numpy(), prediction,
                      case['spacing'].numpy(), case['affine'].numpy())

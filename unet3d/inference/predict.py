@@ -100,7 +100,8 @@ class Prediction:
   """One volume's prediction on its input grid.
 
   labels: uint8 [X, Y, Z] class indices, or [X, Y, Z, K] masks (sigmoid);
-  probabilities: float32 [X, Y, Z, K], or None when not asked for.
+  probabilities: [X, Y, Z, K] (float16 from the slab-by-slab window, float32
+  once restored to an input grid), or None when not asked for.
   """
   labels: np.ndarray
   probabilities: Optional[np.ndarray] = None
@@ -127,8 +128,8 @@ def segment(image: np.ndarray, affine: np.ndarray,
   Args:
     image: float32 [X, Y, Z, C] as read from the file.
     affine: its voxel-to-world matrix.
-    volume: image [*spatial, C] -> probabilities [*spatial, K] (the sliding
-      window, `whole_volume.volume_fn`).
+    volume: the sliding window, slab by slab (`whole_volume.segmenter`), or
+      any image [*spatial, C] -> probabilities [*spatial, K].
     cfg: output activation and `predict.largest_component`.
     dataset_info: the converter's dataset.json, or None when the input is
       already preprocessed (`predict.preprocessing: none`).
@@ -136,13 +137,14 @@ def segment(image: np.ndarray, affine: np.ndarray,
   """
   activation = cfg.model.output_activation
   if dataset_info is None:
-    probabilities = volume(image)
-    labels = whole_volume.segmentation(probabilities, activation)
+    labels, probabilities = whole_volume.segment_volume(
+        volume, image, activation, with_probabilities)
   else:
     stored, _, record = preprocess_for_inference(image, affine, dataset_info)
-    probabilities = volume(stored)
-    labels = pp.restore_original(
-        whole_volume.segmentation(probabilities, activation), record, order=0)
+    labels, probabilities = whole_volume.segment_volume(
+        volume, stored, activation, with_probabilities)
+    del stored
+    labels = pp.restore_original(labels, record, order=0)
     if with_probabilities:
       probabilities = _restore_probabilities(probabilities, record,
                                              activation)

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import keras
 import tensorflow as tf
 
+from unet3d import distribute
 from unet3d.config import Config
 from unet3d.inference import ensemble
 from unet3d.inference import whole_volume
@@ -25,7 +26,7 @@ class Restored:
   step: the one model's step (None for an ensemble); members:
   [{'model_dir', 'step'}] for reports (None for one model); probabilities:
   window batch [b, *patch, C] -> float32 [b, *patch, K], the members' mean
-  (`whole_volume.probabilities_fn`).
+  (`whole_volume.probabilities_fn`, batch norm folded into the convs).
   """
   models: list[keras.Model]
   steps: list[int]
@@ -53,9 +54,15 @@ def restore_for_inference(
   if planned is None:
     planned = ensemble.members(cfg, checkpoint)
   models, steps = ensemble.restore_models(planned, strategy)
+  distribute.set_inference_precision(cfg)
+  # Inference only: batch norm folded into the convolutions (the folded
+  # variables under the same strategy as the models).
+  with (strategy or tf.distribute.get_strategy()).scope():
+    probabilities = whole_volume.probabilities_fn(cfg, models,
+                                                  fold_batch_norm=True)
   return Restored(
       models=models, steps=steps,
       step=steps[0] if len(steps) == 1 else None,
       members=(ensemble.describe(cfg, steps) if ensemble.is_ensemble(cfg)
                else None),
-      probabilities=whole_volume.probabilities_fn(cfg, models))
+      probabilities=probabilities)

@@ -147,11 +147,12 @@ def slice_volume_fn(cfg: Config, predict_fn: PredictFn,
 
 def volume_fn(cfg: Config, predict_fn: PredictFn,
               dataset_info: Optional[Mapping[str, Any]] = None,
-              strategy: Optional[tf.distribute.Strategy] = None) -> VolumeFn:
-  """predict's VolumeFn: slice by slice for 2D models, the sliding window
-  (`whole_volume.volume_fn`) for 3D models."""
+              strategy: Optional[tf.distribute.Strategy] = None):
+  """predict's volume: slice by slice for 2D models (a VolumeFn), the
+  sliding window aggregated slab by slab (`whole_volume.segmenter`) for 3D
+  models; `whole_volume.segment_volume` takes either."""
   if cfg.model.spatial_dims != 2:
-    return whole_volume.volume_fn(cfg, predict_fn, strategy)
+    return whole_volume.segmenter(cfg, predict_fn, strategy)
   order = 3
   if dataset_info is not None:
     text = str((dataset_info.get('preprocessing') or {}).get(

@@ -17,6 +17,10 @@ image [*S, C] ──pad each axis to >= patch (pad_value)──▶ window corner
   ──▶ accumulated / weight sum ──crop the padding──▶ float32 [*S, K]
 ```
 
+Eval and predict want labels, not probabilities: they run the same loop
+slab by slab (`slab_aggregation`), holding a slab of planes at full class
+depth instead of the whole volume.
+
 The static settings (window, overlap, batch, weighting, mirroring) are one
 `WindowOptions` value, checked when built; `WindowOptions.from_config(cfg)`
 gives a run's.
@@ -203,7 +207,7 @@ def _pad_to_patch(image: tf.Tensor, options: WindowOptions
   return tf.ensure_shape(padded, [None] * ndim + [in_channels]), padded_shape
 
 
-def _batch_predictor(predict_fn: PredictFn, image: tf.Tensor,
+def batch_predictor(predict_fn: PredictFn, image: tf.Tensor,
                      corners: tf.Tensor, options: WindowOptions,
                      strategy: Optional[tf.distribute.Strategy]
                     ) -> Callable[[Any], tuple[tf.Tensor, tf.Tensor]]:
@@ -241,14 +245,14 @@ def _batch_predictor(predict_fn: PredictFn, image: tf.Tensor,
 def _zero_buffers(padded_shape: tf.Tensor, classes: tf.Tensor
                  ) -> tuple[tf.Tensor, tf.Tensor]:
   """float32 zeros: the accumulator [*S'[:-1], S'[-1] * K] (the last
-  spatial axis merged with the classes, see `_add_windows`) and the weight
+  spatial axis merged with the classes, see `add_windows`) and the weight
   sum [*S']."""
   accumulated = tf.zeros(tf.concat(
       [padded_shape[:-1], [padded_shape[-1] * classes]], 0), tf.float32)
   return accumulated, tf.zeros(padded_shape, tf.float32)
 
 
-def _add_windows(accumulated: tf.Tensor, weight_sum: tf.Tensor,
+def add_windows(accumulated: tf.Tensor, weight_sum: tf.Tensor,
                  outputs: tf.Tensor, corners: tf.Tensor, weights: tf.Tensor
                 ) -> tuple[tf.Tensor, tf.Tensor]:
   """Adds weights * outputs [count, *patch, K] of the windows at corners
@@ -290,6 +294,31 @@ def _add_windows(accumulated: tf.Tensor, weight_sum: tf.Tensor,
   return accumulated, weight_sum
 
 
+def accumulate_batches(predict_batch: Callable[[Any], tuple[tf.Tensor,
+                                                              tf.Tensor]],
+                       corners: tf.Tensor, weights: tf.Tensor,
+                       accumulated: tf.Tensor, weight_sum: tf.Tensor,
+                       first: Any = 0) -> tuple[tf.Tensor, tf.Tensor]:
+  """Adds the weighted outputs of windows first .. N - 1 at corners [N, n]
+  into the accumulator [*S'[:-1], S'[-1] * K] and weight_sum [*S'] (in
+  place, `add_windows`), one batch of `predict_batch` (`batch_predictor`)
+  at a time; a tf.while_loop. The whole volume and the slab-by-slab
+  aggregation (`slab_aggregation`) share it."""
+  num_windows = tf.shape(corners)[0]
+
+  def loop_body(first, accumulated, weight_sum):
+    outputs, count = predict_batch(first)
+    accumulated, weight_sum = add_windows(
+        accumulated, weight_sum, outputs, corners[first:first + count],
+        weights)
+    return first + count, accumulated, weight_sum
+
+  _, accumulated, weight_sum = tf.while_loop(
+      lambda first, *_: first < num_windows, loop_body,
+      (first, accumulated, weight_sum), parallel_iterations=1)
+  return accumulated, weight_sum
+
+
 def _normalise_and_crop(accumulated: tf.Tensor, weight_sum: tf.Tensor,
                         spatial: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
   """float32 [*S, K]: accumulated / weight_sum, the padding cropped."""
@@ -313,30 +342,21 @@ def _sliding_window_graph(predict_fn: PredictFn, image, options: WindowOptions,
   image = tf.cast(image, tf.float32)
   spatial = tf.shape(image)[:ndim]
   image, padded_shape = _pad_to_patch(image, options)
-  corners = window_placement.window_corners(padded_shape, options.patch_size, options.overlap)
-  num_windows = tf.shape(corners)[0]
-  predict_batch = _batch_predictor(predict_fn, image, corners, options,
+  corners = window_placement.window_corners(padded_shape, options.patch_size,
+                                            options.overlap)
+  predict_batch = batch_predictor(predict_fn, image, corners, options,
                                    strategy)
-  weights = tf.constant(window_placement.importance_map(options.patch_size, options.weighting,
-                                       options.sigma_scale))
+  weights = tf.constant(window_placement.importance_map(
+      options.patch_size, options.weighting, options.sigma_scale))
 
   # The first batch outside the loop: it tells the number of classes.
   outputs, count = predict_batch(tf.constant(0))
   classes = tf.shape(outputs)[-1]
-  accumulated, weight_sum = _add_windows(
+  accumulated, weight_sum = add_windows(
       *_zero_buffers(padded_shape, classes), outputs, corners[:count],
       weights)
-
-  def loop_body(first, accumulated, weight_sum):
-    outputs, count = predict_batch(first)
-    accumulated, weight_sum = _add_windows(
-        accumulated, weight_sum, outputs, corners[first:first + count],
-        weights)
-    return first + count, accumulated, weight_sum
-
-  _, accumulated, weight_sum = tf.while_loop(
-      lambda first, *_: first < num_windows, loop_body,
-      (count, accumulated, weight_sum), parallel_iterations=1)
+  accumulated, weight_sum = accumulate_batches(
+      predict_batch, corners, weights, accumulated, weight_sum, first=count)
   result = _normalise_and_crop(accumulated, weight_sum, spatial, classes)
   # The dynamic slice loses the static class count; callers want it.
   return tf.ensure_shape(result, [None] * ndim + [outputs.shape[-1]])

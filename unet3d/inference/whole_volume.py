@@ -1,7 +1,10 @@
 """Whole-volume inference that eval and predict share: a model's (or an
 ensemble's) probabilities over a volume of any size, through the one sliding
 window (`unet3d.inference.sliding_window`), and the segmentation they give.
-The exported SavedModel traces the same window (`unet3d.inference.export`).
+Eval and predict segment slab by slab (`segmenter`,
+`unet3d.inference.slab_aggregation`: memory bounded by the volume, not the
+volume times the classes); the exported SavedModel returns probabilities and
+traces the whole-volume window (`unet3d.inference.export`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import tensorflow as tf
 
 from unet3d import distribute
 from unet3d.config import Config
+from unet3d.inference import fold_batch_norm as fold_lib
+from unet3d.inference import slab_aggregation
 from unet3d.inference import sliding_window
 from unet3d.models import heads
 
@@ -25,13 +30,22 @@ VolumeFn = Callable[[np.ndarray], np.ndarray]
 
 
 def probabilities_fn(cfg: Config,
-                     model: Union[keras.Model, Sequence[keras.Model]]
+                     model: Union[keras.Model, Sequence[keras.Model]],
+                     fold_batch_norm: bool = False
                     ) -> tf.types.experimental.PolymorphicFunction:
   """A `tf.function` window batch [b, *patch, C] -> float32 probabilities
   [b, *patch, K]: softmax or sigmoid of each model's main head (CGM-gated,
   deep-supervision heads unused), averaged over the models of an ensemble.
+
+  fold_batch_norm: run inference clones with each batch norm folded into
+  its convolution (`fold_batch_norm`: the same outputs to float32 rounding,
+  Conv3D + BiasAdd + Relu fused by oneDNN); build under the models'
+  strategy scope. The clones copy the folded weights: later changes to the
+  models do not reach them.
   """
   members = list(model) if isinstance(model, (list, tuple)) else [model]
+  if fold_batch_norm:
+    members = [fold_lib.fold_batch_norm(m) for m in members]
   activation = cfg.model.output_activation
 
   @tf.function(reduce_retracing=True)
@@ -63,6 +77,36 @@ def volume_fn(cfg: Config, predict_fn: PredictFn,
       predict_fn, sliding_window.WindowOptions.from_config(cfg),
       cfg.num_channels, strategy)
   return lambda image: window(np.asarray(image, np.float32)).numpy()
+
+
+def segmenter(cfg: Config, predict_fn: PredictFn,
+              strategy: Optional[tf.distribute.Strategy] = None
+             ) -> slab_aggregation.SlabSegmenter:
+  """`volume_fn`'s window, aggregated slab by slab: image [*spatial, C] ->
+  labels (and float16 probabilities when asked), the same labels as
+  `segmentation(volume_fn(...)(image))`."""
+  if not sliding_window.runs_on_device(predict_fn):
+    predict_fn, strategy = sliding_window.on_host(predict_fn), None
+  predict_fn = distribute.partitioned(predict_fn, strategy,
+                                      cfg.input_partition_dims)
+  return slab_aggregation.SlabSegmenter(
+      predict_fn, sliding_window.WindowOptions.from_config(cfg),
+      cfg.num_channels, cfg.model.output_activation, strategy)
+
+
+def segment_volume(volume: Union[VolumeFn, slab_aggregation.SlabSegmenter],
+                   image: np.ndarray, output_activation: str,
+                   with_probabilities: bool = False
+                  ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """(labels, probabilities or None) of image [*spatial, C] by a
+  `segmenter` (slab by slab; float16 probabilities) or any VolumeFn (whole
+  volume; float32 probabilities)."""
+  if isinstance(volume, slab_aggregation.SlabSegmenter):
+    result = volume(image, with_probabilities)
+    return result.labels, result.probabilities
+  probabilities = volume(image)
+  return (segmentation(probabilities, output_activation),
+          probabilities if with_probabilities else None)
 
 
 def segmentation(probabilities: np.ndarray, output_activation: str

@@ -151,6 +151,10 @@ def restore_original(array: np.ndarray, case_record: Mapping,
   to_stored[near] = np.rint(to_stored[near])
 
   def one(volume):
+    # ndimage has no float16 (slab-wise predict's probabilities): one
+    # channel at a time in float32.
+    if volume.dtype == np.float16:
+      volume = volume.astype(np.float32)
     return ndimage.affine_transform(volume, to_stored, output_shape=shape,
                                     order=order, mode='constant', cval=0)
 
