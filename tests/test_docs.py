@@ -31,7 +31,8 @@ SHELL_LANGS = ('bash', 'sh', 'console', 'shell')
 EXTERNAL = {'pip', 'pip3', 'git', 'cd', 'export', 'source', '.', 'ls', 'cat',
             'grep', 'mkdocs', 'tensorboard', 'nvidia-smi', 'gcloud', 'gsutil',
             'lscpu', 'echo', 'mkdir', 'rm', 'cp', 'mv', 'time', 'docker',
-            'deactivate', 'sed', 'head', 'tail', 'wc', 'du', 'tar', 'curl'}
+            'deactivate', 'sed', 'head', 'tail', 'wc', 'du', 'tar', 'curl',
+            'hyperfine'}
 # `python -m` modules of other projects that the docs may run.
 EXTERNAL_MODULES = {'pytest', 'venv', 'pip', 'build'}
 
