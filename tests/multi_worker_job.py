@@ -6,9 +6,13 @@ TF_CONFIG. Prints one `RESULT {json}` line.
   loss_scale             one loss-scaled SGD step through
                          unet3d.training.gradients with an inf gradient on
                          worker 1 only
-  restored_step <dir>... builds the trainer's state with this worker's
-                         model_dir (argument number task_index) and reports
-                         whether the restored steps agreed
+  restored_step <dirs>...
+                         for each argument, one after the other in the same
+                         workers: builds the trainer's state with this
+                         worker's model_dir (entry number task_index of the
+                         argument's os.pathsep-separated dirs) and reports
+                         whether the restored steps agreed; RESULT is the
+                         list of these reports
 """
 
 import json
@@ -93,6 +97,7 @@ def _loss_scale(strategy):
 
 
 def _restored_step(strategy, model_dirs):
+  """One restore: this worker's entry of model_dirs."""
   from tests import runs  # pylint: disable=g-import-not-at-top
   from unet3d import distribute  # pylint: disable=g-import-not-at-top
   from unet3d.config import ConfigError  # pylint: disable=g-import-not-at-top
@@ -113,7 +118,8 @@ def main(argv):
   if argv[0] == 'loss_scale':
     result = _loss_scale(strategy)
   elif argv[0] == 'restored_step':
-    result = _restored_step(strategy, argv[1:])
+    result = [_restored_step(strategy, dirs.split(os.pathsep))
+              for dirs in argv[1:]]
   else:
     raise SystemExit(f'unknown job {argv[0]!r}')
   print('RESULT ' + json.dumps(result), flush=True)

@@ -128,10 +128,16 @@ def test_saved_model_segments_raw_volumes_like_predict(tmp_path):
   scan = tmp_path / 'scan.nii.gz'
   io.save_nifti(str(scan), volume, affine)
   override = '--params_override=inference.mirror_axes=[0,2]'
-  proc = test_predict._run_main(  # pylint: disable=protected-access
+  # The reference: the command's config resolution and predict mode, in
+  # this process (predict's exit codes and stderr have their own tests).
+  flags = test_predict.test_unet_main._flags([  # pylint: disable=protected-access
       '--mode=predict', f'--model_dir={model_dir}', f'--input={scan}',
-      f'--output_dir={tmp_path / "seg"}', override)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+      f'--output_dir={tmp_path / "seg"}', override])
+  try:
+    test_predict.unet_main.run('predict',
+                               test_predict.unet_main.resolve_config(flags))
+  finally:
+    flags.unparse_flags()
   proc = test_predict._run_main(  # pylint: disable=protected-access
       '--mode=export', f'--model_dir={model_dir}', override)
   assert proc.returncode == 0, proc.stderr[-2000:]
