@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
 import scipy
 from scipy import ndimage
 
+from unet3d import startup
 from unet3d.metrics import binary
 from unet3d.metrics import surface
 from unet3d.metrics.conventions import Conventions
@@ -31,17 +31,6 @@ CONVENTIONS = {
     'monai (max_directed, voxel)': Conventions(surface_weighting='voxel'),
     'legacy (pooled, voxel; medpy)': Conventions.legacy(),
 }
-
-
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
 
 
 def _blob(shape, centre, radii, rng, roughness):
@@ -108,7 +97,7 @@ def main():
                                          scores.values()])), 4),
     }
   print(json.dumps({
-      'cpu': cpu_model(), 'cpu_count': os.cpu_count(),
+      'cpu': startup.cpu_model(), 'cpu_flags': startup.cpu_simd_flags(), 'cpu_count': os.cpu_count(),
       'cores_available': len(os.sched_getaffinity(0)),
       'shape': args.shape, 'spacing_mm': args.spacing,
       'classes': args.classes,
