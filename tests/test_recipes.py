@@ -33,12 +33,6 @@ def _id(path):
   return os.path.relpath(path, os.path.join(REPO, 'configs'))
 
 
-@pytest.fixture(autouse=True)
-def _restore_policy():
-  yield
-  keras.mixed_precision.set_global_policy('float32')
-
-
 def test_every_config_folder_is_covered():
   folders = {os.path.dirname(_id(p)) for p in RECIPES}
   assert folders >= {'', 'brats', 'cloud', 'decathlon', 'gpu', 'hdf5',

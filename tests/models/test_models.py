@@ -160,7 +160,7 @@ def test_save_load_round_trip(tmp_path, name, kwargs):
 
 @pytest.mark.parametrize('policy', ['mixed_bfloat16', 'mixed_float16'])
 @pytest.mark.parametrize('name', ['unet3d_deepsup', 'unet3plus_deepsup_cgm'])
-def test_mixed_precision_logits_are_float32(restore_policy, policy, name):
+def test_mixed_precision_logits_are_float32(policy, name):
   keras.mixed_precision.set_global_policy(policy)
   model = models.build_model(_config(name, 3, normalization='group',
                                      num_groups=2))
