@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -32,7 +31,9 @@ from unet3d.config import Config
 from unet3d.evaluation import overlays
 from unet3d.evaluation import scoring
 from unet3d.evaluation import tables
+from unet3d.preprocess import decathlon
 from unet3d.preprocess import io
+from unet3d.preprocess import nnunet
 
 METRICS_CSV, SUMMARY_JSON, CONVENTIONS_JSON = ('metrics.csv', 'summary.json',
                                                'conventions.json')
@@ -48,7 +49,6 @@ BOOTSTRAP_SEED = 0
 # GRID_MM.
 GRID_MM, GRID_ROTATION = 1e-3, 1e-4
 _SKIPPED = ('_probabilities.nii.gz', '_probabilities.nii')
-_CHANNEL = re.compile(r'_\d{4}$')
 
 
 def _volumes(folder: str, what: str) -> dict[str, str]:
@@ -71,8 +71,9 @@ def candidate_ids(stem: str, kind: str) -> list[str]:
   ids = [stem]
   if kind == 'prediction' and stem.endswith('_seg'):
     ids.append(stem[:-len('_seg')])
-  if kind == 'image' and _CHANNEL.search(stem):
-    ids.append(_CHANNEL.sub('', stem))
+  channel = nnunet.CHANNEL_NAME.match(stem)
+  if kind == 'image' and channel:
+    ids.append(channel['case'])
   return ids
 
 
@@ -155,23 +156,8 @@ def dataset_json_path(label_dir: str, given: Optional[str]) -> Optional[str]:
 def names_from_dataset_json(info: dict, path: str) -> list[str]:
   """Class names by label value from a dataset.json's `labels`: nnU-Net v2
   ({name: value}) or MSD / nnU-Net v1 ({"value": name})."""
-  labels = info.get('labels')
-  if not isinstance(labels, dict) or not labels:
-    raise ValueError(f'{path}: labels: expected a mapping of class names and '
-                     'values')
-  try:
-    if all(isinstance(v, int) for v in labels.values()):
-      by_value = {int(v): str(k) for k, v in labels.items()}
-    else:
-      by_value = {int(k): str(v) for k, v in labels.items()}
-  except (TypeError, ValueError):
-    raise ValueError(f'{path}: labels: expected {{name: int}} or '
-                     '{"int": name}, e.g. {"background": 0, "tumour": 1}'
-                     ) from None
-  if sorted(by_value) != list(range(len(by_value))):
-    raise ValueError(f'{path}: labels: expected the values 0..'
-                     f'{len(by_value) - 1}, got {sorted(by_value)}')
-  return [by_value[v] for v in range(len(by_value))]
+  names = decathlon.names_by_value(info, 'labels', path)
+  return [names[str(v)] for v in range(len(names))]
 
 
 def summary_statistics(values: Sequence[Optional[float]],

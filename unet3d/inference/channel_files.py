@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-from typing import Sequence
+from typing import Optional, Sequence
 
 from unet3d.inference import prediction_files
 from unet3d.preprocess import io
+from unet3d.preprocess import nnunet
 
-# `<case>_<XXXX>.nii(.gz)`: a channel file.
-CHANNEL_FILE = re.compile(r'^(?P<case>.+)_(?P<channel>\d{4})'
-                          r'(?P<ending>\.nii\.gz|\.nii)$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +34,18 @@ class InputCase:
   path: str
 
 
+def _channel_file(path: str) -> Optional[dict[str, str]]:
+  """{'case', 'channel', 'ending'} of a `<case>_<XXXX>.nii(.gz)` file
+  (nnU-Net's channel naming, `nnunet.CHANNEL_NAME`), or None."""
+  name = os.path.basename(path)
+  ending = next((e for e in io.NIFTI_SUFFIXES if name.endswith(e)), None)
+  match = ending and nnunet.CHANNEL_NAME.match(name[:-len(ending)])
+  if not match:
+    return None
+  return {'case': match['case'], 'channel': match['channel'],
+          'ending': ending}
+
+
 def group_channels(paths: Sequence[str]) -> list[InputCase]:
   """Cases from input files, in the order of their first file.
 
@@ -46,7 +55,7 @@ def group_channels(paths: Sequence[str]) -> list[InputCase]:
   groups: dict[tuple[str, str, str], dict[int, str]] = {}
   out: list = []  # InputCase, or the key of a group of channel files
   for path in paths:
-    match = CHANNEL_FILE.match(os.path.basename(path))
+    match = _channel_file(path)
     if match is None:
       out.append(InputCase(io.strip_suffix(path), (path,), path))
       continue

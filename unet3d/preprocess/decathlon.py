@@ -25,7 +25,8 @@ from unet3d.preprocess import io
 from unet3d.preprocess import label_maps
 
 
-def _names(meta: dict[str, Any], key: str, path: str) -> dict[str, str]:
+def names_by_value(meta: dict[str, Any], key: str, path: str
+                   ) -> dict[str, str]:
   """{"0": name} from dataset.json; accepts nnU-Net v2's {name: 0} too."""
   values = meta.get(key)
   if not isinstance(values, dict) or not values:
@@ -89,9 +90,9 @@ def read_task(task_dir: str, allow_outside_paths: bool = False
   must lie inside it (after symlinks) unless allow_outside_paths."""
   path, meta = read_dataset_json(
       task_dir, 'a Medical Segmentation Decathlon task folder')
-  modalities = _names(meta, 'modality' if 'modality' in meta else
+  modalities = names_by_value(meta, 'modality' if 'modality' in meta else
                       'channel_names', path)
-  labels = _names(meta, 'labels', path)
+  labels = names_by_value(meta, 'labels', path)
   training = meta.get('training')
   if not isinstance(training, list) or not training:
     raise ValueError(f'{path}: no "training" cases listed')

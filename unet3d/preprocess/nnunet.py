@@ -103,7 +103,7 @@ def parse_labels(meta: dict[str, Any], path: str
   if not isinstance(labels, dict) or not labels:
     raise ValueError(f'{path}: "labels" must be a non-empty object')
   if not any(isinstance(v, (list, tuple)) for v in labels.values()):
-    return decathlon._names(meta, 'labels', path), None  # pylint: disable=protected-access
+    return decathlon.names_by_value(meta, 'labels', path), None
   regions = {}
   for name, value in labels.items():
     values = value if isinstance(value, (list, tuple)) else [value]
@@ -222,7 +222,7 @@ def read_dataset(dataset_dir: str, allow_outside_paths: bool = False
   'regions_class_order', 'cases'}."""
   path, meta = read_meta(dataset_dir)
   v = version(meta, path)
-  modalities = decathlon._names(  # pylint: disable=protected-access
+  modalities = decathlon.names_by_value(
       meta, 'channel_names' if v == 2 else 'modality', path)
   labels, regions = parse_labels(meta, path)
   if v == 2:
