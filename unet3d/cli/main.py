@@ -153,32 +153,26 @@ def resolve_config(argv_flags):
   from unet3d import config
   from unet3d import run_dir
   # pylint: enable=g-import-not-at-top
-  flag_values = {key: getattr(argv_flags, name)
-                 for name, key in _FLAG_TO_KEY.items()}
-  overrides = {k: v for k, v in flag_values.items() if v is not None}
-  if argv_flags.num_gpus is not None:
-    overrides['num_gpus'] = config.parse_num_gpus(argv_flags.num_gpus)
-  if argv_flags.steps_per_loop is not None:
-    overrides['train'] = {'steps_per_loop': argv_flags.steps_per_loop}
   model_garden = model_garden_flags(argv_flags)
-  for key in ('init_learning_rate', 'lr_decay_rate'):
-    if key in model_garden:
-      overrides[key] = model_garden[key]
-  for key in ('steps_per_loop', 'checkpoint_every_n_steps'):
-    if f'train.{key}' in model_garden:
-      overrides.setdefault('train', {})[key] = model_garden[f'train.{key}']
-  predict = {k: v for k, v in (('input_pattern', argv_flags.input),
-                               ('output_dir', argv_flags.output_dir))
-             if v is not None}
-  if predict:
-    overrides['predict'] = predict
-  if argv_flags.export_format:
-    overrides['export'] = {'format': argv_flags.export_format}
+  # (dotted key, value) of every flag given, later ones winning: the Model
+  # Garden's names after ours. --epochs needs the resolved config (below);
+  # --eval_checkpoint_dir picks the checkpoint, not a key.
+  items = [(key, getattr(argv_flags, name))
+           for name, key in _FLAG_TO_KEY.items()]
+  items += [('num_gpus', None if argv_flags.num_gpus is None else
+             config.parse_num_gpus(argv_flags.num_gpus)),
+            ('train.steps_per_loop', argv_flags.steps_per_loop),
+            ('predict.input_pattern', argv_flags.input),
+            ('predict.output_dir', argv_flags.output_dir),
+            ('export.format', argv_flags.export_format)]
+  items += [(key, value) for key, value in model_garden.items()
+            if key not in ('train_steps', 'checkpoint')]
   members = [d.strip() for d in (argv_flags.model_dir or '').split(',')
              if d.strip()]
   if len(members) > 1:  # an ensemble; the first folder holds the reports
-    overrides['model_dir'] = members[0]
-    overrides['inference'] = {'ensemble': members}
+    items += [('model_dir', members[0]), ('inference.ensemble', members)]
+  overrides = config.nest_dotted(
+      [(key, value) for key, value in items if value is not None], 'flags')
   saved = run_dir.load_params(members[0]) if members else None
   from_run = argv_flags.mode in _FROM_RUN
   cfg = config.build_config(argv_flags.config_file,

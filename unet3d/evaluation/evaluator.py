@@ -146,11 +146,6 @@ class _Scores:
   nifti: list = dataclasses.field(default_factory=list)
 
 
-def _first_scored_class(cfg: Config) -> int:
-  """Per-case rows and the summary start here (`report.first_scored_class`)."""
-  return report_lib.first_scored_class(cfg)
-
-
 def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
            overlay_dir: Optional[str],
            nifti_dir: Optional[str] = None) -> _Scores:
@@ -158,7 +153,7 @@ def _score(cfg: Config, results: Iterator[CaseResult], names: list[str],
   (`scoring.score_case`, which evaluate_folder shares); PNG overlays into
   overlay_dir and NIfTI dumps into nifti_dir when given."""
   options = scoring.ScoringOptions.from_config(cfg, names,
-                                               _first_scored_class(cfg))
+                                               report_lib.first_scored_class(cfg))
   scores = _Scores()
   for result in results:
     case = scoring.score_case(result.case_id, result.label,
@@ -244,10 +239,10 @@ def evaluate(cfg: Config, strategy: Optional[tf.distribute.Strategy] = None,
   if cfg.model.spatial_dims == 2:  # slices: also the dice of each volume
     report['per_volume'] = volumes_2d.per_volume_report(
         scores.case_ids, np.stack(scores.counts), names,
-        cfg.metrics.empty_class, _first_scored_class(cfg))
+        cfg.metrics.empty_class, report_lib.first_scored_class(cfg))
   if writes:
     summary = tables.summary_rows(scores.rows,
-                                  names[_first_scored_class(cfg):])
+                                  names[report_lib.first_scored_class(cfg):])
     files = tables.write_tables(folder, scores.rows, summary, {
         'step': step, 'num_cases': report['num_cases'],
         'eval_mode': cfg.data.eval_mode,
