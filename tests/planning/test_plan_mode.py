@@ -67,11 +67,16 @@ def test_planned_recipe_trains_unchanged_and_params_record_the_plan(
   assert match, reason
   step, cores = float(match.group(1)), int(match.group(2))
   assert cores == min(2, os.cpu_count())
-  expected = int(0.2 * 3600 / step) // 50 * 50
-  # The reason rounds the step to 10 ms: allow what that rounding moves.
-  low = int(0.2 * 3600 / (step + 0.005)) // 50 * 50
-  high = int(0.2 * 3600 / max(step - 0.005, 1e-3)) // 50 * 50
-  assert low <= recipe['train_steps'] <= high, (expected, recipe['train_steps'])
+  # The steps fill 0.2 h less the measured startup, evaluation and
+  # checkpoints: the estimate the header gives is within one rounding of
+  # the steps (50) of 12 minutes, and never over.
+  wall = re.search(r'estimated wall time of train_and_eval: ([0-9.]+) min: '
+                   r'(\d+) s startup', '\n'.join(text))
+  assert wall, text[:40]
+  minutes = float(wall.group(1))
+  assert 12 - 50 * (step + 0.005) / 60 - 0.05 <= minutes <= 12.05
+  assert recipe['train_steps'] <= int(0.2 * 3600 / max(step - 0.005, 1e-3))
+  assert int(wall.group(2)) > 0
   assert recipe['distribution_strategy'] == 'cpu'
   # The file as written; only the step count is cut for the test. The
   # command's main with these flags, in this process (which has TensorFlow
@@ -90,7 +95,9 @@ def test_planned_recipe_trains_unchanged_and_params_record_the_plan(
   assert saved.plan.budget == 'cpu2'
   assert saved.model.pool_sizes == recipe['model']['pool_sizes']
   report = json.load(open(model_dir / 'eval_results.json'))
-  assert report['num_cases'] == 1  # the val case, whole
+  # 4 cases are too few to hold one out: training and evaluation read all.
+  assert report['num_cases'] == 4
+  assert recipe['training_file_pattern'].endswith('/*.tfrecord')
 
 
 def test_training_warns_when_the_dataset_changed_since_planning(records,

@@ -193,7 +193,9 @@ def test_cpu_budget_keeps_the_faster_patch_when_shrinking_stops_helping():
 
   plan = _cpu_plan(seconds, shape=(64, 64, 64))
   values = plan.values()
-  assert len(calls) == 2 and math.prod(calls[1]) < math.prod(calls[0])
+  # (Calls after the second size the coarser candidate spacings; the stored
+  # one, whose patch covers the whole case, is chosen.)
+  assert math.prod(calls[1]) < math.prod(calls[0])
   assert values['input_image_size'] == calls[0]
   assert values['train_steps'] == 900  # 1800 s / 2 s
   reasons = dict((k, r) for k, _, r in plan.entries)
@@ -271,9 +273,12 @@ def test_a_cpu_plan_times_the_step_with_the_recipes_own_input():
                 or k == 'compressed_input']
   assert 'data.augmentation.left_right_label_pairs' in input_keys
   assert 'data.augmentation.rotation_degrees' in input_keys
+  chosen = [t for t in timed
+            if t['input_image_size'] == values['input_image_size']]
+  assert chosen
   for key in input_keys + ['input_image_size', 'train_batch_size',
                            'model.pool_sizes', 'loss']:
-    assert timed[-1][key] == values[key], key
+    assert chosen[-1][key] == values[key], key
 
 
 def test_a_step_timed_on_fewer_cores_than_the_budget_is_a_warning():
@@ -282,8 +287,8 @@ def test_a_step_timed_on_fewer_cores_than_the_budget_is_a_warning():
   plan = planner.make_plan(fp, budget, '/data', lambda sizing: 0.1,
                            timed_on_cores=2)
   reasons = dict((k, r) for k, _, r in plan.entries)
-  assert reasons['train_steps'].endswith(
-      'measured with its input pipeline on 2 cores of this machine')
+  assert ('measured with its input pipeline on 2 cores of this machine'
+          in reasons['train_steps'])
   assert any('budget cpu8 is for 8 cores' in w and 'what 2 cores do' in w
              for w in plan.warnings)
   same = planner.make_plan(fp, budget, '/data', lambda sizing: 0.1,

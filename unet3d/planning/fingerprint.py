@@ -9,8 +9,9 @@ can say which data it was planned from. Plain Python and numpy.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -34,6 +35,29 @@ class CaseFingerprint:
   class_voxel_counts: dict[str, int]
   component_counts: dict[str, int]
   centroid_voxel: dict[str, tuple[float, ...]]
+  # Voxels per axis of the box holding every labelled voxel (None: no
+  # foreground, or a dataset.json from before the converters recorded it).
+  foreground_extent: Optional[tuple[int, ...]] = None
+
+  def at_spacing(self, spacing: Sequence[float]) -> 'CaseFingerprint':
+    """This case as it would be stored at `spacing` (mm per axis): shapes,
+    extents, centroids and voxel counts rescaled, as resampling does."""
+    scale = np.asarray(self.stored_spacing, np.float64) / np.asarray(
+        spacing, np.float64)
+    shape = tuple(max(1, int(round(n * f)))
+                  for n, f in zip(self.stored_shape, scale))
+    volume = float(np.prod(scale))
+    extent = (None if self.foreground_extent is None else tuple(
+        max(1, int(round(n * f)))
+        for n, f in zip(self.foreground_extent, scale)))
+    return dataclasses.replace(
+        self, stored_shape=shape,
+        stored_spacing=tuple(float(s) for s in spacing),
+        class_voxel_counts={k: int(round(v * volume))
+                            for k, v in self.class_voxel_counts.items()},
+        centroid_voxel={k: tuple(float(c * f) for c, f in zip(v, scale))
+                        for k, v in self.centroid_voxel.items()},
+        foreground_extent=extent)
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,22 @@ class Fingerprint:
   def stored_shape(self) -> np.ndarray:
     """Median stored shape per axis (voxels)."""
     return np.median([c.stored_shape for c in self.cases], axis=0)
+
+  def foreground_extent_mm(self) -> tuple[np.ndarray, bool]:
+    """Median extent (mm per axis) of the training cases' foreground boxes,
+    and whether it is that (False: the median stored case's extent, when no
+    case records a foreground box)."""
+    boxes = [np.multiply(c.foreground_extent, c.stored_spacing)
+             for c in self.training_cases() if c.foreground_extent]
+    if boxes:
+      return np.median(boxes, axis=0), True
+    return np.median([np.multiply(c.stored_shape, c.stored_spacing)
+                      for c in self.cases], axis=0), False
+
+  def at_spacing(self, spacing: Sequence[float]) -> 'Fingerprint':
+    """The dataset as it would be stored at `spacing` (mm per axis)."""
+    return dataclasses.replace(
+        self, cases=tuple(c.at_spacing(spacing) for c in self.cases))
 
 
 # ----------------------------------------------------------------------------
@@ -186,6 +226,17 @@ def _case(entry: Mapping[str, Any]) -> CaseFingerprint:
   counts = _list(entry.get('class_voxel_counts') or [], 'class_voxel_counts')
   components = _mapping(entry['components'], 'components')
   centroids = _mapping(entry['centroid_voxel'], 'centroid_voxel')
+  box = entry.get('foreground_box')
+  extent = None
+  if box is not None:
+    box = _mapping(box, 'foreground_box')
+    start = _per_axis(box.get('start'), 'foreground_box.start',
+                      lambda v, k: _count(v, k, 0))
+    stop = _per_axis(box.get('stop'), 'foreground_box.stop',
+                     lambda v, k: _count(v, k, 1))
+    extent = tuple(b - a for a, b in zip(start, stop))
+    _expect(min(extent) > 0, 'foreground_box', 'stop > start on every axis',
+            box)
   return CaseFingerprint(
       case_id=str(entry['case_id']), split=str(entry.get('split', 'train')),
       cropped_shape=cropped_shape, cropped_spacing=cropped_spacing,
@@ -202,7 +253,8 @@ def _case(entry: Mapping[str, Any]) -> CaseFingerprint:
       centroid_voxel={
           _index_key(k, 'centroid_voxel'): _per_axis(
               v, f'centroid_voxel.{k}', _number)
-          for k, v in centroids.items()})
+          for k, v in centroids.items()},
+      foreground_extent=extent)
 
 
 def _intensity(value: Any, channels: int) -> tuple[dict[str, float], ...]:

@@ -3,15 +3,17 @@
 `make_plan` applies `unet3d.planning.rules` to a converted dataset's
 fingerprint, in named steps:
 
-1. sizing: the patch, batch and network the budget's memory (and, on a
-   CPU, its hours) afford (`unet3d.planning.sizing`);
+1. sizing: the patch, batch and network the budget's memory affords
+   (`unet3d.planning.sizing`); on a CPU, the spacing and patch chosen
+   together for its hours (`unet3d.planning.cpu_plan`);
 2. preprocessing checks: the target spacing and normalisation the rules
    give, against what the converter applied (notes, or warnings with the
    flag to re-convert);
 3. input: file patterns, sampling, cache and augmentation (laterality);
 4. model and loss: the sized network and nnU-Net's loss;
-5. schedule: optimiser, precision and steps (nnU-Net's on a GPU, what the
-   measured hours hold on a CPU);
+5. schedule: optimiser, precision and steps (nnU-Net's on a GPU; on a
+   CPU, what the measured hours hold besides startup, evaluation and
+   checkpoints, `unet3d.planning.wall_time`);
 6. inference and provenance: sliding windows, mirroring, post-processing,
    and what the recipe was planned from.
 
@@ -21,36 +23,25 @@ in recipe order, plus notes and warnings.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from unet3d.planning import budgets as budgets_lib
 from unet3d.planning import checks
+from unet3d.planning import cpu_plan
 from unet3d.planning import fingerprint as fingerprint_lib
+from unet3d.planning import input_plan
 from unet3d.planning import rules
 from unet3d.planning import sizing as sizing_lib
+from unet3d.planning import spacing as spacing_lib
+from unet3d.planning import wall_time as wall_time_lib
+from unet3d.planning.planned import PlannedRecipe
 
 # nnU-Net's schedule: 1000 epochs of 250 steps, SGD with Nesterov momentum.
 GPU_TRAIN_STEPS = 250_000
-# Steps are rounded down to a multiple of this.
-STEP_ROUNDING = 50
-
-
-@dataclass
-class PlannedRecipe:
-  """The recipe's entries in order, and what the user should know."""
-  entries: list[tuple[str, Any, str]] = field(default_factory=list)
-  warnings: list[str] = field(default_factory=list)
-  notes: list[str] = field(default_factory=list)
-
-  def add(self, key: str, value: Any, reason: str) -> None:
-    self.entries.append((key, value, reason))
-
-  def values(self) -> dict[str, Any]:
-    return {k: v for k, v, _ in self.entries}
+STEP_ROUNDING = cpu_plan.STEP_ROUNDING
+INFERENCE_OVERLAP = 0.5
 
 
 # ----------------------------------------------------------------------------
@@ -59,17 +50,27 @@ class PlannedRecipe:
 
 
 def _preprocessing_checks(fp: fingerprint_lib.Fingerprint,
-                          plan: PlannedRecipe) -> None:
+                          plan: PlannedRecipe,
+                          resample_to: Optional[tuple[float, ...]] = None
+                         ) -> None:
   """Target spacing and normalisation by the rules, against what the
   converter applied: notes when they agree, warnings (with the flag to
-  re-convert) when not. Training reads the records as they are."""
+  re-convert) when not. A CPU plan that trains at a coarser spacing
+  (resample_to) says so instead of comparing spacings."""
   spacing = rules.target_spacing([c.cropped_spacing for c in fp.cases],
                                  [c.cropped_shape for c in fp.cases])
   applied = fp.stored_spacing()
   same_grid = np.allclose([c.stored_spacing for c in fp.cases], applied,
                           rtol=0.01)
   text = rules.describe_shape(spacing.value)
-  if same_grid and np.allclose(applied, spacing.value, rtol=0.01):
+  if resample_to is not None:
+    plan.notes.append(
+        f'target spacing: nnU-Net\'s rule gives {text} mm ({spacing.reason}); '
+        f'the records are at {rules.describe_shape(applied)} mm; this plan '
+        f'resamples them to {rules.describe_shape(resample_to)} mm for its '
+        'time budget (see the spacing candidates), and predict maps back '
+        "onto each input's own grid")
+  elif same_grid and np.allclose(applied, spacing.value, rtol=0.01):
     plan.notes.append(f'target spacing {text} mm: {spacing.reason}; the '
                       'converter resampled to it')
   else:
@@ -98,53 +99,6 @@ def _preprocessing_checks(fp: fingerprint_lib.Fingerprint,
           f'; re-convert to follow it{hint}')
 
 
-def _augmentation(fp: fingerprint_lib.Fingerprint, plan: PlannedRecipe,
-                  rank: int) -> list[int]:
-  """Flips (with laterality) and rotations; returns the axes test-time
-  mirroring may use (none whose flip changes what a label means)."""
-  first = 0 if fp.multi_label else 1
-  pairs = rules.lateral_pairs(fp.labels, first)
-  all_axes = list(range(rank))
-  aug = 'data.augmentation.'
-  if not pairs:
-    plan.add(aug + 'flip_axes', all_axes,
-             'no label name says left or right: every axis may flip '
-             '(nnU-Net mirrors all axes)')
-    return all_axes
-  names = ', '.join(f'{fp.labels[str(a)]}/{fp.labels[str(b)]}'
-                    for a, b in pairs)
-  centroid_axis = rules.lateral_axis_from_centroids(
-      [c.centroid_voxel for c in fp.cases],
-      [c.stored_spacing for c in fp.cases], pairs)
-  axis, how = None, ''
-  if fp.reoriented:
-    axis, how = 0, 'axis 0 of the RAS-reoriented records'
-    if centroid_axis not in (None, 0):
-      plan.warnings.append(
-          f'laterality: the paired classes lie apart along axis '
-          f'{centroid_axis}, not along RAS axis 0; check the label names')
-  elif centroid_axis is not None:
-    axis, how = centroid_axis, ('the axis along which the paired classes '
-                                'lie apart (the records carry no orientation)')
-  if axis is None:
-    plan.add(aug + 'flip_prob', 0.0,
-             f'lateralised labels ({names}) but no known left-right axis: '
-             'no flips, since a flip over it would swap their meaning')
-    return []
-  others = [a for a in all_axes if a != axis]
-  if fp.multi_label:
-    plan.add(aug + 'flip_axes', others,
-             f'lateralised mask channels ({names}) cannot be swapped: no '
-             f'flip over the left-right axis {axis} ({how})')
-    return others
-  plan.add(aug + 'flip_axes', all_axes, 'every axis may flip (nnU-Net)')
-  plan.add(aug + 'left_right_axis', axis,
-           f'label names are lateralised; left-right is {how}')
-  plan.add(aug + 'left_right_label_pairs', [list(p) for p in pairs],
-           f'a flip over axis {axis} swaps {names}')
-  return others
-
-
 def _largest_component_classes(fp: fingerprint_lib.Fingerprint) -> list[int]:
   """Classes that form one connected component in every training case
   holding them."""
@@ -158,26 +112,6 @@ def _largest_component_classes(fp: fingerprint_lib.Fingerprint) -> list[int]:
     if counts and all(n == 1 for n in counts):
       classes.append(int(key))
   return classes
-
-
-def _cache(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget
-          ) -> tuple[str, str]:
-  """In memory when every record (train and val, both pipelines cache)
-  decoded (float32 image, int32 label or masks) takes at most a quarter of
-  the host's RAM."""
-  label_channels = fp.num_classes if fp.multi_label else 1
-  decoded = sum(math.prod(c.stored_shape) * c.num_records
-                for c in fp.cases) * 4 * (fp.num_channels + label_channels)
-  host = budget.host_memory_gib
-  size = (f'{decoded / 2**20:.0f} MiB' if decoded < budgets_lib.GIB else
-          f'{decoded / budgets_lib.GIB:.1f} GiB')
-  if decoded <= 0.25 * host * budgets_lib.GIB:
-    return 'memory', (f'the train and val records take {size} decoded, '
-                      f'within a quarter of the {host:g} GB of host RAM the '
-                      'budget assumes')
-  return 'none', (f'the train and val records take {size} decoded, over a '
-                  f'quarter of the {host:g} GB of host RAM: read from disk '
-                  'each epoch')
 
 
 def _timing_reason(budget: budgets_lib.Budget,
@@ -250,43 +184,6 @@ def model_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
   return out
 
 
-def training_pattern(records_dir: str) -> str:
-  """The converter's train split in records_dir."""
-  return f'{records_dir}/train-*.tfrecord'
-
-
-def input_entries(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-                  records_dir: str) -> tuple[PlannedRecipe, list[int]]:
-  """The records and how training reads them (file patterns, sampling,
-  cache, augmentation) as a part of the plan with its warnings, and the axes
-  test-time mirroring may use. A CPU plan times its steps through this."""
-  part = PlannedRecipe()
-  part.add('training_file_pattern', training_pattern(records_dir),
-           'the converter\'s train split')
-  if fp.shards.get('val'):
-    part.add('eval_file_pattern', f'{records_dir}/val-*.tfrecord',
-             'the converter\'s val split (held out)')
-  else:
-    part.add('eval_file_pattern', training_pattern(records_dir),
-             'no val split was written: evaluation sees training cases')
-    part.warnings.append('no val cases: evaluation runs on training cases; '
-                         're-convert with --validation_fraction > 0')
-  part.add('compressed_input', fp.compressed, 'as the converter wrote them')
-  part.add('data.foreground_oversample', 0.33,
-           'a third of the patches centred on foreground (nnU-Net)')
-  cache, why = _cache(fp, budget)
-  part.add('data.cache', cache, why)
-  part.add('data.eval_mode', 'whole_volume',
-           'evaluate whole cases with sliding windows, as predict does')
-  mirror_axes = _augmentation(fp, part, rank=3)
-  anisotropic = max(fp.stored_spacing()) > rules.ANISOTROPY_RATIO * min(
-      fp.stored_spacing())
-  if anisotropic:
-    part.add('data.augmentation.rotation_degrees', 15.0,
-             'anisotropic spacing: smaller rotations mix the coarse axis less')
-  return part, mirror_axes
-
-
 def measurement_values(fp: fingerprint_lib.Fingerprint,
                        budget: budgets_lib.Budget, sizing: sizing_lib.Sizing,
                        records_dir: Optional[str] = None) -> dict[str, Any]:
@@ -294,60 +191,10 @@ def measurement_values(fp: fingerprint_lib.Fingerprint,
   the sizing's network, fed by the plan's input from records_dir (given)."""
   values = {k: v for k, v, _ in model_entries(fp, budget, sizing)}
   if records_dir is not None:
-    values.update(input_entries(fp, budget, records_dir)[0].values())
+    values.update(
+        input_plan.input_entries(fp, budget, records_dir)[0].values())
   values.update({'distribution_strategy': 'cpu', 'optimizer': 'adam'})
   return values
-
-
-def _timed_on(timed_on_cores: Optional[int]) -> str:
-  """Where a CPU plan's step was timed, as a phrase ('' when not here)."""
-  if timed_on_cores is None:
-    return ''
-  return (f' with its input pipeline on {timed_on_cores} cores of this '
-          'machine')
-
-
-def _steps_that_fit(budget: budgets_lib.Budget,
-                    timing: sizing_lib.Timing) -> int:
-  """Measured steps that fit the budget's hours."""
-  return int(budget.train_hours * 3600 / timing.step_seconds)
-
-
-def _cpu_warnings(budget: budgets_lib.Budget, timing: sizing_lib.Timing,
-                  timed_on_cores: Optional[int], plan: PlannedRecipe) -> None:
-  """Warnings when the hours hold too few steps, or the step was timed on
-  fewer cores than the budget's."""
-  if not timing.fits:
-    plan.warnings.append(
-        f'budget {budget.name}: {budget.train_hours:g} h hold only '
-        f'{_steps_that_fit(budget, timing)} steps of '
-        f'{timing.step_seconds:.2f} s, fewer than {sizing_lib.MIN_CPU_STEPS} '
-        f'({timing.why_not}); give more --train_hours')
-  if timed_on_cores is not None and timed_on_cores < budget.cores:
-    plan.warnings.append(
-        f'budget {budget.name} is for {budget.cores} cores; the step was '
-        f'timed{_timed_on(timed_on_cores)}, so train_steps is what '
-        f'{timed_on_cores} cores do in {budget.train_hours:g} h (more cores '
-        'would do more)')
-
-
-def _size(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-          seconds_per_step: Optional[Callable[[sizing_lib.Sizing], float]],
-          timed_on_cores: Optional[int], plan: PlannedRecipe
-         ) -> tuple[sizing_lib.Sizing, Optional[sizing_lib.Timing]]:
-  """Step 1: the sizing for the budget's memory; a CPU budget also fits its
-  hours (timing is None on a GPU)."""
-  sizing = sizing_lib.size_for_memory(fp, budget,
-                                      grow_batch=budget.device != 'cpu')
-  if budget.device != 'cpu':
-    return sizing, None
-  if seconds_per_step is None:
-    raise ValueError(f'budget {budget.name}: a CPU plan needs a measured '
-                     'step time')
-  sizing, timing = sizing_lib.size_for_time(fp, budget, sizing,
-                                            seconds_per_step)
-  _cpu_warnings(budget, timing, timed_on_cores, plan)
-  return sizing, timing
 
 
 def _gpu_schedule(budget: budgets_lib.Budget, plan: PlannedRecipe) -> int:
@@ -365,38 +212,36 @@ def _gpu_schedule(budget: budgets_lib.Budget, plan: PlannedRecipe) -> int:
 
 
 def _cpu_schedule(budget: budgets_lib.Budget, timing: sizing_lib.Timing,
-                  timed_on_cores: Optional[int], plan: PlannedRecipe) -> int:
-  """Adam and the steps the measured hours hold; returns the steps."""
+                  steps: int, timed_on_cores: Optional[int],
+                  wall: wall_time_lib.WallTime, plan: PlannedRecipe) -> None:
+  """Adam and the steps the measured hours hold."""
   plan.add('distribution_strategy', 'cpu', f'{budget.description}')
   plan.add('optimizer', 'adam',
            'Adam: faster than SGD in the few thousand steps a CPU affords')
   plan.add('init_learning_rate', 0.003, 'Adam with a polynomial decay')
-  steps = max(STEP_ROUNDING, _steps_that_fit(budget, timing) // STEP_ROUNDING
-              * STEP_ROUNDING)
   plan.add('train_steps', steps,
            f'{budget.train_hours:g} h at the {timing.step_seconds:.2f} s '
-           f'per step measured{_timed_on(timed_on_cores)}')
-  return steps
+           f'per step measured{cpu_plan.timed_on(timed_on_cores)}, less '
+           'startup, evaluation and checkpoints')
+  plan.notes.append(f'estimated wall time of train_and_eval: '
+                    f'{wall.describe()}')
 
 
-def _schedule(budget: budgets_lib.Budget, timing: Optional[sizing_lib.Timing],
-              timed_on_cores: Optional[int], plan: PlannedRecipe) -> None:
-  """Step 5: optimiser, precision, steps, learning-rate decay and
-  checkpoints."""
-  if budget.device == 'gpu':
-    steps = _gpu_schedule(budget, plan)
-  else:
-    steps = _cpu_schedule(budget, timing, timed_on_cores, plan)
+def _schedule(budget: budgets_lib.Budget, steps: int,
+              plan: PlannedRecipe) -> None:
+  """Step 5 (both devices): learning-rate decay and checkpoints."""
   plan.add('train.lr_schedule', 'polynomial', 'poly decay (nnU-Net)')
-  plan.add('train.checkpoint_every_n_steps',
-           max(STEP_ROUNDING, steps // 20 // STEP_ROUNDING * STEP_ROUNDING),
+  every = max(STEP_ROUNDING, steps // cpu_plan.CHECKPOINTS // STEP_ROUNDING
+              * STEP_ROUNDING)
+  plan.add('train.checkpoint_every_n_steps', every,
            'twenty checkpoints over the run')
 
 
 def _inference(fp: fingerprint_lib.Fingerprint, mirror_axes: list[int],
                plan: PlannedRecipe) -> None:
   """Step 6a: sliding windows, test-time mirroring and post-processing."""
-  plan.add('inference.overlap', 0.5, 'half-window overlap (nnU-Net)')
+  plan.add('inference.overlap', INFERENCE_OVERLAP,
+           'half-window overlap (nnU-Net)')
   plan.add('inference.weighting', 'gaussian', 'Gaussian importance map')
   plan.add('inference.mirror_axes', mirror_axes,
            'test-time mirroring over the axes training flips without '
@@ -417,11 +262,30 @@ def _provenance(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
   plan.add('plan.budget', budget.name, budget.description)
 
 
+def _size_cpu(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
+              seconds_per_step, chooser, progress, plan: PlannedRecipe
+             ) -> cpu_plan.CpuChoice:
+  """Step 1 on a CPU: the spacing and patch that fit the hours."""
+  if seconds_per_step is None:
+    raise ValueError(f'budget {budget.name}: a CPU plan needs a measured '
+                     'step time')
+  choice = cpu_plan.choose_spacing(fp, budget, seconds_per_step, chooser,
+                                   progress)
+  plan.notes += choice.notes
+  return choice
+
+
 def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
               records_dir: str,
               seconds_per_step: Optional[
                   Callable[[sizing_lib.Sizing], float]] = None,
-              timed_on_cores: Optional[int] = None) -> PlannedRecipe:
+              timed_on_cores: Optional[int] = None,
+              overheads: Optional[
+                  Callable[[sizing_lib.Sizing], wall_time_lib.Overheads]
+              ] = None,
+              chooser: Optional[cpu_plan.Chooser] = None,
+              progress: Optional[Callable[[int, int], None]] = None
+             ) -> PlannedRecipe:
   """The recipe's choices for a dataset and a budget.
 
   Args:
@@ -432,18 +296,49 @@ def make_plan(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
       of a sizing (required for them).
     timed_on_cores: CPU budgets: the cores of this machine the step was
       timed on (with the recipe's input pipeline), when measured here.
+    overheads: CPU budgets: the measured startup, window and checkpoint
+      seconds of a sizing (none when not given).
+    chooser: CPU budgets: replaces the coverage rule's choice of spacing
+      (calibration).
+    progress: CPU budgets: called with (candidate, candidates) as each
+      candidate spacing is sized.
+  The plan's `resample_to` is the spacing whose records the recipe reads
+  when it is not the stored one (`records_dir/<spacing folder>`).
   """
   plan = PlannedRecipe()
-  sizing, timing = _size(fp, budget, seconds_per_step, timed_on_cores, plan)
+  fp = input_plan.for_training(fp, plan)
+  timing, data_dir, choice = None, records_dir, None
+  if budget.device == 'cpu':
+    choice = _size_cpu(fp, budget, seconds_per_step, chooser, progress, plan)
+    chosen = choice.chosen
+    sizing, timing = chosen.sizing, chosen.timing
+    plan.warnings += cpu_plan.warnings(budget, timing, timed_on_cores)
+    if choice.index:
+      plan.resample_to = chosen.spacing
+      data_dir = f'{records_dir}/{spacing_lib.spacing_folder(chosen.spacing)}'
+    stored_fp, fp = fp, chosen.fingerprint
+  else:
+    sizing = sizing_lib.size_for_memory(fp, budget)
+    stored_fp = fp
   plan.warnings += checks.label_warnings(fp)
-  _preprocessing_checks(fp, plan)
-  inputs, mirror_axes = input_entries(fp, budget, records_dir)
+  _preprocessing_checks(stored_fp, plan, plan.resample_to)
+  inputs, mirror_axes = input_plan.input_entries(fp, budget, data_dir)
   plan.warnings += inputs.warnings
   plan.entries += [e for e in inputs.entries if not e[0].startswith('data.')]
   plan.entries += model_entries(fp, budget, sizing, timing)
   plan.add('eval_batch_size', 1, 'whole-volume evaluation, one case at a time')
   plan.add('predict_batch_size', 2, 'sliding windows per forward pass')
-  _schedule(budget, timing, timed_on_cores, plan)
+  if budget.device == 'gpu':
+    steps = _gpu_schedule(budget, plan)
+  else:
+    measured = (overheads(sizing) if overheads is not None else
+                wall_time_lib.Overheads(0.0, 0.0, 0.0))
+    steps, wall = cpu_plan.schedule(budget, timing.step_seconds, measured,
+                                    input_plan.evaluation_cases(fp),
+                                    sizing.patch, INFERENCE_OVERLAP,
+                                    mirror_axes)
+    _cpu_schedule(budget, timing, steps, timed_on_cores, wall, plan)
+  _schedule(budget, steps, plan)
   plan.entries += [e for e in inputs.entries if e[0].startswith('data.')]
   _inference(fp, mirror_axes, plan)
   _provenance(fp, budget, plan)

@@ -19,7 +19,7 @@ import unicodedata
 from typing import Any
 
 from unet3d import config
-from unet3d.planning import planner
+from unet3d.planning import planned
 
 
 # Unicode categories escaped in comments: control, format, surrogate,
@@ -86,7 +86,7 @@ def _lines(tree: dict, indent: str = '') -> list[str]:
   return out
 
 
-def render(plan: planner.PlannedRecipe, header: list[str]) -> str:
+def render(plan: planned.PlannedRecipe, header: list[str]) -> str:
   """The recipe's text: header comments, notes, warnings, then the keys."""
   lines = [f'# {safe_comment(h)}' if h else '#' for h in header]
   if plan.notes:
@@ -112,7 +112,7 @@ def _flatten(tree: dict, prefix: str = '') -> list[tuple[str, Any]]:
   return out
 
 
-def check_rendered(text: str, plan: planner.Plan, source: str) -> None:
+def check_rendered(text: str, plan: planned.PlannedRecipe, source: str) -> None:
   """Raises a ValueError naming `source` unless the rendered text parses to
   exactly the plan's keys with its values (a recipe whose keys differ is a
   bug, caught before the file is written)."""

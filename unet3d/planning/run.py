@@ -8,15 +8,21 @@ and writes it atomically.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Optional
 
 from unet3d import config
 from unet3d import fileio
 from unet3d.planning import budgets as budgets_lib
 from unet3d.planning import fingerprint as fingerprint_lib
+from unet3d.planning import input_plan
 from unet3d.planning import planner
 from unet3d.planning import recipe
+from unet3d.planning import rules
 from unet3d.planning import sizing as sizing_lib
+from unet3d.planning import spacing as spacing_lib
+from unet3d.planning import wall_time
+from unet3d.preprocess import regrid
 
 PLAN_FILE = 'plan_{budget}.yaml'
 
@@ -36,27 +42,84 @@ def timing_threads(budget: budgets_lib.Budget) -> int:
   return threads
 
 
-def measured_step(fp: fingerprint_lib.Fingerprint,
-                  budget: budgets_lib.Budget, records_dir: str
-                 ) -> Callable[[sizing_lib.Sizing], float]:
-  """Seconds per training step of a sizing, timed on this machine with the
-  plan's input pipeline reading the records (it shares the cores)."""
-  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf
-  from unet3d.input import pipeline
-  from unet3d.training import benchmark
-  # pylint: enable=g-import-not-at-top
+class Progress:
+  """Progress lines with an ETA for the plan's stages (printed; planning
+  can take minutes while it times steps and resamples records)."""
 
-  def measure(sizing: sizing_lib.Sizing) -> float:
-    values = planner.measurement_values(fp, budget, sizing, records_dir)
-    cfg = config.build_config_from_mapping(
-        config.nest_dotted(values.items(), 'the measured recipe'))
-    try:
-      return benchmark.seconds_per_step(cfg)
-    except tf.errors.OpError as e:  # a shard that cannot be read
-      raise ValueError(pipeline.describe_read_error(cfg, e)) from None
+  def __init__(self, out: Callable[[str], None] = print):
+    self._out = out
+    self._stage = ''
+    self._start = time.perf_counter()
 
-  return measure
+  def start(self, stage: str) -> None:
+    self._stage, self._start = stage, time.perf_counter()
+    self._out(f'plan: {stage} ...')
+
+  def note(self, text: str) -> None:
+    self._out(f'plan: {self._stage}: {text}')
+
+  def update(self, done: float, total: float, what: str = '') -> None:
+    """`done` of `total` units of the current stage are finished."""
+    elapsed = time.perf_counter() - self._start
+    left = elapsed * (total - done) / done if done > 0 else float('nan')
+    eta = (f', about {_minutes(left)} left' if done < total and
+           left == left else '')
+    self._out(f'plan: {self._stage}: {done:g}/{total:g}'
+              f'{" " + what if what else ""} ({_minutes(elapsed)} elapsed'
+              f'{eta})')
+
+
+def _minutes(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def _sizing_key(sizing: sizing_lib.Sizing) -> tuple:
+  return (tuple(sizing.patch), sizing.batch, tuple(sizing.filters),
+          sizing.topology)
+
+
+class Measurements:
+  """What a CPU plan measures of a sizing on this machine, each sizing once:
+  its training step with the plan's input pipeline reading the records (it
+  shares the cores), startup, an inference window and a checkpoint."""
+
+  def __init__(self, fp: fingerprint_lib.Fingerprint,
+               budget: budgets_lib.Budget, records_dir: str,
+               progress: Optional[Progress] = None):
+    self._fp, self._budget, self._records_dir = fp, budget, records_dir
+    self._progress = progress
+    self._timings: dict[tuple, Any] = {}
+
+  def _timing(self, sizing: sizing_lib.Sizing):
+    # pylint: disable=g-import-not-at-top
+    import tensorflow as tf
+    from unet3d.input import pipeline
+    from unet3d.training import benchmark
+    # pylint: enable=g-import-not-at-top
+    key = _sizing_key(sizing)
+    if key not in self._timings:
+      values = planner.measurement_values(self._fp, self._budget, sizing,
+                                          self._records_dir)
+      cfg = config.build_config_from_mapping(
+          config.nest_dotted(values.items(), 'the measured recipe'))
+      try:
+        self._timings[key] = benchmark.run_timing(cfg)
+      except tf.errors.OpError as e:  # a shard that cannot be read
+        raise ValueError(pipeline.describe_read_error(cfg, e)) from None
+      if self._progress is not None:
+        self._progress.note(
+            f'a {rules.describe_shape(sizing.patch)} patch, batch '
+            f'{sizing.batch}: {self._timings[key].step:.2f} s per step')
+    return self._timings[key]
+
+  def seconds_per_step(self, sizing: sizing_lib.Sizing) -> float:
+    return self._timing(sizing).step
+
+  def overheads(self, sizing: sizing_lib.Sizing) -> wall_time.Overheads:
+    timing = self._timing(sizing)
+    return wall_time.Overheads(timing.startup, timing.window,
+                               timing.checkpoint)
 
 
 def _header(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
@@ -78,9 +141,14 @@ def plan_dataset(data_dir: str, budget_name: str,
                  plan_file: Optional[str] = None,
                  train_hours: Optional[float] = None,
                  seconds_per_step: Optional[
-                     Callable[[sizing_lib.Sizing], float]] = None
-                ) -> dict[str, Any]:
-  """Plans a recipe for the converter output in data_dir and writes it.
+                     Callable[[sizing_lib.Sizing], float]] = None,
+                 overheads: Optional[
+                     Callable[[sizing_lib.Sizing], wall_time.Overheads]
+                 ] = None,
+                 out: Callable[[str], None] = print) -> dict[str, Any]:
+  """Plans a recipe for the converter output in data_dir and writes it,
+  with the records resampled to the plan's spacing when a CPU plan chose a
+  coarser one (`<data_dir>/spacing_<mm>/`).
 
   Args:
     data_dir: the converter's output folder (its dataset.json), or the
@@ -89,8 +157,10 @@ def plan_dataset(data_dir: str, budget_name: str,
     plan_file: where the recipe goes; default
       `<data_dir>/plan_<budget>.yaml`.
     train_hours: replaces a CPU budget's hours.
-    seconds_per_step: replaces the measured step time (tests).
-  Returns {'plan_file', 'warnings', 'values'}.
+    seconds_per_step, overheads: replace the measured step time and
+      overheads (tests).
+    out: where progress lines go.
+  Returns {'plan_file', 'warnings', 'notes', 'values'}.
   """
   budget = budgets_lib.get_budget(budget_name, train_hours)
   fp = fingerprint_lib.read(data_dir)
@@ -100,19 +170,38 @@ def plan_dataset(data_dir: str, budget_name: str,
   plan_file = plan_file or fileio.join(
       records_dir, PLAN_FILE.format(budget=budget.name))
   timed_on_cores = None
+  progress = Progress(out)
   if budget.device == 'cpu' and seconds_per_step is None:
-    pattern = planner.training_pattern(records_dir)
+    pattern = input_plan.training_pattern(records_dir)
     if not fileio.glob(pattern):
       raise ValueError(f'{pattern}: no training records beside {fp.path} '
                        f'(budget {budget.name} times training steps on them; '
                        'keep dataset.json with the converter\'s records)')
     timed_on_cores = timing_threads(budget)
-    seconds_per_step = measured_step(fp, budget, records_dir)
+    measurements = Measurements(fp, budget, records_dir, progress)
+    seconds_per_step = measurements.seconds_per_step
+    overheads = measurements.overheads
+
+  def on_candidate(i: int, n: int) -> None:
+    if i == 0:
+      progress.start(f'timing training steps at {n} candidate spacings')
+    else:
+      progress.update(i, n, 'spacings sized')
+
   plan = planner.make_plan(fp, budget, records_dir, seconds_per_step,
-                           timed_on_cores)
+                           timed_on_cores, overheads=overheads,
+                           progress=on_candidate)
+  if plan.resample_to is not None:
+    folder = spacing_lib.spacing_folder(plan.resample_to)
+    progress.start(f'resampling the records to '
+                   f'{rules.describe_shape(plan.resample_to)} mm')
+    regrid.regrid_dataset(
+        records_dir, fileio.join(records_dir, folder), plan.resample_to,
+        f'plan ({budget.name})', overwrite=True,
+        progress=lambda done, total: progress.update(done, total, 'records'))
   text = recipe.render(plan, _header(fp, budget, plan_file))
   recipe.check_rendered(text, plan, f'the planned recipe for {fp.path}')
   recipe.check_loads(text, f'the planned recipe for {fp.path}')
   fileio.write_text(plan_file, text)
   return {'plan_file': plan_file, 'warnings': plan.warnings,
-          'values': plan.values()}
+          'notes': plan.notes, 'values': plan.values()}

@@ -254,9 +254,10 @@ def _channel_statistics(values: np.ndarray) -> dict[str, list[float]]:
           'percentile_99_5': high.tolist()}
 
 
-def _label_shapes(label: Optional[np.ndarray], counts: Sequence[int]
-                 ) -> dict[str, dict[str, Any]]:
-  """dataset.json's `components` and `centroid_voxel` of a stored label.
+def label_shapes(label: Optional[np.ndarray], counts: Sequence[int]
+                ) -> dict[str, Any]:
+  """dataset.json's `components`, `centroid_voxel` and `foreground_box` of
+  a stored label.
 
   Args:
     label: uint8 [X, Y, Z] class indices, [X, Y, Z, K] masks, or None (both
@@ -271,10 +272,14 @@ def _label_shapes(label: Optional[np.ndarray], counts: Sequence[int]
       mask = label_maps.class_mask(label, k)
       components[str(k)] = label_maps.connected_components(mask)
       centroids[str(k)] = label_maps.centroid_voxel(mask)
-  return {'components': components, 'centroid_voxel': centroids}
+  out = {'components': components, 'centroid_voxel': centroids}
+  if label is not None and any(counts[first:]):
+    start, stop = spatial.nonzero_bbox(labelled(label))
+    out['foreground_box'] = {'start': start.tolist(), 'stop': stop.tolist()}
+  return out
 
 
-def _geometry(shape, affine) -> dict[str, Any]:
+def grid_entry(shape, affine) -> dict[str, Any]:
   return {'shape': [int(s) for s in shape[:3]],
           'affine': np.asarray(affine, np.float64).tolist(),
           'spacing': io.spacing_of(affine).tolist(),
@@ -357,14 +362,15 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   normalisation, and of records[0] (the whole case before `parts`): the
   stored geometry, class voxel counts, and per present foreground class
   (mask channel when multi-label) its face-connected `components` {count,
-  largest_voxels} and `centroid_voxel` (mean voxel index per array axis).
+  largest_voxels} and `centroid_voxel` (mean voxel index per array axis),
+  and the `foreground_box` {start, stop} of every labelled voxel.
   """
   raw = load(case)
   info: dict[str, Any] = {
       'case_id': case.case_id,
       'image_files': [case.recorded(f) for f in case.image_files],
       'label_file': case.recorded(case.label_file),
-      'original': _geometry(raw.image.shape, raw.affine)}
+      'original': grid_entry(raw.image.shape, raw.affine)}
   grid = to_stored_grid(raw.image, raw.label, raw.affine, plan)
   image, label, affine = grid.image, grid.label, grid.affine
   info['cropped'] = {'shape': grid.cropped_shape,
@@ -390,12 +396,12 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
     records = finish(records[0], is_train, case_rng(plan.seed + 1,
                                                     case.case_id))
   main = records[0]
-  info['stored'] = _geometry(main.image.shape, main.affine)
+  info['stored'] = grid_entry(main.image.shape, main.affine)
   info['channel_mean'] = main.channel_mean.tolist()
   info['channel_std'] = main.channel_std.tolist()
   info['class_voxel_counts'] = ([] if main.label is None else
                                 label_maps.class_voxel_counts(main.label, 0))
-  info.update(_label_shapes(main.label, info['class_voxel_counts']))
+  info.update(label_shapes(main.label, info['class_voxel_counts']))
   info['label_type'] = (None if main.label is None else 'multi_label'
                         if main.label.ndim == 4 else 'index')
   if parts is not None:

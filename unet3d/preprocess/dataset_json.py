@@ -45,6 +45,9 @@ The dataset fingerprint a planner reads (as nnU-Net's), per case:
                           (mask channel when multi-label) present in the
                           stored label, and the sizes of the 10 largest
                           (stored-grid voxels, largest first)
+  foreground_box          {"start", "stop"}: the stored-grid voxels of the
+                          box holding every labelled voxel (cases with a
+                          foreground only)
   centroid_voxel          {"<class>": [3 floats]}: the mean voxel index per
                           array axis of each such class on the stored grid
 

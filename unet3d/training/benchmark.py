@@ -18,6 +18,8 @@ step, not the input, sets the pace).
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 import threading
 import time
 from typing import Any, Optional
@@ -156,11 +158,25 @@ def synthetic_train_loop(cfg: Config, state: trainer.TrainState):
       cfg, state, iter(state.strategy.experimental_distribute_dataset(dataset)))
 
 
-def seconds_per_step(cfg: Config, steps: int = 6, warmup: int = 2) -> float:
-  """Seconds per training step of the config on this machine: fed by its
-  input pipeline when it names training records (the planner sizes CPU
-  recipes so, since the pipeline shares the cores), else by one synthetic
-  batch. Runs `warmup` untimed steps first."""
+@dataclasses.dataclass(frozen=True)
+class RunTiming:
+  """Seconds of what a training run does, measured on this machine."""
+  # Building the model, tracing the step and the first batches.
+  startup: float
+  step: float
+  # One forward pass of one inference window, batched as
+  # predict_batch_size.
+  window: float
+  checkpoint: float
+
+
+def run_timing(cfg: Config, steps: int = 6, warmup: int = 2) -> RunTiming:
+  """Times a config's training on this machine: `warmup` untimed steps
+  after the model is built (startup), then `steps` steps fed by its input
+  pipeline when it names training records (the planner sizes CPU recipes
+  so, since the pipeline shares the cores; else one synthetic batch), a
+  forward pass of predict_batch_size windows and a checkpoint write."""
+  start = time.perf_counter()
   cfg = dataclasses.replace(cfg, model_dir='')
   strategy = distribute.build_strategy(cfg)
   state = trainer.build_train_state(cfg, strategy)
@@ -169,6 +185,34 @@ def seconds_per_step(cfg: Config, steps: int = 6, warmup: int = 2) -> float:
   else:
     loop = synthetic_train_loop(cfg, state)
   loop(warmup)
+  startup = time.perf_counter() - start
   start = time.perf_counter()
   loop(steps)
-  return (time.perf_counter() - start) / steps
+  step = (time.perf_counter() - start) / steps
+  return RunTiming(startup, step, _window_seconds(cfg, state),
+                   _checkpoint_seconds(state))
+
+
+def _window_seconds(cfg: Config, state: trainer.TrainState,
+                    calls: int = 3) -> float:
+  batch = max(1, cfg.predict_batch_size)
+  windows = tf.zeros([batch] + list(cfg.input_image_size) +
+                     [cfg.num_channels])
+  forward = tf.function(lambda x: state.model(x, training=False))
+  forward(windows).numpy()
+  start = time.perf_counter()
+  for _ in range(calls):
+    forward(windows).numpy()
+  return (time.perf_counter() - start) / (calls * batch)
+
+
+def _checkpoint_seconds(state: trainer.TrainState) -> float:
+  with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    state.checkpoint.write(os.path.join(tmp, 'ckpt'))
+    return time.perf_counter() - start
+
+
+def seconds_per_step(cfg: Config, steps: int = 6, warmup: int = 2) -> float:
+  """`run_timing`'s seconds per training step."""
+  return run_timing(cfg, steps, warmup).step
