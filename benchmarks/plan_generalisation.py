@@ -205,7 +205,7 @@ def main() -> None:
   for out, extra in ((records, []), (records_15,
                                      ['--target_spacing=1.5,1.5,1.5'])):
     shutil.rmtree(out, ignore_errors=True)
-    run(['unet3d-convert', 'decathlon', f'--task_dir={task}',
+    run(['unet3d-convert', 'decathlon', f'--input_path={task}',
          f'--output_path={out}'] + extra,
         os.path.join(logs, f'convert_{os.path.basename(out)}.log'))
 
