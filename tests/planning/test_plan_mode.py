@@ -14,11 +14,14 @@ import yaml
 from scipy import ndimage
 
 from tests import test_unet_main
+from tests.preprocess import test_convert_common as common
 from unet3d import config
 from unet3d import run_dir
 from unet3d.input import dataset_info
 from unet3d.input import schema
+from unet3d.planning import budgets
 from unet3d.planning import fingerprint
+from unet3d.planning import planner
 from unet3d.planning import run as plan_run
 from unet3d.preprocess import datasets
 from unet3d.preprocess import synthetic
@@ -146,6 +149,32 @@ def test_fingerprint_reads_the_converted_cases(records):
     assert case.stored_shape == label.shape
     np.testing.assert_allclose(case.stored_spacing, volume.spacing, rtol=1e-6)
     assert case.stored_spacing == (1.0, 1.0, 1.5)
+
+
+@pytest.mark.parametrize('nonzero_mask, warned', [(None, False),
+                                                   (False, True)])
+def test_a_zero_background_dataset_converted_by_default_plans_without_a_warning(
+    tmp_path, nonzero_mask, warned):
+  """Converter and planner share nnU-Net's nonzero-mask rule: with the
+  default (None, "auto") a skull-stripped-like dataset is planned without a
+  normalisation warning; forcing the other choice still warns."""
+  task = tmp_path / 'Task01_BrainFake'
+  common.skull_strip(str(task), common.write_msd_task(str(task),
+                                                      common.SPECS[:3]))
+  out = str(tmp_path / 'records')
+  options = {} if nonzero_mask is None else {'nonzero_mask': nonzero_mask}
+  datasets.convert_decathlon(str(task), out, num_shards=1,
+                             validation_fraction=0.34, **options)
+  budget = budgets.get_budget('cpu2', train_hours=0.5)
+  plan = planner.make_plan(fingerprint.read(out), budget, out,
+                           lambda sizing: 0.01)
+  normalisation = [w for w in plan.warnings if 'normalisation' in w]
+  assert bool(normalisation) == warned, normalisation
+  if warned:
+    assert '--nonzero_mask' in normalisation[0]
+  else:
+    assert any('channel 0 normalisation' in n and 'non-zero voxels' in n
+               for n in plan.notes), plan.notes
 
 
 def test_old_dataset_json_names_the_file_and_what_to_do(tmp_path):

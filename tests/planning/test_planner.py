@@ -107,6 +107,10 @@ def test_mri_with_a_zero_background_wants_the_nonzero_mask():
   notes, warnings = _notes_and_warnings(modality='T1', nonzero_fraction=0.5,
                                         norm=masked)
   assert 'holds 50% of the volume' in notes and not warnings
+  # No zero background, but the converter was told --nonzero_mask.
+  _, warnings = _notes_and_warnings(modality='T1', norm=masked)
+  assert 'within the nonzero mask' in warnings
+  assert '--nononzero_mask forces it' in warnings
 
 
 def test_a_target_spacing_other_than_the_rule_is_a_warning_with_the_flag():

@@ -27,6 +27,7 @@ from unet3d.preprocess import io
 from unet3d.input import pipeline
 from unet3d.preprocess import spatial
 from unet3d.preprocess import intensity
+from unet3d.preprocess import survey as survey_lib
 from unet3d.input import schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +127,31 @@ def write_msd_task(task_dir, specs, modalities=None, labels=None,
     json.dump({'name': 'fake', 'modality': modalities, 'labels': labels,
                'training': training}, f)
   return out
+
+
+def skull_strip(task_dir, raw, suffix='.nii.gz'):
+  """Zeroes every image of write_msd_task's task outside a centred
+  ellipsoid (radii 0.4 of the axes, holding the labels): a brain in a zero
+  background, whose nonzero box holds about half of the volume. Updates
+  and returns raw."""
+  for case_id, (image, label, affine) in raw.items():
+    shape = image.shape[:3]
+    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing='ij')
+    inside = sum(((g - (n - 1) / 2) / (0.4 * n))**2
+                 for g, n in zip(grid, shape)) <= 1
+    assert np.all(inside[label > 0])
+    image = image * inside[..., None]
+    io.save_nifti(os.path.join(task_dir, 'imagesTr', case_id + suffix),
+                  image[..., 0] if image.shape[-1] == 1 else image, affine)
+    raw[case_id] = (image, label, affine)
+  return raw
+
+
+def nonzero_box_fraction(image):
+  """A numpy reference for dataset.json's nonzero_fraction."""
+  hits = np.argwhere(np.any(image != 0, axis=-1))
+  return float(np.prod(hits.max(0) - hits.min(0) + 1) /
+               np.prod(image.shape[:3]))
 
 
 def world_of(affine, index):
@@ -570,6 +596,34 @@ def test_cropped_geometry_follows_the_plan(layout, plan, shape, spacing,
   np.testing.assert_allclose(info['cropped']['spacing'], spacing)
   assert info['nonzero_fraction'] == pytest.approx(fraction)
   np.testing.assert_allclose(info['stored']['spacing'], [1.6, 1.6, 1.5])
+  # The survey, which decides the nonzero mask before any case is
+  # processed, finds the very number dataset.json records.
+  survey = survey_lib.survey_case(
+      cases.Case('case_000', ('image.nii.gz',)),
+      lambda case: (image.shape, affine),
+      lambda case: cases.RawCase(image, label, affine),
+      reorient=plan.get('reorient', True), sample_channels=[],
+      num_samples=0, seed=0, nonzero_fraction=True)
+  assert survey['nonzero_fraction'] == info['nonzero_fraction']
+
+
+def test_the_survey_reads_images_only_for_what_it_reports():
+  image, label, affine = _fingerprint_volume('lps')
+  loads = []
+
+  def load(case):
+    loads.append(case.case_id)
+    return cases.RawCase(image, label, affine)
+
+  case = cases.Case('case_000', ('image.nii.gz',))
+  header = survey_lib.survey_case(case, lambda c: (image.shape, affine), load,
+                                  True, [], 10, 0)
+  assert not loads and set(header) == {'spacing', 'shape'}
+  both = survey_lib.survey_case(case, lambda c: (image.shape, affine), load,
+                                True, [0], 10, 0, nonzero_fraction=True)
+  assert loads == ['case_000']
+  assert both['nonzero_fraction'] == pytest.approx(600 / 1680)
+  assert both['samples'].shape == (10, 1)
 
 
 def test_components_are_face_connected_per_mask_channel():

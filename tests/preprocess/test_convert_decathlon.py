@@ -1,13 +1,19 @@
 """data_preprocess/convert_decathlon.py and unet3d/preprocess/decathlon.py."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tests.preprocess import test_convert_common as common
+from unet3d.preprocess import cases
+from unet3d.preprocess import dataset_json
 from unet3d.preprocess import datasets
 from unet3d.preprocess import decathlon
+from unet3d.preprocess import intensity
 from unet3d.preprocess import io
 from unet3d.preprocess import spatial
 
@@ -34,6 +40,10 @@ def test_cli_converts_a_4d_mri_task_with_resampling(tmp_path):
   splits = json.loads((out / 'splits.json').read_text())
   assert summary['modalities'] == {'0': 'FLAIR', '1': 'T2'}
   assert summary['num_channels'] == 2
+  # No zero background (noise everywhere): nnU-Net's rule, the default,
+  # z-scores the whole image.
+  assert summary['preprocessing']['normalization'] == [
+      {'scheme': 'zscore', 'within_nonzero_mask': False}] * 2
   train = common.read_back(out / 'train-*.tfrecord')
   val = common.read_back(out / 'val-*.tfrecord')
   assert sorted(train) == splits['folds'][1]['train']
@@ -109,6 +119,77 @@ def test_ct_channels_are_clipped_to_foreground_percentiles(tmp_path):
     np.testing.assert_allclose(record['image'][..., 0].reshape(-1), expected,
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(record['label'].reshape(-1), label[source])
+
+
+def test_default_zscores_a_zero_background_dataset_within_its_nonzero_mask(
+    tmp_path):
+  """A skull-stripped-like task converted with the default options: the
+  nonzero box holds < 75% of each volume, so MRI is z-scored within the
+  nonzero mask (nnU-Net's rule), and dataset.json replays that."""
+  task = tmp_path / 'Task01_BrainFake'
+  raw = common.skull_strip(str(task), common.write_msd_task(str(task), SPECS))
+  out = tmp_path / 'records'
+  summary = datasets.convert_decathlon(str(task), str(out), num_shards=1,
+                                       validation_fraction=0.0)
+  assert summary['preprocessing']['normalization'] == [
+      {'scheme': 'zscore', 'within_nonzero_mask': True}]
+  by_id = {c['case_id']: c for c in summary['cases']}
+  for case_id, (image, _, _) in raw.items():
+    fraction = common.nonzero_box_fraction(image)
+    assert fraction < 0.75
+    assert by_id[case_id]['nonzero_fraction'] == pytest.approx(fraction)
+  records = common.read_back(out / '*.tfrecord')
+  assert sorted(records) == sorted(raw)
+  for record in records.values():
+    stored = record['image'][..., 0].astype(np.float64)
+    inside = stored[stored != 0]
+    assert inside.size < 0.8 * stored.size  # the box's corners stay 0
+    assert abs(inside.mean()) < 1e-4 and abs(inside.std() - 1) < 1e-4
+  # Predict's plan, read back from dataset.json, makes the same record.
+  plan = dataset_json.plan_from_dataset_info(
+      json.loads((out / 'dataset.json').read_text()))
+  assert [n.nonzero_mask for n in plan.norms] == [True]
+  image, affine = cases.read_images(
+      [str(task / 'imagesTr' / 'case_001.nii.gz')])
+  grid = cases.to_stored_grid(image, None, affine, plan)
+  replayed, _, _ = intensity.normalize(grid.image, plan.norms, grid.mask)
+  np.testing.assert_allclose(replayed, records['case_001']['image'],
+                             atol=1e-5)
+
+
+@pytest.mark.parametrize('skull_stripped, flag', [(True, False),
+                                                  (False, True)])
+def test_cli_nonzero_mask_flags_force_the_choice(tmp_path, skull_stripped,
+                                                 flag):
+  """--nononzero_mask on a zero background, --nonzero_mask without one:
+  each overrides what the rule would pick."""
+  task = tmp_path / 'Task01_BrainFake'
+  raw = common.write_msd_task(str(task), SPECS[:2])
+  if skull_stripped:
+    common.skull_strip(str(task), raw)
+  out = tmp_path / 'records'
+  result = common.run_cli('convert_decathlon.py', input_path=task,
+                          output_path=out, nonzero_mask=flag, num_shards=1,
+                          validation_fraction=0.0, **_no_geometry_flags())
+  assert result.returncode == 0, result.stderr
+  summary = json.loads((out / 'dataset.json').read_text())
+  assert summary['preprocessing']['normalization'] == [
+      {'scheme': 'zscore', 'within_nonzero_mask': flag}]
+  for case_id, record in common.read_back(out / '*.tfrecord').items():
+    image = raw[case_id][0][..., 0].astype(np.float64)  # same grid
+    mask = image != 0 if flag else np.ones(image.shape, bool)
+    want = np.where(mask, (image - image[mask].mean()) / image[mask].std(), 0)
+    np.testing.assert_allclose(record['image'][..., 0], want, atol=1e-4)
+
+
+def test_cli_help_says_the_nonzero_mask_default_follows_the_rule():
+  result = subprocess.run(
+      [sys.executable, '-m', 'unet3d.cli.convert', 'decathlon', '--helpfull'],
+      capture_output=True, text=True, check=False, timeout=120,
+      env=dict(os.environ, PYTHONPATH=str(common.REPO)))
+  text = ' '.join(result.stdout.split())
+  assert '--[no]nonzero_mask' in text
+  assert "Unset: nnU-Net's rule decides" in text and '75%' in text
 
 
 BRAIN_MODALITIES = {'0': 'FLAIR', '1': 'T1w', '2': 't1gd', '3': 'T2w'}

@@ -87,6 +87,40 @@ def test_v2_ct_dataset_gets_ct_normalisation(tmp_path):
     np.testing.assert_array_equal(stored[case].label, label)
 
 
+def test_mri_nonzero_mask_follows_the_zero_background_even_uncropped(
+    tmp_path):
+  """Default: nnU-Net's rule on the cases' nonzero boxes (recorded whether
+  or not the converter crops), for z-score channels only; forced by the
+  argument."""
+  folder, raw = write_v2(tmp_path, {'0': 'T1', '1': 'CT', '2': 'noNorm'},
+                         {'background': 0, 'organ': 1, 'lesion': 2})
+  assert [n.nonzero_mask for n in nnunet.source(str(folder)).norms] == [
+      None, False, False]
+  assert [n.nonzero_mask for n in nnunet.source(
+      str(folder), nonzero_mask=False).norms] == [False, False, False]
+  # A zero border two voxels wide: the nonzero box holds 8^3 of 12^3.
+  border = np.ones(SHAPE, bool)
+  border[2:-2, 2:-2, 2:-2] = False
+  for case, (image, _) in raw.items():
+    image[border] = 0
+    for c in range(image.shape[-1]):
+      io.save_nifti(str(folder / 'imagesTr' / f'{case}_{c:04d}.nii.gz'),
+                    image[..., c], AFFINE)
+  out = tmp_path / 'records'
+  meta = datasets.convert_nnunet(str(folder), str(out), **SAME_GRID)
+  norms = meta['preprocessing']['normalization']
+  assert [n['scheme'] for n in norms] == ['zscore', 'ct', 'none']
+  assert norms[0]['within_nonzero_mask'] is True
+  assert [c['nonzero_fraction'] for c in meta['cases']] == pytest.approx(
+      [8**3 / 12**3] * 3)
+  stored = records(out)
+  for case, (image, _) in raw.items():
+    channel = stored[case].image[..., 0]  # the same grid: no crop
+    assert np.all(channel[border] == 0)
+    inside = channel[~border].astype(np.float64)
+    assert abs(inside.mean()) < 1e-4 and abs(inside.std() - 1) < 1e-4
+
+
 def test_cli_converts_a_two_channel_v2_dataset(tmp_path):
   folder, raw = write_v2(tmp_path, {'0': 'T2', '1': 'noNorm'},
                          {'background': 0, 'a': 1, 'b': 2})

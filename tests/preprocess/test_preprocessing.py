@@ -176,6 +176,44 @@ def test_zscore_within_nonzero_mask():
   assert whole.std() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize('fractions, within', [
+    ([0.5, 0.6, 0.9], True),        # median 0.6: a zero background
+    ([0.5, 0.9, 0.95], False),      # median 0.9
+    ([0.7499], True), ([0.75], False),  # below the threshold only
+    ([], False),                    # no cases: nothing to crop
+])
+def test_nnunet_rule_for_the_nonzero_mask(fractions, within):
+  assert intensity.zscore_within_nonzero_mask(fractions) is within
+
+
+def test_undecided_nonzero_masks_are_resolved_and_the_others_kept():
+  norms = (intensity.ChannelNorm('zscore', nonzero_mask=None),
+           intensity.ChannelNorm('zscore', nonzero_mask=False),
+           intensity.ChannelNorm('zscore', nonzero_mask=True),
+           intensity.ChannelNorm('ct', window=(-200.0, 250.0)),
+           intensity.ChannelNorm('none', nonzero_mask=None))
+  assert intensity.needs_nonzero_fractions(norms)
+  assert not intensity.needs_nonzero_fractions(norms[1:4])
+  skull_stripped = intensity.resolve_nonzero_mask(norms, [0.3, 0.4])
+  assert [n.nonzero_mask for n in skull_stripped] == [True, False, True,
+                                                       False, False]
+  assert skull_stripped[3] == norms[3]
+  whole = intensity.resolve_nonzero_mask(norms, [1.0, 1.0])
+  assert [n.nonzero_mask for n in whole] == [False, False, True, False,
+                                             False]
+  # normalize refuses a choice left open instead of guessing.
+  with pytest.raises(ValueError, match='channel 0: .*undecided'):
+    intensity.normalize(np.ones((2, 2, 2, 1), np.float32), norms[:1])
+
+
+def test_nonzero_fraction_is_the_nonzero_boxs_share():
+  image = np.zeros((10, 8, 6, 2), np.float32)
+  image[2, 1, 1, 0] = 1.0
+  image[6, 4, 3, 1] = -2.0  # any channel counts
+  assert spatial.nonzero_fraction(image) == 5 * 4 * 3 / (10 * 8 * 6)
+  assert spatial.nonzero_fraction(np.zeros((4, 4, 4, 1))) == 1.0
+
+
 def test_brats_labels_and_regions():
   rng = np.random.default_rng(2)
   raw = rng.choice([0, 1, 2, 4], size=(6, 7, 8)).astype(np.float32)

@@ -90,8 +90,11 @@ def _preprocessing_checks(fp: fingerprint_lib.Fingerprint,
       plan.notes.append(f'channel {key} normalisation: {rule.reason}; the '
                         'converter applied it')
     else:
-      hint = (' (convert_decathlon.py --nonzero_mask)' if
-              rule.scheme == 'zscore' and rule.nonzero_mask else '')
+      hint = ''
+      if rule.scheme == 'zscore':
+        flag = '--nonzero_mask' if rule.nonzero_mask else '--nononzero_mask'
+        hint = (' (the decathlon and nnunet converters follow it unless '
+                f'told otherwise; {flag} forces it)')
       plan.warnings.append(
           f'channel {key} normalisation: the rule says {rule.reason}; the '
           f"converter applied {entry.get('scheme', 'nothing')}"

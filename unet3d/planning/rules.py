@@ -150,10 +150,6 @@ def filters_per_level(levels: int, base: int, cap: int) -> list[int]:
 # Normalisation
 # ----------------------------------------------------------------------------
 
-# nnU-Net z-scores MRI within the nonzero mask when cropping to it removed
-# at least a quarter of the voxels (a zero background, e.g. skull-stripped).
-NONZERO_FRACTION_FOR_MASK = 0.75
-
 
 @dataclass(frozen=True)
 class ChannelRule:
@@ -176,9 +172,9 @@ def channel_normalisation(modality: str, nonzero_fractions: Sequence[float],
     return ChannelRule('ct', False,
                        f'CT: clip to the foreground 0.5-99.5 percentiles'
                        f'{window}, z-score with the foreground mean/std')
-  fraction = float(np.median(nonzero_fractions)) if len(
-      nonzero_fractions) else 1.0
-  if fraction < NONZERO_FRACTION_FOR_MASK:
+  # The converters' rule for channels without --[no]nonzero_mask.
+  fraction = intensity_lib.median_nonzero_fraction(nonzero_fractions)
+  if intensity_lib.zscore_within_nonzero_mask(nonzero_fractions):
     return ChannelRule('zscore', True,
                        f'{modality}: per-case z-score on non-zero voxels '
                        f'(their bounding box holds {fraction:.0%} of the '

@@ -376,13 +376,15 @@ def process_case(case: Case, load: Loader, plan: Plan, is_train: bool,
   info['cropped'] = {'shape': grid.cropped_shape,
                      'spacing': grid.cropped_spacing}
   # Recorded whether or not the plan crops: the planner's normalisation rule
-  # reads it as "is there a zero background". Reorientation keeps the box's
-  # volume, so the crop box (when there is one) gives it without a rescan.
+  # reads it as "is there a zero background" (the converter's survey computes
+  # the same number, spatial.nonzero_fraction, to decide it). Reorientation
+  # keeps the box's volume, so the crop box (when there is one) gives it
+  # without a rescan.
   box = grid.nonzero_crop
   start, stop = ((box['start'], box['stop']) if box is not None else
                  spatial.nonzero_bbox(raw.image))
-  info['nonzero_fraction'] = float(np.prod(np.subtract(stop, start)) /
-                                   np.prod(raw.image.shape[:3]))
+  info['nonzero_fraction'] = spatial.box_fraction(start, stop,
+                                                 raw.image.shape)
   if box is not None:
     info['nonzero_crop'] = box
   values = image[foreground_mask(label, image)]

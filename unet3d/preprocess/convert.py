@@ -3,8 +3,10 @@
 One converter serves every dataset. A dataset module (lits, brats,
 decathlon, hdf5) describes its cases as a `cases.Source`; `convert` then
 
-1. surveys the cases (header spacing; foreground intensities for CT),
-2. resolves the shared plan (median target spacing, CT clip and z-score),
+1. surveys the cases (header spacing; foreground intensities for CT; the
+   nonzero fraction when a channel leaves the nonzero mask undecided),
+2. resolves the shared plan (median target spacing, CT clip and z-score,
+   z-score within the nonzero mask or not by nnU-Net's rule),
 3. splits case ids into folds (`splits.json`),
 4. preprocesses cases in worker processes (numpy only; 'spawn', since
    TensorFlow is not fork-safe) while this process writes the shards
@@ -135,14 +137,16 @@ def _survey(pool, source: cases.Source, options: Options,
   """{case_id: survey_lib.survey_case(...)} of the cases that could be read."""
   reorient = options.reorient and source.has_orientation
   load = _finite_loader(source, options)
+  # Measured whether or not the plan crops, as dataset.json records it.
+  fractions = intensity.needs_nonzero_fractions(source.norms)
   jobs = [(survey_lib.survey_case, c.case_id,
            (c, source.geometry, load, reorient, ct_channels,
-            options.num_samples, options.seed), {})
+            options.num_samples, options.seed, fractions), {})
           for c in source.cases]
   survey = {}
   with contextlib.closing(runner.progress_bar(
-      progress, len(jobs),
-      'survey (reading CT)' if ct_channels else 'survey')) as bar:
+      progress, len(jobs), 'survey (reading images)' if ct_channels or
+      fractions else 'survey')) as bar:
     for outcome in runner.ordered_outcomes(pool, jobs, window):
       bar.update(1)
       if errors.ok(outcome, 'survey'):
@@ -170,6 +174,9 @@ def _resolve_plan(source: cases.Source, options: Options,
   elif target_spacing is not None:
     target_spacing = tuple(float(s) for s in target_spacing)
   norms = list(source.norms)
+  if intensity.needs_nonzero_fractions(norms):
+    norms = list(intensity.resolve_nonzero_mask(
+        norms, [s['nonzero_fraction'] for s in survey.values()]))
   if ct_channels:
     samples = np.concatenate([s['samples'] for s in survey.values()])
     if samples.shape[0] == 0:

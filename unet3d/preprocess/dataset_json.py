@@ -21,7 +21,8 @@ Top-level keys:
   preprocessing           orientation, crop_to_nonzero, resample
                           (target_spacing + where it came from, or
                           target_shape), interpolation, per-channel
-                          normalization (scheme, clip, mean, std, ...), plus
+                          normalization (scheme, clip, mean, std,
+                          within_nonzero_mask as resolved, ...), plus
                           dataset-specific steps
   cases                   one entry per stored case (below)
   skipped                 [{"case_id", "stage", "error"}] with on_error=skip
@@ -39,7 +40,9 @@ The dataset fingerprint a planner reads (as nnU-Net's), per case:
   cropped                 {"shape": [3 voxels], "spacing": [3 mm]} after
                           reorienting and cropping to nonzero, before
                           resampling
-  nonzero_fraction        cropped voxels / original voxels (1.0 uncropped)
+  nonzero_fraction        voxels of the nonzero bounding box / original
+                          voxels, whether or not the plan crops to it
+                          (`spatial.nonzero_fraction`)
   components              {"<class>": {"count", "largest_voxels"}}: the
                           face-connected components of each foreground class
                           (mask channel when multi-label) present in the

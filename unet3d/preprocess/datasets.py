@@ -24,7 +24,7 @@ from unet3d.preprocess.convert import Options
 
 
 def convert_decathlon(task_dir: str, output_dir: str, *,
-                      nonzero_mask: bool = False,
+                      nonzero_mask: Optional[bool] = None,
                       ct_window: Optional[Sequence[float]] = None,
                       modalities: Optional[Sequence[str]] = None,
                       label_map: Optional[Mapping[int, int]] = None,
@@ -37,7 +37,10 @@ def convert_decathlon(task_dir: str, output_dir: str, *,
   Args:
     task_dir: holds dataset.json, imagesTr/ and labelsTr/.
     output_dir: the output folder.
-    nonzero_mask: MRI channels are z-scored within the nonzero mask.
+    nonzero_mask: MRI channels are z-scored within the nonzero mask (True)
+      or over the whole image (False); None: nnU-Net's rule decides from
+      the cases (within the mask when they have a zero background,
+      `intensity.zscore_within_nonzero_mask`).
     ct_window: clip CT channels to this window instead of the foreground
       [0.5, 99.5] percentiles.
     modalities, label_map, label_names, multi_label, allow_outside_paths:
@@ -160,7 +163,7 @@ def convert_hdf5(input_path: str, output_dir: str, *, raw_key: str = 'raw',
 
 
 def convert_nnunet(dataset_dir: str, output_dir: str, *,
-                   nonzero_mask: bool = False,
+                   nonzero_mask: Optional[bool] = None,
                    ct_window: Optional[Sequence[float]] = None,
                    multi_label: bool = False,
                    allow_outside_paths: bool = False,

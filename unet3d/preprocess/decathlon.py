@@ -194,7 +194,7 @@ def load_case(case: cases.Case, num_channels: int,
   return cases.RawCase(image, label, affine)
 
 
-def source(task_dir: str, *, nonzero_mask: bool = False,
+def source(task_dir: str, *, nonzero_mask: Optional[bool] = None,
            ct_window: Optional[Sequence[float]] = None,
            modalities: Optional[Sequence[str]] = None,
            label_map: Optional[Mapping[int, int]] = None,
@@ -203,7 +203,9 @@ def source(task_dir: str, *, nonzero_mask: bool = False,
            allow_outside_paths: bool = False) -> cases.Source:
   """The task for `convert.convert`. CT channels: clip (foreground
   percentiles or `ct_window`) and dataset z-score; other channels:
-  per-image z-score (within the nonzero mask when `nonzero_mask`).
+  per-image z-score, within the nonzero mask when `nonzero_mask`; None:
+  decided from the dataset by the converter
+  (`intensity.zscore_within_nonzero_mask`).
 
   modalities: keep only these channels (dataset.json names or indices),
     in this order.

@@ -2,16 +2,25 @@
 
 Images are [X, Y, Z, C]; each channel has its `ChannelNorm`. CT parameters
 are resolved once from the dataset's foreground samples (Hounsfield units
-for CT), z-scores per image.
+for CT), z-scores per image. Whether a z-score stays within the nonzero
+mask is nnU-Net's rule (`zscore_within_nonzero_mask`), which the converter
+applies when a channel leaves it open and the planner checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+# nnU-Net z-scores a non-CT channel within the nonzero mask when the nonzero
+# bounding box holds less than this share of the volume (median case): the
+# data has a zero background, e.g. a skull-stripped brain.
+NONZERO_FRACTION_FOR_MASK = 0.75
+
 
 def is_ct_modality(name: str) -> bool:
   """A channel whose modality name says CT ('CT', 'ct', 'non-contrast CT',
@@ -26,9 +35,12 @@ class ChannelNorm:
   scheme: 'ct' (clip to [clip_low, clip_high], then (x - mean) / std with
     dataset-wide values), 'zscore' (per image, optionally within the
     nonzero mask) or 'none'.
+  nonzero_mask: zscore within the nonzero mask; None: not decided yet
+    (the converter resolves it from the dataset with
+    `zscore_within_nonzero_mask`, see `resolve_nonzero_mask`).
   """
   scheme: str = 'zscore'
-  nonzero_mask: bool = False
+  nonzero_mask: Optional[bool] = False
   # ct: a fixed window (e.g. HU -200..250), or None for the dataset's
   # foreground percentiles.
   window: Optional[tuple[float, float]] = None
@@ -38,6 +50,40 @@ class ChannelNorm:
   clip_high: Optional[float] = None
   mean: Optional[float] = None
   std: Optional[float] = None
+
+
+def median_nonzero_fraction(nonzero_fractions: Sequence[float]) -> float:
+  """The median over the cases of dataset.json's `nonzero_fraction` (the
+  share of a case's voxels inside its nonzero bounding box); 1.0 without
+  cases."""
+  if not len(nonzero_fractions):
+    return 1.0
+  return float(np.median(np.asarray(nonzero_fractions, np.float64)))
+
+
+def zscore_within_nonzero_mask(nonzero_fractions: Sequence[float]) -> bool:
+  """nnU-Net's rule for a non-CT channel: z-score within the nonzero mask
+  when the median case's nonzero bounding box holds less than
+  NONZERO_FRACTION_FOR_MASK of its volume (a zero background)."""
+  return (median_nonzero_fraction(nonzero_fractions) <
+          NONZERO_FRACTION_FOR_MASK)
+
+
+def needs_nonzero_fractions(norms: Sequence[ChannelNorm]) -> bool:
+  """Whether some channel leaves the nonzero mask to the dataset (None)."""
+  return any(n.nonzero_mask is None for n in norms)
+
+
+def resolve_nonzero_mask(norms: Sequence[ChannelNorm],
+                         nonzero_fractions: Sequence[float]
+                        ) -> tuple[ChannelNorm, ...]:
+  """`norms` with every undecided nonzero_mask (None) decided: by
+  `zscore_within_nonzero_mask` for z-score channels, False for the others
+  (which do not use it). Decided channels are kept."""
+  within = zscore_within_nonzero_mask(nonzero_fractions)
+  return tuple(
+      n if n.nonzero_mask is not None else dataclasses.replace(
+          n, nonzero_mask=within and n.scheme == 'zscore') for n in norms)
 
 
 def sample_rows(values: np.ndarray, max_samples: int,
@@ -118,6 +164,9 @@ def normalize(image: np.ndarray, norms: Sequence[ChannelNorm],
       means.append(norm.mean)
       stds.append(norm.std)
     elif norm.scheme == 'zscore':
+      if norm.nonzero_mask is None:
+        raise ValueError(f'channel {c}: z-score within the nonzero mask or '
+                         'not is undecided (resolve_nonzero_mask)')
       out[..., c], mean, std = normalize_zscore(
           image[..., c], mask if norm.nonzero_mask else None)
       means.append(mean)

@@ -74,11 +74,13 @@ def file_ending(meta: dict[str, Any], path: str) -> str:
   return ending
 
 
-def channel_norm(name: str, nonzero_mask: bool = False,
+def channel_norm(name: str, nonzero_mask: Optional[bool] = None,
                  ct_window: Optional[Sequence[float]] = None
                 ) -> intensity.ChannelNorm:
   """nnU-Net's rule: a channel named "CT" (any case) gets CT normalisation,
-  "noNorm" none, anything else a per-image z-score."""
+  "noNorm" none, anything else a per-image z-score (within the nonzero
+  mask when `nonzero_mask`; None: decided from the dataset by the
+  converter)."""
   key = name.casefold()
   if key == 'ct':
     return intensity.ChannelNorm(
@@ -266,13 +268,15 @@ def load_case(case: cases.Case, label_values: Sequence[int],
   return cases.RawCase(image, label, affine)
 
 
-def source(dataset_dir: str, *, nonzero_mask: bool = False,
+def source(dataset_dir: str, *, nonzero_mask: Optional[bool] = None,
            ct_window: Optional[Sequence[float]] = None,
            multi_label: bool = False,
            allow_outside_paths: bool = False) -> cases.Source:
   """The dataset for `convert.convert`.
 
-  nonzero_mask: z-score channels within the nonzero mask.
+  nonzero_mask: z-score channels within the nonzero mask; None: decided
+    from the dataset by the converter, as nnU-Net does
+    (`intensity.zscore_within_nonzero_mask`).
   ct_window: clip CT channels to this window instead of the foreground
     [0.5, 99.5] percentiles.
   multi_label: store labels 1..K-1 as K-1 binary masks (region datasets

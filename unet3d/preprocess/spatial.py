@@ -91,6 +91,18 @@ def nonzero_bbox(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.array(start), np.array(stop)
 
 
+def box_fraction(start: Sequence[int], stop: Sequence[int],
+                 shape: Sequence[int]) -> float:
+  """Voxels of the box [start, stop) / voxels of shape[:3]."""
+  return float(np.prod(np.subtract(stop, start)) / np.prod(shape[:3]))
+
+
+def nonzero_fraction(image: np.ndarray) -> float:
+  """dataset.json's `nonzero_fraction` of an image [X, Y, Z, C]: the share
+  of its voxels inside the nonzero bounding box (1.0 when all zero)."""
+  return box_fraction(*nonzero_bbox(image), image.shape)
+
+
 def crop(array: np.ndarray, start: Sequence[int], stop: Sequence[int]
         ) -> np.ndarray:
   """array[start:stop] along the first three axes."""

@@ -15,6 +15,7 @@ from absl import logging
 
 from unet3d import cli
 from unet3d import startup
+from unet3d.preprocess import intensity
 
 startup.prepare_environment()  # before any TensorFlow import
 
@@ -35,8 +36,13 @@ def define_output_flags() -> None:
 def define_task_folder_flags() -> None:
   """Flags of the converters that read a dataset folder described by its
   dataset.json (Decathlon, nnU-Net): normalisation, masks, path safety."""
-  flags.DEFINE_bool('nonzero_mask', False, 'Z-score MRI channels within the '
-                    'nonzero mask (zero outside).')
+  flags.DEFINE_bool(
+      'nonzero_mask', None, 'Z-score MRI (non-CT) channels within the '
+      'nonzero mask, zero outside (--nononzero_mask: over the whole image). '
+      "Unset: nnU-Net's rule decides, as the planner checks: within the mask "
+      'when the median case\'s nonzero bounding box holds less than '
+      f'{intensity.NONZERO_FRACTION_FOR_MASK:.0%} of its voxels (a zero '
+      'background, e.g. skull-stripped brains).')
   flags.DEFINE_string('ct_window', None, 'low,high: clip CT channels to this '
                       'window instead of the foreground percentiles.')
   flags.DEFINE_bool('multi_label', False, 'Store labels 1..K-1 as K-1 binary '

@@ -14,8 +14,9 @@ r"""A Medical Segmentation Decathlon task folder -> TFRecords.
 Modalities and labels come from the task's dataset.json; 4D images become
 channels (--modalities keeps some, by name or index). CT channels are
 clipped to the foreground [0.5, 99.5] percentiles (or --ct_window) and
-z-scored with dataset statistics; MRI channels are z-scored per image
-(--nonzero_mask: within the nonzero mask).
+z-scored with dataset statistics; MRI channels are z-scored per image,
+within the nonzero mask when the cases have a zero background (nnU-Net's
+rule; --nonzero_mask / --nononzero_mask force it).
 """
 
 from absl import flags

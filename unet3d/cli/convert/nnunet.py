@@ -11,7 +11,9 @@ numTraining, file_ending) list their cases in imagesTr/ as
 dataset.json with modality and training) are read too. file_ending must be
 .nii.gz or .nii. Channels named "CT" get CT normalisation (clip to the
 foreground [0.5, 99.5] percentiles or --ct_window, dataset z-score),
-"noNorm" none, all others a per-image z-score, as in nnU-Net.
+"noNorm" none, all others a per-image z-score, as in nnU-Net: within the
+nonzero mask when the cases have a zero background (--nonzero_mask /
+--nononzero_mask force it).
 
 Region labels (v2 `labels` values that are lists, e.g. "whole tumor":
 [1, 2, 3]) are stored as one binary mask per region, for
