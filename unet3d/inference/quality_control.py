@@ -25,9 +25,9 @@ prediction.
 The frame. Every check runs on the stored grid: the input after the
 converter's own steps (as it ran them: reorientation to RAS, crop to the
 nonzero box, resampling), which predict replays before the sliding window
-and undoes afterwards. The training fingerprint was measured on that grid, so axis
-order, orientation, spacing and the body's extent agree without any
-conversion: a relative centroid is centroid_voxel / (stored shape - 1) on
+and undoes afterwards. The training fingerprint was measured on that grid,
+so axis order, orientation, spacing and the body's extent agree without
+any conversion: a relative centroid is centroid_voxel / (stored shape - 1) on
 both sides, the position within the body's nonzero bounding box when the
 converter cropped to it (within the whole reoriented volume otherwise,
 again on both sides). Volumes are stored-grid voxels x the stored voxel
