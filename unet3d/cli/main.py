@@ -252,14 +252,15 @@ def run(mode: str, cfg, checkpoint: str = 'latest',
     return {'export_dir': path}
   if mode == 'predict':
     from unet3d.inference import predict
+    from unet3d.inference import predict_report
     # The training strategy of params.yaml (a TPU, say) only when asked for.
     strategy = None
     if asked_for_strategy:
       from unet3d import distribute
       strategy = distribute.build_strategy(cfg, training=False)
     report = predict.predict_files(cfg, checkpoint, strategy)
-    print(predict.format_summary(report))
-    predict.raise_for_failures(report)
+    print(predict_report.format_summary(report))
+    predict_report.raise_for_failures(report)
     return report
   if mode == 'summary':
     from unet3d import distribute

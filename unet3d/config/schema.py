@@ -312,6 +312,12 @@ class PredictConfig:
   # foreground class (true), or of these classes (a list; sigmoid models:
   # mask channels), as nnU-Net's post-processing. false: off.
   largest_component: Union[bool, list[int]] = False
+  # Compare each segmentation with the training cases of the dataset.json
+  # (class volume, component count, absent classes, centroid position; see
+  # unet3d/inference/quality_control.py) and flag implausible ones in the
+  # report and on stderr; the outputs are never changed. Skipped when there
+  # is no dataset.json (preprocessing none without dataset_json).
+  quality_control: bool = True
 
 
 @dataclass

@@ -27,13 +27,17 @@ warning naming the file and the count, also kept in the file's report entry
 
 Dataset-specific converter steps that need the label (LiTS's liver crop,
 augmented crops) cannot be replayed: prediction covers the whole volume.
+
+Quality control (`predict.quality_control`) compares each segmentation, on
+the stored grid before it is mapped back, with the training cases of
+dataset.json (`quality_control`): implausible ones get a warning line and
+their flags in the file's report entry; the outputs stay as predicted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -47,7 +51,9 @@ from unet3d.inference import channel_files
 from unet3d.inference import ensemble
 from unet3d.inference import hdf5_io
 from unet3d.inference import prediction_files as files
+from unet3d.inference import predict_report as report
 from unet3d.inference import preprocessing_info
+from unet3d.inference import quality_control as qc
 from unet3d.inference import restore
 from unet3d.inference import slices
 from unet3d.inference import whole_volume
@@ -55,6 +61,7 @@ from unet3d.inference.whole_volume import PredictFn
 from unet3d.input import dataset_info
 from unet3d.preprocess import cases
 from unet3d.preprocess import dataset_json
+from unet3d.preprocess import io
 from unet3d.preprocess import preprocessing as pp
 
 # ----------------------------------------------------------------------------
@@ -101,10 +108,12 @@ class Prediction:
 
   labels: uint8 [X, Y, Z] class indices, or [X, Y, Z, K] masks (sigmoid);
   probabilities: [X, Y, Z, K] (float16 from the slab-by-slab window, float32
-  once restored to an input grid), or None when not asked for.
+  once restored to an input grid), or None when not asked for;
+  quality_control: `qc.check_prediction`'s flags, None when not checked.
   """
   labels: np.ndarray
   probabilities: Optional[np.ndarray] = None
+  quality_control: Optional[list[dict[str, Any]]] = None
 
 
 def _restore_probabilities(probabilities: np.ndarray, record: Mapping,
@@ -122,7 +131,8 @@ def _restore_probabilities(probabilities: np.ndarray, record: Mapping,
 def segment(image: np.ndarray, affine: np.ndarray,
             volume: whole_volume.VolumeFn, cfg: Config,
             dataset_info: Optional[Mapping[str, Any]],
-            with_probabilities: bool = False) -> Prediction:
+            with_probabilities: bool = False,
+            reference: Optional[qc.Reference] = None) -> Prediction:
   """The segmentation of one input volume on its own grid.
 
   Args:
@@ -134,24 +144,29 @@ def segment(image: np.ndarray, affine: np.ndarray,
     dataset_info: the converter's dataset.json, or None when the input is
       already preprocessed (`predict.preprocessing: none`).
     with_probabilities: also return the probabilities on the input grid.
+    reference: the training ranges to check the labels against, on the
+      stored grid (`qc.check_prediction`); None: no check.
   """
   activation = cfg.model.output_activation
-  if dataset_info is None:
-    labels, probabilities = whole_volume.segment_volume(
-        volume, image, activation, with_probabilities)
-  else:
-    stored, _, record = preprocess_for_inference(image, affine, dataset_info)
-    labels, probabilities = whole_volume.segment_volume(
-        volume, stored, activation, with_probabilities)
-    del stored
+  classes = largest_component_classes(cfg)
+  stored, grid_affine, record = image, affine, None
+  if dataset_info is not None:
+    stored, grid_affine, record = preprocess_for_inference(image, affine,
+                                                           dataset_info)
+  labels, probabilities = whole_volume.segment_volume(
+      volume, stored, activation, with_probabilities)
+  del stored
+  flags = None if reference is None else qc.check_prediction(
+      labels, io.spacing_of(grid_affine), reference, classes)
+  if record is not None:
     labels = pp.restore_original(labels, record, order=0)
     if with_probabilities:
       probabilities = _restore_probabilities(probabilities, record,
                                              activation)
-  classes = largest_component_classes(cfg)
   if classes:
     labels = keep_largest_component(labels, classes)
-  return Prediction(labels, probabilities if with_probabilities else None)
+  return Prediction(labels, probabilities if with_probabilities else None,
+                    flags)
 
 
 def largest_component_classes(cfg: Config) -> list[int]:
@@ -214,20 +229,14 @@ def read_input(input_path: str | Sequence[str], num_channels: int,
   return image, affine, count
 
 
-def nonfinite_warning(input_path: str, count: int) -> str:
-  """The one-line warning for an input whose non-finite voxels were
-  replaced."""
-  return (f'{input_path}: {count} non-finite voxel(s) (NaN or inf) replaced '
-          f'({cases.NONFINITE_RULE})')
-
-
 def predict_file(input_path: str | Sequence[str], out_path: str,
                  predict_fn: PredictFn,
                  cfg: Config, dataset_info: Optional[Mapping[str, Any]],
                  volume: Optional[whole_volume.VolumeFn] = None,
                  probabilities_out: Optional[str] = None,
                  class_names: Sequence[str] = (),
-                 notes: Optional[dict[str, Any]] = None) -> str:
+                 notes: Optional[dict[str, Any]] = None,
+                 reference: Optional[qc.Reference] = None) -> str:
   """Reads one volume, segments it, writes `out_path` (and the
   probabilities to `probabilities_out` when given); returns out_path.
 
@@ -237,7 +246,8 @@ def predict_file(input_path: str | Sequence[str], out_path: str,
   input_path: one 3D/4D file, or a case's channel files (in order); the
   outputs take the first file's geometry.
   notes: when given, gets `nonfinite_voxels` (the count replaced, `read_input`)
-  for an input that had any.
+  for an input that had any, and `quality_control` (the flags, [] when
+  plausible) when `reference` (the training ranges) is given.
   """
   image, affine, nonfinite = read_input(
       input_path, slices.volume_channels(cfg, dataset_info),
@@ -248,7 +258,9 @@ def predict_file(input_path: str | Sequence[str], out_path: str,
     notes['nonfinite_voxels'] = nonfinite
   volume = volume or slices.volume_fn(cfg, predict_fn, dataset_info)
   prediction = segment(image, affine, volume, cfg, dataset_info,
-                       with_probabilities=probabilities_out is not None)
+                       with_probabilities=probabilities_out is not None,
+                       reference=reference)
+  _note_flags(notes, prediction)
   if probabilities_out is not None:
     names = list(class_names) or [f'class_{c}' for c in
                                   range(prediction.probabilities.shape[-1])]
@@ -262,11 +274,12 @@ def predict_hdf5_file(input_path: str, out_path: str,
                       volume: whole_volume.VolumeFn, cfg: Config,
                       info: Optional[Mapping[str, Any]],
                       with_probabilities: bool = False,
-                      notes: Optional[dict[str, Any]] = None) -> str:
+                      notes: Optional[dict[str, Any]] = None,
+                      reference: Optional[qc.Reference] = None) -> str:
   """`predict_file` for an HDF5 input (pytorch-3dunet's layout, see
   `hdf5_io`): reads `predict.hdf5_dataset`, replaces non-finite voxels by
   the same rule, and writes the `predictions` (and `probabilities`)
-  datasets to out_path; returns out_path."""
+  datasets to out_path; returns out_path. notes and reference: as there."""
   key = cfg.predict.hdf5_dataset
   hdf5_io.check_input(input_path, key, cfg.num_channels)
   image, attrs = hdf5_io.read_volume(input_path, key)
@@ -277,10 +290,18 @@ def predict_hdf5_file(input_path: str, out_path: str,
   if nonfinite and notes is not None:
     notes['nonfinite_voxels'] = nonfinite
   prediction = segment(image, hdf5_io.grid_affine(attrs, info), volume, cfg,
-                       info, with_probabilities=with_probabilities)
+                       info, with_probabilities=with_probabilities,
+                       reference=reference)
+  _note_flags(notes, prediction)
   hdf5_io.write_prediction(out_path, prediction.labels,
                            prediction.probabilities, attrs)
   return out_path
+
+
+def _note_flags(notes: Optional[dict[str, Any]], prediction: Prediction
+               ) -> None:
+  if notes is not None and prediction.quality_control is not None:
+    notes['quality_control'] = prediction.quality_control
 
 
 # ----------------------------------------------------------------------------
@@ -320,12 +341,6 @@ def _plan_outputs(cfg: Config
   return pairs
 
 
-def _one_line(error: BaseException, path: str) -> str:
-  """The error's message as one line that names the file."""
-  message = ' '.join(str(error).split()) or type(error).__name__
-  return message if message.startswith(path) else f'{path}: {message}'
-
-
 def predict_files(cfg: Config, checkpoint: str = 'latest',
                   strategy: Optional[tf.distribute.Strategy] = None
                  ) -> dict[str, Any]:
@@ -341,15 +356,23 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   stderr) and the others still run; outputs are written atomically. A
   progress bar with ETA runs on a terminal.
 
-  Returns {'step', 'output_dir', 'files': [{'input', 'output'}],
-  'failed': [{'input', 'error'}], 'ensemble'}; `format_summary` prints it
-  and `raise_for_failures` turns failures into a one-line error.
+  Each segmentation is checked against the training fingerprint
+  (`predict.quality_control`, `preprocessing_info.quality_reference`): a
+  flagged file gets one `warning: <file>: implausible segmentation ...` line
+  on stderr.
+
+  Returns {'step', 'output_dir', 'files': [{'input', 'output',
+  'quality_control': [flags] when checked}], 'failed': [{'input',
+  'error'}], 'ensemble'}; `predict_report.format_summary` prints it and
+  `predict_report.raise_for_failures` turns failures into a one-line error.
   """
   pairs = _plan_outputs(cfg)
   fileio.check_writable(cfg.predict.output_dir, 'predict.output_dir')
   info = preprocessing_info.load_dataset_info(cfg)
+  reference = preprocessing_info.quality_reference(cfg, info)
   # One input's failure is the run's one error line; no live line as well.
-  report_failure = _report_failure if len(pairs) > 1 else lambda _: None
+  report_failure = (report.report_failure if len(pairs) > 1 else
+                    lambda _: None)
   failed, runnable = [], []
   for case, out in pairs:
     try:
@@ -360,7 +383,8 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
         channel_files.check_case(case, slices.volume_channels(cfg, info))
       runnable.append((case, out))
     except ValueError as e:
-      failed.append({'input': case.path, 'error': _one_line(e, case.path)})
+      failed.append({'input': case.path,
+                     'error': report.one_line(e, case.path)})
       report_failure(failed[-1]['error'])
   planned = ensemble.members(cfg, checkpoint)  # fail before building
   written, step, members = [], None, None
@@ -385,21 +409,25 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
         if hdf5_io.is_hdf5(input_path):  # probabilities in the same file
           predict_hdf5_file(input_path, out, volume, cfg, info,
                             with_probabilities=bool(probabilities_out),
-                            notes=notes)
+                            notes=notes, reference=reference)
           probabilities_out = out if probabilities_out else None
         else:
           predict_file(case.files, out, None, cfg, info, volume=volume,
                        probabilities_out=probabilities_out,
-                       class_names=names or (), notes=notes)
+                       class_names=names or (), notes=notes,
+                       reference=reference)
       except (ValueError, OSError, MemoryError,
               tf.errors.ResourceExhaustedError) as e:
         failed.append({'input': input_path,
-                       'error': _one_line(e, input_path)})
+                       'error': report.one_line(e, input_path)})
         report_failure(failed[-1]['error'])
         continue
-      if notes:
-        _report_warning(nonfinite_warning(input_path,
-                                          notes['nonfinite_voxels']))
+      if notes.get('nonfinite_voxels'):
+        report.report_warning(report.nonfinite_warning(
+            input_path, notes['nonfinite_voxels']))
+      if notes.get('quality_control'):
+        report.report_warning(qc.warning_line(input_path,
+                                              notes['quality_control']))
       entry = {'input': input_path, 'output': out, **notes}
       if probabilities_out:
         entry['probabilities'] = probabilities_out
@@ -408,37 +436,3 @@ def predict_files(cfg: Config, checkpoint: str = 'latest',
   failed.sort(key=lambda f: order[f['input']])
   return {'step': step, 'output_dir': cfg.predict.output_dir,
           'files': written, 'failed': failed, 'ensemble': members}
-
-
-def _report_failure(message: str) -> None:
-  tqdm.tqdm.write(f'failed: {message}', file=sys.stderr)
-
-
-def _report_warning(message: str) -> None:
-  tqdm.tqdm.write(f'warning: {message}', file=sys.stderr)
-
-
-def format_summary(report: Mapping[str, Any]) -> str:
-  """`input -> output` per written file, then the failures, one a line."""
-  lines = [f"{f['input']} -> {f['output']}" + (
-      f" ({f['nonfinite_voxels']} non-finite voxel(s) replaced)"
-      if f.get('nonfinite_voxels') else '') for f in report['files']]
-  total = len(report['files']) + len(report['failed'])
-  lines.append(f"predicted {len(report['files'])} of {total} file(s) into "
-               f"{report['output_dir']}")
-  if report['failed']:
-    lines.append(f"{len(report['failed'])} file(s) failed:")
-    lines.extend(f"  {f['error']}" for f in report['failed'])
-  return '\n'.join(lines)
-
-
-def raise_for_failures(report: Mapping[str, Any]) -> None:
-  """A one-line ValueError when any file failed: that file's error, or the
-  count and the failed files."""
-  failed = report['failed']
-  if len(failed) == 1:
-    raise ValueError(failed[0]['error'])
-  if failed:
-    total = len(report['files']) + len(failed)
-    raise ValueError(f'{len(failed)} of {total} input files failed: ' +
-                     ', '.join(f['input'] for f in failed))

@@ -1,5 +1,6 @@
 """The converter's dataset.json as inference replays it: which file, and
-whether its preprocessing suits the model (predict and export share it).
+whether its preprocessing suits the model (predict and export share it);
+and the training fingerprint predict's quality control compares with.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from absl import logging
 
 from unet3d import fileio
 from unet3d.config import Config, ConfigError
+from unet3d.inference import quality_control
 from unet3d.inference import slices
 from unet3d.input import dataset_info
 from unet3d.preprocess import dataset_json
@@ -43,3 +45,31 @@ def load_dataset_info(cfg: Config) -> Optional[dict[str, Any]]:
     logging.warning('%s: dataset-specific preprocessing %s is not replayed; '
                     'predicting on the whole volume', path, skipped)
   return info
+
+
+def quality_reference(cfg: Config, info: Optional[dict[str, Any]]
+                     ) -> Optional[quality_control.Reference]:
+  """The training ranges `predict.quality_control` compares with, or None
+  (with a log line saying why) when it is off or there is nothing to
+  compare with: no dataset.json, or one without a fingerprint.
+
+  info: `load_dataset_info`'s dataset.json; None with `predict.preprocessing:
+  none`, when an explicit `predict.dataset_json` still gives the reference
+  (the inputs are then on its stored grid already).
+  """
+  if not cfg.predict.quality_control:
+    return None
+  path = (cfg.predict.dataset_json or
+          dataset_info.path_beside(cfg.training_file_pattern))
+  try:
+    if info is None:
+      if not cfg.predict.dataset_json:
+        logging.info('predict.quality_control: skipped (no dataset.json with '
+                     'predict.preprocessing=none; set predict.dataset_json)')
+        return None
+      info = dataset_info.read(path)
+    return quality_control.reference_from_dataset_info(info, path)
+  except (ValueError, OSError) as e:
+    logging.warning('predict.quality_control: skipped (%s)',
+                    ' '.join(str(e).split()))
+    return None
