@@ -141,6 +141,8 @@ def test_kfold_needs_the_split_file_and_an_output_for_predict(tmp_path):
      'error: input_image_size: [33, 33, 33] is not divisible by 8'),
     (['train.py', '--profile_dir=/proc/no/such'],
      'error: --profile_dir: cannot create /proc/no/such'),
+    (['bf16_dice.py', '--model_dir=/no/such'],
+     'error: --model_dir: no params.yaml in /no/such'),
 ])
 def test_python_scripts_fail_in_one_line(argv, message):
   import sys  # pylint: disable=g-import-not-at-top
