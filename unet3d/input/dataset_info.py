@@ -7,8 +7,10 @@ that one share the file name.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import os
 from typing import Any, Mapping, Optional
 
 from unet3d import fileio
@@ -67,14 +69,20 @@ def names_from(info: Optional[dict], num_classes: int
   return None
 
 
-def split_cases(file_pattern: Optional[str], split: str) -> Optional[int]:
-  """How many cases of `split` the dataset.json beside the records lists
-  (its num_train / num_val); None when there is no dataset.json."""
+def cases_read_by(file_pattern: Optional[str]) -> Optional[int]:
+  """How many cases of the dataset.json beside the records lie in shards
+  the pattern matches; None when there is no dataset.json (or it does not
+  say which shard holds each case)."""
   path = path_beside(file_pattern)
   if not path:
     return None
-  count = read(path).get(f'num_{split}')
-  return count if isinstance(count, int) else None
+  cases = read(path).get('cases')
+  if not isinstance(cases, list) or not all(
+      isinstance(c, dict) and isinstance(c.get('shard'), str) for c in cases):
+    return None
+  names = [os.path.basename(p) for p in file_pattern.split(',')]
+  return sum(any(fnmatch.fnmatch(c['shard'], n) for n in names)
+             for c in cases)
 
 
 def fingerprint_sha256(info: Mapping[str, Any]) -> str:

@@ -90,8 +90,8 @@ def render(plan: planned.PlannedRecipe, header: list[str]) -> str:
   """The recipe's text: header comments, notes, warnings, then the keys."""
   lines = [f'# {safe_comment(h)}' if h else '#' for h in header]
   if plan.notes:
-    lines += ['#', '# Preprocessing the converter applied (predict replays it '
-              'from dataset.json):']
+    lines += ['#', '# What the plan measured and chose, and the preprocessing '
+              'predict replays from dataset.json:']
     lines += [f'#   - {safe_comment(n)}' for n in plan.notes]
   if plan.warnings:
     lines += ['#', '# WARNINGS:']

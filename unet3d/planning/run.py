@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from unet3d import config
 from unet3d import fileio
 from unet3d.planning import budgets as budgets_lib
+from unet3d.planning import calibration
 from unet3d.planning import fingerprint as fingerprint_lib
 from unet3d.planning import input_plan
 from unet3d.planning import planner
@@ -46,8 +47,8 @@ class Progress:
   """Progress lines with an ETA for the plan's stages (printed; planning
   can take minutes while it times steps and resamples records)."""
 
-  def __init__(self, out: Callable[[str], None] = print):
-    self._out = out
+  def __init__(self, out: Optional[Callable[[str], None]] = None):
+    self._out = out or (lambda line: print(line, flush=True))
     self._stage = ''
     self._start = time.perf_counter()
 
@@ -124,7 +125,8 @@ class Measurements:
 
 def _header(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
             plan_file: str) -> list[str]:
-  train = len(fp.training_cases())
+  train = (len(fp.cases) if input_plan.trains_on_every_case(fp) else
+           len(fp.training_cases()))
   return [
       f'unet3d recipe planned from {fp.path}',
       f'  fingerprint sha256 {fp.sha256}',
@@ -145,7 +147,8 @@ def plan_dataset(data_dir: str, budget_name: str,
                  overheads: Optional[
                      Callable[[sizing_lib.Sizing], wall_time.Overheads]
                  ] = None,
-                 out: Callable[[str], None] = print) -> dict[str, Any]:
+                 out: Optional[Callable[[str], None]] = None,
+                 calibrate: bool = False) -> dict[str, Any]:
   """Plans a recipe for the converter output in data_dir and writes it,
   with the records resampled to the plan's spacing when a CPU plan chose a
   coarser one (`<data_dir>/spacing_<mm>/`).
@@ -160,9 +163,19 @@ def plan_dataset(data_dir: str, budget_name: str,
     seconds_per_step, overheads: replace the measured step time and
       overheads (tests).
     out: where progress lines go.
+    calibrate: CPU budgets: choose the spacing by short trainings of the
+      candidates (`unet3d.planning.calibration`), which spend
+      CALIBRATION_SHARE of the hours; the recipe's steps fill the rest.
   Returns {'plan_file', 'warnings', 'notes', 'values'}.
   """
   budget = budgets_lib.get_budget(budget_name, train_hours)
+  if calibrate and budget.device != 'cpu':
+    raise ValueError('--calibrate: only CPU budgets calibrate (a GPU budget '
+                     'trains nnU-Net\'s full-resolution recipe)')
+  whole_hours = budget.train_hours
+  if calibrate:
+    budget = budgets_lib.get_budget(
+        budget_name, whole_hours * (1 - calibration.CALIBRATION_SHARE))
   fp = fingerprint_lib.read(data_dir)
   records_dir = fileio.dirname(fp.path)
   if not fileio.is_remote(records_dir):
@@ -188,9 +201,17 @@ def plan_dataset(data_dir: str, budget_name: str,
     else:
       progress.update(i, n, 'spacings sized')
 
+  chooser = None
+  if calibrate:
+    chooser = calibration.Calibrator(budget, records_dir, overheads, progress)
   plan = planner.make_plan(fp, budget, records_dir, seconds_per_step,
                            timed_on_cores, overheads=overheads,
-                           progress=on_candidate)
+                           chooser=chooser, progress=on_candidate)
+  if calibrate:
+    plan.notes.append(
+        f'calibration spent {calibration.CALIBRATION_SHARE:.0%} of the '
+        f'{whole_hours:g} h while planning; train_steps fill the other '
+        f'{1 - calibration.CALIBRATION_SHARE:.0%} ({budget.train_hours:g} h)')
   if plan.resample_to is not None:
     folder = spacing_lib.spacing_folder(plan.resample_to)
     progress.start(f'resampling the records to '

@@ -19,6 +19,7 @@ only. The output is staged and renamed, like a conversion.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -34,6 +35,7 @@ from unet3d.preprocess import cases
 from unet3d.preprocess import label_maps
 from unet3d.preprocess import resample
 from unet3d.preprocess import runner
+from unet3d.preprocess import spatial
 
 
 def _image_order(info: dict[str, Any], path: str) -> int:
@@ -74,10 +76,57 @@ def _case_entry(entry: dict[str, Any], volume: schema.Volume
   return entry
 
 
+# A record -> the (split, record) pairs written in its place.
+Assign = Callable[[schema.Volume, str], list[tuple[str, schema.Volume]]]
+
+
+def hold_out_cases(val_ids: Sequence[str]) -> Assign:
+  """Cases in val_ids go to val, the others to train (calibration)."""
+  held = set(val_ids)
+  return lambda volume, split: [
+      ('val' if volume.case_id in held else 'train', volume)]
+
+
+def hold_out_region(fraction: float) -> Assign:
+  """Every case cut along its longest axis: the last `fraction` to val, the
+  rest to train (calibration on a dataset of one case)."""
+
+  def assign(volume: schema.Volume, split: str):
+    shape = volume.image.shape[:3]
+    axis = int(np.argmax(shape))
+    cut = max(1, min(shape[axis] - 1, int(round(shape[axis] *
+                                                (1 - fraction)))))
+    out = []
+    for part, (a, b) in (('train', (0, cut)), ('val', (cut, shape[axis]))):
+      start = [0, 0, 0]
+      stop = list(shape)
+      start[axis], stop[axis] = a, b
+      label = (None if volume.label is None else
+               spatial.crop(volume.label, start, stop))
+      out.append((part, dataclasses.replace(
+          volume, image=spatial.crop(volume.image, start, stop),
+          label=label, affine=spatial.crop_affine(volume.affine, start))))
+    return out
+
+  return assign
+
+
+def _one_shard(split: str) -> str:
+  return f'{split}-00000-of-00001.tfrecord'
+
+
+def _sum_counts(entries: list[dict[str, Any]], labels) -> dict[str, int]:
+  counts = np.zeros(len(labels), np.int64)
+  for c in entries:
+    n = c.get('class_voxel_counts') or []
+    counts[:len(n)] += np.asarray(n, np.int64)[:len(counts)]
+  return {k: int(counts[int(k)]) for k in labels}
+
+
 def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
                    reason: str, overwrite: bool = False,
-                   progress: Optional[Callable[[int, int], None]] = None
-                  ) -> dict[str, Any]:
+                   progress: Optional[Callable[[int, int], None]] = None,
+                   assign: Optional[Assign] = None) -> dict[str, Any]:
   """Writes the converter output in data_dir, resampled to `spacing`, to
   output_dir; returns its dataset.json content.
 
@@ -88,6 +137,9 @@ def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
     reason: recorded as `preprocessing.resample.target_spacing_from`.
     overwrite: replace an existing output_dir.
     progress: called with (records done, records in all) after each shard.
+    assign: re-split the records (calibration): every record's parts are
+      written to one `<split>-00000-of-00001.tfrecord` shard per split;
+      by default the shards keep their names and records.
   """
   path = fileio.join(data_dir, dataset_info.DATASET_JSON)
   if not fileio.exists(path):
@@ -103,6 +155,7 @@ def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
   total = sum(int(n) for n in (info.get('num_records') or {}).values()) or 1
   done = 0
   new_entries: dict[str, dict[str, Any]] = {}
+  reassigned: dict[str, list[schema.Volume]] = {}
   with runner.staged_output(output_dir, overwrite, ()) as tmp_dir:
     for split in splits_lib.SPLIT_NAMES:
       for name in shards.get(split, []):
@@ -110,24 +163,35 @@ def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
         for record in schema.read_records(fileio.join(data_dir, name),
                                           compressed):
           volume = regrid_volume(schema.decode_volume(record), spacing, order)
-          volumes.append(volume)
-          if volume.case_id in entries and volume.case_id not in new_entries:
-            new_entries[volume.case_id] = _case_entry(
-                entries[volume.case_id], volume)
+          done += 1
+          parts = [(split, volume)] if assign is None else assign(volume,
+                                                                  split)
+          for part_split, part in parts:
+            volumes.append(part)
+            reassigned.setdefault(part_split, []).append(part)
+            if part.case_id in entries and part.case_id not in new_entries:
+              new_entries[part.case_id] = _case_entry(
+                  entries[part.case_id], part)
+              if assign is not None:
+                new_entries[part.case_id].update(
+                    split=part_split, shard=_one_shard(part_split))
+        if assign is None:
+          schema.write_records(os.path.join(tmp_dir, name),
+                               (schema.encode_volume(v) for v in volumes),
+                               compressed)
+        if progress is not None:
+          progress(min(done, total), total)
+    out = copy.deepcopy(info)
+    if assign is not None:
+      out['shards'] = {}
+      for split, volumes in reassigned.items():
+        name = _one_shard(split)
         schema.write_records(os.path.join(tmp_dir, name),
                              (schema.encode_volume(v) for v in volumes),
                              compressed)
-        done += len(volumes)
-        if progress is not None:
-          progress(done, total)
-    out = copy.deepcopy(info)
+        out['shards'][split] = [name]
     out['cases'] = [new_entries.get(c['case_id'], c) for c in info['cases']]
-    counts = np.zeros(len(out['labels']), np.int64)
-    for c in out['cases']:
-      n = c.get('class_voxel_counts') or []
-      counts[:len(n)] += np.asarray(n, np.int64)[:len(counts)]
-    out['class_voxel_counts'] = {k: int(counts[int(k)])
-                                 for k in out['labels']}
+    out['class_voxel_counts'] = _sum_counts(out['cases'], out['labels'])
     out['preprocessing']['resample'] = {
         'target_spacing': [float(s) for s in spacing],
         'target_spacing_from': reason}
@@ -136,7 +200,7 @@ def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
                                  dataset_info.fingerprint_sha256(info)}
     splits_file = fileio.join(data_dir, info.get('splits_file') or
                               splits_lib.SPLITS_JSON)
-    if fileio.exists(splits_file):
+    if assign is None and fileio.exists(splits_file):
       with open(os.path.join(tmp_dir, splits_lib.SPLITS_JSON), 'w') as f:
         f.write(fileio.read_text(splits_file))
     with open(os.path.join(tmp_dir, dataset_info.DATASET_JSON), 'w') as f:

@@ -75,7 +75,7 @@ def describe_run(cfg: Config, strategy: tf.distribute.Strategy,
     data = (f'{len(fold_cases)} training cases (data.split_file fold '
             f'{cfg.data.fold})')
   else:
-    cases = dataset_info.split_cases(cfg.training_file_pattern, 'train')
+    cases = dataset_info.cases_read_by(cfg.training_file_pattern)
     data = (f'{cases} training cases' if cases is not None else
             'training cases: see the records')
   size = 'x'.join(str(s) for s in cfg.input_image_size)

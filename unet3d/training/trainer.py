@@ -125,8 +125,12 @@ def warn_if_data_changed_since_plan(cfg: Config) -> bool:
   path = dataset_info.path_beside(cfg.training_file_pattern)
   if not planned or not path:
     return False
-  current = dataset_info.fingerprint_sha256(dataset_info.read(path))
-  if current == planned:
+  info = dataset_info.read(path)
+  current = dataset_info.fingerprint_sha256(info)
+  # Records the plan resampled (unet3d.preprocess.regrid) name the
+  # fingerprint they were made from.
+  source = (info.get('resampled_from') or {}).get('fingerprint_sha256')
+  if planned in (current, source):
     return False
   logging.warning('%s: the dataset changed since the recipe was planned '
                   '(fingerprint sha256 %s, planned from %s); re-plan with '
