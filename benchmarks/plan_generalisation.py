@@ -2,7 +2,7 @@
 configs/demo.yaml, at equal time, on a scan from another "scanner".
 
   python benchmarks/plan_generalisation.py --work_dir=/tmp/plan_gen \
-      [--train_hours=0.2]
+      [--train_hours=0.2] [--recipes=plan,calibrated,hand,demo]
 
 Data: the MNI152 2009a T1 (fetched from nilearn's wheel at run time, see
 unet3d/examples/mni152_data.py) with six deep structures told apart by
@@ -19,7 +19,9 @@ Each recipe runs exactly as a user would run it, through the commands:
 - hand: convert at 1.5 mm -> configs/demo.yaml with five keys changed
   (48^3 patches, the classes, the laterality pairs, the steps, the records);
 - demo: configs/demo.yaml on the default conversion (the classes, the
-  records and the steps changed).
+  records and the steps changed);
+- calibrated (when asked for): the plan with `--calibrate`, which spends a
+  quarter of the hours while planning.
 The hand and demo recipes get the steps that fill the plan's measured wall
 time (train_and_eval, evaluation and checkpoints included), from their own
 step time measured with `--mode=train --benchmark`. Each model predicts the
@@ -53,6 +55,9 @@ LABELS = {'0': 'background',
           '3': 'left_posterior_deep_grey', '4': 'right_posterior_deep_grey',
           '5': 'left_ventricle', '6': 'right_ventricle'}
 PAIRS = [[1, 2], [3, 4], [5, 6]]
+# plan: the cpu2 plan; calibrated: the same with --calibrate; hand, demo:
+# the hand recipe and configs/demo.yaml at the plan's wall time.
+RECIPES = ('plan', 'calibrated', 'hand', 'demo')
 
 # Each scanner: voxel spacing (mm), rotation (degrees about x, y, z),
 # isotropic scale, field of view trimmed (mm, low and high end per axis),
@@ -179,6 +184,11 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--work_dir', required=True)
   parser.add_argument('--train_hours', type=float, default=0.2)
+  parser.add_argument('--recipes', default='plan,hand,demo',
+                      help='any of ' + ', '.join(RECIPES))
+  parser.add_argument('--equal_seconds', type=float, default=None,
+                      help='the wall time the hand and demo recipes get '
+                      '(default: the plan\'s, measured in this run)')
   args = parser.parse_args()
   work = os.path.abspath(args.work_dir)
   os.makedirs(work, exist_ok=True)
@@ -198,7 +208,7 @@ def main() -> None:
   logs = os.path.join(work, 'logs')
   os.makedirs(logs, exist_ok=True)
   demo = recipes_lib.recipe('demo.yaml')
-  wall, results, steps = {}, {}, {}
+  wall, results, steps, plan_values = {}, {}, {}, {}
 
   records = os.path.join(work, 'records')
   records_15 = os.path.join(work, 'records_1p5')
@@ -209,42 +219,63 @@ def main() -> None:
          f'--output_path={out}'] + extra,
         os.path.join(logs, f'convert_{os.path.basename(out)}.log'))
 
-  wall['plan'] = run(['unet3d', '--mode=plan', f'--data_dir={records}',
-                      '--budget=cpu2', f'--train_hours={args.train_hours}'],
-                     os.path.join(logs, 'plan.log'))
-  plan_file = os.path.join(records, 'plan_cpu2.yaml')
-  plan_text = open(plan_file).read()
-  estimate = re.search(r'estimated wall time of train_and_eval: ([0-9.]+) '
-                       r'min', plan_text)
   runs = os.path.join(work, 'runs')
-  shutil.rmtree(runs, ignore_errors=True)
-  wall['train_plan'] = run(
-      ['unet3d', '--mode=train_and_eval', f'--config_file={plan_file}',
-       f'--model_dir={runs}/plan'], os.path.join(logs, 'train_plan.log'))
+  chosen = args.recipes.split(',')
+  unknown = sorted(set(chosen) - set(RECIPES))
+  if unknown:
+    sys.exit(f'error: --recipes: unknown {unknown} (expected some of '
+             f'{", ".join(RECIPES)})')
+  configs, estimates = {}, {}
+  for name in ('plan', 'calibrated'):
+    if name not in chosen:
+      continue
+    plan_file = os.path.join(records, f'plan_cpu2_{name}.yaml')
+    wall[f'plan_{name}'] = run(
+        ['unet3d', '--mode=plan', f'--data_dir={records}', '--budget=cpu2',
+         f'--train_hours={args.train_hours}', f'--plan_file={plan_file}',
+         f'--{"" if name == "calibrated" else "no"}calibrate'],
+        os.path.join(logs, f'plan_{name}.log'))
+    plan_text = open(plan_file).read()
+    estimate = re.search(r'estimated wall time of train_and_eval: ([0-9.]+) '
+                         r'min', plan_text)
+    estimates[name] = float(estimate.group(1)) if estimate else None
+    shutil.rmtree(os.path.join(runs, name), ignore_errors=True)
+    wall[f'train_{name}'] = run(
+        ['unet3d', '--mode=train_and_eval', f'--config_file={plan_file}',
+         f'--model_dir={runs}/{name}'], os.path.join(logs, f'train_{name}.log'))
+    configs[name] = (plan_file, '')
+    plan_values[name] = {k: v for k, v in yaml.safe_load(plan_text).items()
+                         if k in ('input_image_size', 'train_steps',
+                                  'training_file_pattern')}
 
+  equal = args.equal_seconds or wall.get('train_plan')
   classes = f'num_classes={len(LABELS)}'
   pairs = ('data.augmentation.left_right_axis=0,'
            f'data.augmentation.left_right_label_pairs={json.dumps(PAIRS)}'
            .replace(' ', ''))
-  recipes = {
+  hand_made = {
       'hand': (f'training_file_pattern={records_15}/*.tfrecord,{classes},'
                f'input_image_size=[48,48,48],{pairs}'),
       'demo': f'training_file_pattern={records}/*.tfrecord,{classes}',
   }
-  for name, overrides in recipes.items():
+  for name, overrides in hand_made.items():
+    if name not in chosen:
+      continue
+    if not equal:
+      sys.exit('error: --equal_seconds: required without the plan recipe')
     step = step_seconds(demo, overrides,
                         os.path.join(logs, f'step_{name}.log'),
                         os.path.join(work, 'benchmark_runs', name))
     # The plan's wall time less a startup of about a minute.
-    steps[name] = max(50, int((wall['train_plan'] - 60) / step) // 50 * 50)
+    steps[name] = max(50, int((equal - 60) / step) // 50 * 50)
+    shutil.rmtree(os.path.join(runs, name), ignore_errors=True)
     wall[f'train_{name}'] = run(
         ['unet3d', '--mode=train', f'--config_file={demo}',
          f'--model_dir={runs}/{name}',
          f'--params_override={overrides},train_steps={steps[name]}'],
         os.path.join(logs, f'train_{name}.log'))
+    configs[name] = (demo, overrides)
 
-  configs = {'plan': (plan_file, ''), 'hand': (demo, recipes['hand']),
-             'demo': (demo, recipes['demo'])}
   for name, (config, overrides) in configs.items():
     out = os.path.join(work, 'predictions', name)
     shutil.rmtree(out, ignore_errors=True)
@@ -264,12 +295,9 @@ def main() -> None:
       'train_hours': args.train_hours,
       'dice': results,
       'wall_seconds': {k: round(v, 1) for k, v in wall.items()},
-      'plan_estimated_minutes': float(estimate.group(1)) if estimate else None,
-      'plan_real_minutes': round(wall['train_plan'] / 60, 2),
+      'estimated_train_minutes': estimates,
       'steps': steps,
-      'plan_values': {k: v for k, v in yaml.safe_load(plan_text).items()
-                      if k in ('input_image_size', 'train_steps',
-                               'training_file_pattern')},
+      'plan_values': plan_values,
       **startup.machine_info(),
   }
   print(json.dumps(report, indent=1))

@@ -1,3 +1,2 @@
 """Real-MRI examples on the MNI152 template (python -m unet3d.examples.NAME):
-walkthrough_mni152 trains and evaluates one recipe, plan_mni152 compares a
-planned recipe with the demo recipe."""
+walkthrough_mni152 trains and evaluates one recipe."""

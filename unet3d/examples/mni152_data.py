@@ -2,8 +2,8 @@
 
 Fetched at run time from nilearn's wheel on the package index (never
 committed; MNI's permissive ICBM 2009a notice). `walkthrough_mni152.py`
-writes the two hemispheres as cases; `plan_mni152.py` writes slabs that hold
-both hemispheres, with left and right tissue classes.
+writes the two hemispheres as cases; benchmarks/plan_generalisation.py scans
+the template with simulated scanners.
 """
 
 import glob
@@ -73,11 +73,6 @@ def tissue_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray
   return np.where(t1 > 0, label, 0).astype(np.uint8)
 
 
-LATERAL_LABELS = {'0': 'background', '1': 'CSF_L', '2': 'CSF_R',
-                  '3': 'grey_matter_L', '4': 'grey_matter_R',
-                  '5': 'white_matter_L', '6': 'white_matter_R'}
-
-
 def load(paths: dict[str, str]):
   """(T1 as float32, tissue labels, affine, the voxel index of x = 0 mm
   along axis 0, whether axis 0 runs left to right)."""
@@ -130,21 +125,3 @@ def hemisphere_cases(paths: dict[str, str]) -> dict[str, tuple]:
   return {f'mni152_{side}': (t1[cut], label[cut],
                              pp.crop_affine(affine, [cut.start or 0, 0, 0]))
           for side, cut in halves.items()}
-
-
-def lateral_slab_cases(paths: dict[str, str], slabs: int
-                      ) -> dict[str, tuple]:
-  """`slabs` coronal slabs (cut along the anterior-posterior axis 1), each
-  holding both hemispheres, with the 6 left/right tissue classes of
-  LATERAL_LABELS (left: x < 0 mm)."""
-  from unet3d.preprocess import preprocessing as pp  # pylint: disable=g-import-not-at-top
-  t1, label, affine, midline, left_to_right = load(paths)
-  x = np.arange(label.shape[0])[:, None, None]
-  left = (x < midline) if left_to_right else (x >= midline)
-  # Tissue t (1..3) becomes 2t - 1 on the left and 2t on the right.
-  lateral = np.where(label > 0, 2 * label - left.astype(np.uint8),
-                     0).astype(np.uint8)
-  bounds = np.linspace(0, label.shape[1], slabs + 1).round().astype(int)
-  return {f'mni152_slab{i}': (t1[:, a:b], lateral[:, a:b],
-                              pp.crop_affine(affine, [0, a, 0]))
-          for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))}

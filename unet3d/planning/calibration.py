@@ -161,7 +161,11 @@ class Calibrator:
                               self._overheads(candidate.sizing), windows)
     values = planner.measurement_values(fp, self._budget, candidate.sizing,
                                         data)
+    # Holding a case out may leave fewer records than the recipe's batch.
+    records = sum(c.num_records for c in fp.cases
+                  if held.kind == 'region' or c.case_id not in held.case_ids)
     values.update({
+        'train_batch_size': min(candidate.sizing.batch, records),
         'training_file_pattern': os.path.join(data, 'train-*.tfrecord'),
         'eval_file_pattern': os.path.join(data, 'val-*.tfrecord'),
         'model_dir': os.path.join(work, 'run'),

@@ -124,13 +124,15 @@ class Measurements:
 
 
 def _header(fp: fingerprint_lib.Fingerprint, budget: budgets_lib.Budget,
-            plan_file: str) -> list[str]:
+            plan_file: str, hours: Optional[float]) -> list[str]:
   train = (len(fp.cases) if input_plan.trains_on_every_case(fp) else
            len(fp.training_cases()))
   return [
       f'unet3d recipe planned from {fp.path}',
       f'  fingerprint sha256 {fp.sha256}',
-      f'  budget {budget.name}: {budget.description}',
+      f'  budget {budget.name}: {budget.description}'
+      + ('' if hours is None or hours == budgets_lib.BUDGETS[
+          budget.name].train_hours else f' (--train_hours={hours:g})'),
       f'  {len(fp.cases)} cases ({train} for training), labels '
       + ', '.join(fp.labels[k] for k in sorted(fp.labels, key=int)),
       'Each key follows the one-line reason above it. Train it unchanged:',
@@ -220,7 +222,7 @@ def plan_dataset(data_dir: str, budget_name: str,
         records_dir, fileio.join(records_dir, folder), plan.resample_to,
         f'plan ({budget.name})', overwrite=True,
         progress=lambda done, total: progress.update(done, total, 'records'))
-  text = recipe.render(plan, _header(fp, budget, plan_file))
+  text = recipe.render(plan, _header(fp, budget, plan_file, whole_hours))
   recipe.check_rendered(text, plan, f'the planned recipe for {fp.path}')
   recipe.check_loads(text, f'the planned recipe for {fp.path}')
   fileio.write_text(plan_file, text)
