@@ -106,3 +106,32 @@ def test_a_folder_without_dataset_json_is_one_line(tmp_path):
   with pytest.raises(ValueError, match='dataset.json: not found'):
     regrid.regrid_dataset(str(tmp_path), str(tmp_path / 'out'),
                           (2.0, 2.0, 2.0), 'test')
+
+
+def test_training_accepts_records_the_plan_resampled(converted, tmp_path):
+  from unet3d import config  # pylint: disable=g-import-not-at-top
+  from unet3d.training import trainer  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'coarse')
+  regrid.regrid_dataset(converted, out, (2.0, 2.0, 2.0), 'test')
+  planned = fingerprint.read(converted).sha256
+
+  def changed(sha):
+    cfg = config.build_config(params_override={
+        'training_file_pattern': os.path.join(out, 'train-*.tfrecord'),
+        'plan': {'fingerprint_sha256': sha}})
+    return trainer.warn_if_data_changed_since_plan(cfg)
+
+  assert not changed(planned)
+  assert changed('0' * 64)
+
+
+def test_the_cases_a_pattern_reads(converted):
+  info = dataset_info.read(os.path.join(converted, 'dataset.json'))
+  train = sum(c['split'] == 'train' for c in info['cases'])
+  assert dataset_info.cases_read_by(
+      os.path.join(converted, 'train-*.tfrecord')) == train
+  assert dataset_info.cases_read_by(
+      os.path.join(converted, '*.tfrecord')) == len(info['cases'])
+  assert dataset_info.cases_read_by(
+      os.path.join(converted, 'train-*.tfrecord') + ',' +
+      os.path.join(converted, 'val-*.tfrecord')) == len(info['cases'])

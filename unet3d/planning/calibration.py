@@ -12,8 +12,9 @@ generalises best for a time budget; calibration measures it:
    (`unet3d.preprocess.regrid`, in a scratch folder) with the recipe's
    network, input and optimiser for the steps its share holds, then
    evaluates the held-out part once, whole, without mirroring;
-4. the best mean foreground dice wins (the coverage rule's choice on a
-   tie); every candidate's score goes into the plan's comments.
+4. the best mean foreground dice wins, unless the coverage rule's choice
+   scored within TIE of it; every candidate's score goes into the plan's
+   comments.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from unet3d.planning import wall_time as wall_time_lib
 CALIBRATION_SHARE = 0.25
 # With one case, the share of it (along its longest axis) held out.
 HELD_OUT_REGION = 0.25
+# Scores within this of the best count as equal (the coverage rule's
+# choice among them stands).
+TIE = 0.02
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,12 @@ def calibration_steps(seconds: float, step_seconds: float,
 
 
 def pick(scores: Sequence[float], rule_index: int) -> int:
-  """The best score; the rule's choice among equal best."""
+  """The best score, unless the rule's choice scored within TIE of it
+  (short trainings are noisy: a smaller lead is not evidence)."""
   best = max(scores)
-  return rule_index if scores[rule_index] == best else scores.index(best)
+  if best - scores[rule_index] <= TIE:
+    return rule_index
+  return scores.index(best)
 
 
 class Calibrator:
