@@ -113,3 +113,8 @@ def test_a_calibrated_plan_records_every_candidates_score(two_cases):
   assert any('calibrating 3 candidate spacings: 3/3' in l for l in lines)
   # Nothing of the scratch work is left beside the records.
   assert not [f for f in os.listdir(two_cases) if 'calibration' in f]
+
+
+def test_a_gpu_budget_refuses_calibration(two_cases):
+  with pytest.raises(ValueError, match='--calibrate: only CPU budgets'):
+    plan_run.plan_dataset(two_cases, 'gpu16g', calibrate=True)

@@ -1,8 +1,11 @@
 """`unet_main.py --mode=plan`: a converted dataset -> a commented recipe file.
 
-Reads the fingerprint, sizes the recipe for the budget (CPU budgets time
-training steps on this machine), checks that the recipe loads as a config,
-and writes it atomically.
+Reads the fingerprint and sizes the recipe for the budget. A CPU budget
+times training steps, windows and checkpoints on this machine
+(`Measurements`), optionally calibrates its spacing by short trainings
+(`unet3d.planning.calibration`), and writes the records resampled to the
+spacing it chose. Each stage prints progress lines with an ETA. The recipe
+is checked to load as a config and written atomically.
 """
 
 from __future__ import annotations
