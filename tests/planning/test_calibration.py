@@ -12,9 +12,8 @@ from unet3d.input import schema
 from unet3d.planning import calibration
 from unet3d.planning import run as plan_run
 from unet3d.planning import wall_time
-from unet3d.preprocess import datasets
 from unet3d.preprocess import regrid
-from unet3d.preprocess import synthetic
+from tests import demo_records
 from tests.planning import fabricate
 
 
@@ -77,12 +76,8 @@ def test_progress_lines_give_elapsed_time_and_an_eta(monkeypatch):
 
 @pytest.fixture(scope='module')
 def two_cases(tmp_path_factory):
-  root = tmp_path_factory.mktemp('calibrate')
-  task = synthetic.write_demo_decathlon_task(str(root / 'task'), num_cases=2,
-                                             shape=(16, 16, 16), seed=3)
-  out = str(root / 'records')
-  datasets.convert_decathlon(task, out, num_shards=1, seed=0)
-  return out
+  return demo_records.convert_demo_task(
+      tmp_path_factory.mktemp('calibrate'), 2, (16, 16, 16), seed=3)
 
 
 def test_a_calibrated_plan_records_every_candidates_score(two_cases):

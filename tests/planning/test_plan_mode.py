@@ -13,6 +13,7 @@ import pytest
 import yaml
 from scipy import ndimage
 
+from tests import demo_records
 from tests import test_unet_main
 from tests.preprocess import test_convert_common as common
 from unet3d import config
@@ -24,7 +25,6 @@ from unet3d.planning import fingerprint
 from unet3d.planning import planner
 from unet3d.planning import run as plan_run
 from unet3d.preprocess import datasets
-from unet3d.preprocess import synthetic
 from unet3d.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -40,13 +40,9 @@ def _main(*argv, timeout=300):
 
 @pytest.fixture(scope='module')
 def records(tmp_path_factory):
-  root = tmp_path_factory.mktemp('plan')
-  task = synthetic.write_demo_decathlon_task(str(root / 'task'), num_cases=4,
-                                             shape=(16, 16, 16), seed=0)
-  out = str(root / 'records')
-  datasets.convert_decathlon(task, out, num_shards=1,
-                             validation_fraction=0.25, seed=0)
-  return out
+  return demo_records.convert_demo_task(
+      tmp_path_factory.mktemp('plan'), 4, (16, 16, 16), seed=0,
+      validation_fraction=0.25)
 
 
 def test_planned_recipe_trains_unchanged_and_params_record_the_plan(

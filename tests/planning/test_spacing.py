@@ -6,9 +6,7 @@ import pytest
 
 from unet3d.inference import window_placement
 from unet3d.planning import budgets
-from unet3d.planning import fingerprint
 from unet3d.planning import planner
-from unet3d.planning import sizing as sizing_lib
 from unet3d.planning import spacing
 from unet3d.planning import wall_time
 from tests.planning import fabricate

@@ -11,21 +11,16 @@ from unet3d.input import dataset_info
 from unet3d.input import schema
 from unet3d.planning import fingerprint
 from unet3d.preprocess import dataset_json
-from unet3d.preprocess import datasets
 from unet3d.preprocess import regrid
 from unet3d.preprocess import resample
-from unet3d.preprocess import synthetic
+from tests import demo_records
 
 
 @pytest.fixture(scope='module')
 def converted(tmp_path_factory):
-  root = tmp_path_factory.mktemp('regrid')
-  task = synthetic.write_demo_decathlon_task(str(root / 'task'), num_cases=3,
-                                             shape=(24, 24, 20), seed=1)
-  out = str(root / 'records')
-  datasets.convert_decathlon(task, out, num_shards=1,
-                             validation_fraction=0.34, seed=0)
-  return out
+  return demo_records.convert_demo_task(
+      tmp_path_factory.mktemp('regrid'), 3, (24, 24, 20), seed=1,
+      validation_fraction=0.34)
 
 
 def _volumes(folder):
@@ -135,3 +130,19 @@ def test_the_cases_a_pattern_reads(converted):
   assert dataset_info.cases_read_by(
       os.path.join(converted, 'train-*.tfrecord') + ',' +
       os.path.join(converted, 'val-*.tfrecord')) == len(info['cases'])
+
+
+def test_an_unreadable_shard_is_one_line_naming_it(converted, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  broken = tmp_path / 'broken'
+  shutil.copytree(converted, broken)
+  info = dataset_info.read(str(broken / 'dataset.json'))
+  shard = broken / info['shards']['val'][0]
+  shard.write_bytes(shard.read_bytes()[:-40])  # truncated GZIP stream
+  with pytest.raises(ValueError) as raised:
+    regrid.regrid_dataset(str(broken), str(tmp_path / 'out'),
+                          (2.0, 2.0, 2.0), 'test')
+  message = str(raised.value)
+  assert message.startswith(f'{shard}: cannot read the records (')
+  assert '\n' not in message
+  assert not (tmp_path / 'out').exists()

@@ -180,7 +180,7 @@ class Calibrator:
         'train.lr_schedule': 'polynomial',
         'train.checkpoint_every_n_steps': steps,
         'train.keep_best_checkpoint': False,
-        'data.eval_mode': 'whole_volume', 'inference.mirror_axes': [],
+        'inference.mirror_axes': [],
         'seed': 0})
     cfg = config.build_config_from_mapping(
         config.nest_dotted(values.items(), 'the calibration recipe'))

@@ -50,12 +50,11 @@ class WallTime:
 
 
 def windows_per_axis(size: int, patch: int, overlap: float) -> int:
-  """Windows inference places along one axis (nnU-Net's placement, as
-  `unet3d.inference.window_placement.window_starts`)."""
-  if size <= patch:
-    return 1
-  step = max(1, int(patch * (1.0 - overlap)))
-  return math.ceil((size - patch) / step) + 1
+  """Windows inference places along one axis
+  (`unet3d.inference.window_placement.window_starts`)."""
+  # pylint: disable-next=g-import-not-at-top
+  from unet3d.inference import window_placement  # imports TensorFlow
+  return len(window_placement.window_starts(size, patch, overlap))
 
 
 def evaluation_windows(cases: Sequence[fingerprint_lib.CaseFingerprint],

@@ -89,6 +89,15 @@ def _label_names(source: cases.Source, counts: np.ndarray,
                    f'{prefix}_{k}') for k in range(len(counts))}
 
 
+def class_count_totals(infos: list[dict[str, Any]],
+                       labels: Mapping[str, str]) -> dict[str, int]:
+  """dataset.json's `class_voxel_counts`: the cases' counts summed, per
+  label (0 for a label no case holds)."""
+  counts = _sum_counts(infos)
+  return {k: int(counts[int(k)]) if int(k) < len(counts) else 0
+          for k in labels}
+
+
 def _sum_counts(infos: list[dict[str, Any]]) -> np.ndarray:
   size = max([len(i['class_voxel_counts']) for i in infos] + [0])
   total = np.zeros(size, np.int64)
@@ -182,8 +191,7 @@ def dataset_summary(source: cases.Source, plan: cases.Plan, *,
       'label_type': 'multi_label' if multi_label else 'index',
       'modalities': dict(source.modalities),
       'num_channels': len(source.modalities),
-      'class_voxel_counts': {k: int(counts[int(k)]) if int(k) < len(counts)
-                             else 0 for k in labels},
+      'class_voxel_counts': class_count_totals(infos, labels),
       'num_cases': len(infos),
       'num_train': sum(i['split'] == 'train' for i in infos),
       'num_val': sum(i['split'] == 'val' for i in infos),

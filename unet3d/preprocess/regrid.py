@@ -26,12 +26,14 @@ import re
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from unet3d import fileio
 from unet3d.input import dataset_info
 from unet3d.input import schema
 from unet3d.input import splits as splits_lib
 from unet3d.preprocess import cases
+from unet3d.preprocess import dataset_json
 from unet3d.preprocess import label_maps
 from unet3d.preprocess import resample
 from unet3d.preprocess import runner
@@ -47,10 +49,22 @@ def _image_order(info: dict[str, Any], path: str) -> int:
   return int(match.group(1))
 
 
+def _read_shard(path: str, compressed: bool) -> list[bytes]:
+  """The shard's records; an unreadable shard is one line naming it."""
+  try:
+    return schema.read_records(path, compressed)
+  except tf.errors.OpError as e:
+    reason = (e.message or type(e).__name__).splitlines()[0]
+    raise ValueError(f'{path}: cannot read the records ({reason}); '
+                     're-convert the dataset') from None
+
+
 def regrid_volume(volume: schema.Volume, spacing: Sequence[float],
                   image_order: int = 3) -> schema.Volume:
   """One stored record on the grid of `spacing` (mm per axis)."""
   grid = resample.resample_grid(volume.image.shape, volume.spacing, spacing)
+  if grid.is_identity() and grid.shape == volume.image.shape[:3]:
+    return volume
   image = resample.resample_image(volume.image, grid, image_order)
   label = (None if volume.label is None else
            resample.resample_label(volume.label, grid, 'linear'))
@@ -115,14 +129,6 @@ def _one_shard(split: str) -> str:
   return f'{split}-00000-of-00001.tfrecord'
 
 
-def _sum_counts(entries: list[dict[str, Any]], labels) -> dict[str, int]:
-  counts = np.zeros(len(labels), np.int64)
-  for c in entries:
-    n = c.get('class_voxel_counts') or []
-    counts[:len(n)] += np.asarray(n, np.int64)[:len(counts)]
-  return {k: int(counts[int(k)]) for k in labels}
-
-
 def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
                    reason: str, overwrite: bool = False,
                    progress: Optional[Callable[[int, int], None]] = None,
@@ -160,8 +166,7 @@ def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
     for split in splits_lib.SPLIT_NAMES:
       for name in shards.get(split, []):
         volumes = []
-        for record in schema.read_records(fileio.join(data_dir, name),
-                                          compressed):
+        for record in _read_shard(fileio.join(data_dir, name), compressed):
           volume = regrid_volume(schema.decode_volume(record), spacing, order)
           done += 1
           parts = [(split, volume)] if assign is None else assign(volume,
@@ -191,7 +196,9 @@ def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
                              compressed)
         out['shards'][split] = [name]
     out['cases'] = [new_entries.get(c['case_id'], c) for c in info['cases']]
-    out['class_voxel_counts'] = _sum_counts(out['cases'], out['labels'])
+    out['class_voxel_counts'] = dataset_json.class_count_totals(
+        [c for c in out['cases'] if c.get('class_voxel_counts')],
+        out['labels'])
     out['preprocessing']['resample'] = {
         'target_spacing': [float(s) for s in spacing],
         'target_spacing_from': reason}

@@ -211,8 +211,3 @@ def _checkpoint_seconds(state: trainer.TrainState) -> float:
     start = time.perf_counter()
     state.checkpoint.write(os.path.join(tmp, 'ckpt'))
     return time.perf_counter() - start
-
-
-def seconds_per_step(cfg: Config, steps: int = 6, warmup: int = 2) -> float:
-  """`run_timing`'s seconds per training step."""
-  return run_timing(cfg, steps, warmup).step
