@@ -61,7 +61,7 @@ def _plan_with_box(box_voxels, hours=0.5, **kwargs):
 
 
 def test_a_large_foreground_box_makes_a_time_budget_coarsen_the_spacing():
-  plan = _plan_with_box([120, 150, 110])
+  plan = _plan_with_box([80, 100, 70])
   values = plan.values()
   assert plan.resample_to in ((1.5, 1.5, 1.5), (2.0, 2.0, 2.0))
   folder = spacing.spacing_folder(plan.resample_to)
@@ -71,7 +71,7 @@ def test_a_large_foreground_box_makes_a_time_budget_coarsen_the_spacing():
   candidates = [n for n in plan.notes if n.startswith('spacing candidate')]
   assert len(candidates) == 3
   assert any('chose' in n and 'foreground box' in n for n in plan.notes)
-  # The chosen patch covers half the box, the finer one did not.
+  # The chosen patch covers the target share of the box, the finer one not.
   covered = [float(n.split('covers ')[1].split('%')[0]) / 100
              for n in candidates]
   chosen = spacing.candidate_spacings([1.0, 1.0, 1.0]).index(
@@ -79,6 +79,15 @@ def test_a_large_foreground_box_makes_a_time_budget_coarsen_the_spacing():
   assert covered[chosen] >= spacing.COVERAGE_TARGET
   assert all(c < spacing.COVERAGE_TARGET for c in covered[:chosen])
   assert not any('target spacing: the rule gives' in w for w in plan.warnings)
+
+
+def test_when_no_patch_covers_the_target_the_one_that_covers_most_wins():
+  # Every candidate's patch is 48 x 64 x 48 voxels (the step time depends
+  # on voxels only), so 2 mm covers 96 x 128 x 96 of 120 x 150 x 110 mm.
+  plan = _plan_with_box([120, 150, 110])
+  assert plan.resample_to == (2.0, 2.0, 2.0)
+  assert any('covers 60% of the foreground box' in n for n in plan.notes)
+  assert any('the one that covers most' in n for n in plan.notes)
 
 
 def test_a_small_foreground_box_keeps_the_stored_spacing():
