@@ -37,9 +37,9 @@ from unet3d.planning import sizing as sizing_lib
 COARSENING = (1.0, 1.5, 2.0)
 # The share of the foreground's bounding box one patch should cover. Half
 # kept a 1.1 mm patch holding 53% of the benchmark's 69x79x59 mm box, which
-# lost to 1.65 mm (all of the box) by 0.4 dice on a scan from another source;
-# on the held-back MRI task a 1.5 mm 60x72x60 mm patch (about four fifths of
-# such a box) beat a 1 mm one by the same margin. A 1.1 mm patch holding the
+# lost to 1.65 mm (all of the box) by 0.3-0.4 dice on a scan from another
+# source; on the held-back MRI task a 1.5 mm 60x72x60 mm patch (about four
+# fifths of such a box) beat a 1 mm one by 0.4. A 1.1 mm patch holding the
 # whole box did as well as 1.65 mm (benchmarks page, "Plans that generalise").
 COVERAGE_TARGET = 0.75
 
