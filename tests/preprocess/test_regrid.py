@@ -3,6 +3,7 @@ fingerprint and what predict replays."""
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -133,7 +134,6 @@ def test_the_cases_a_pattern_reads(converted):
 
 
 def test_an_unreadable_shard_is_one_line_naming_it(converted, tmp_path):
-  import shutil  # pylint: disable=g-import-not-at-top
   broken = tmp_path / 'broken'
   shutil.copytree(converted, broken)
   info = dataset_info.read(str(broken / 'dataset.json'))

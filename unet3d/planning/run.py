@@ -108,7 +108,7 @@ class Measurements:
       cfg = config.build_config_from_mapping(
           config.nest_dotted(values.items(), 'the measured recipe'))
       try:
-        self._timings[key] = benchmark.run_timing(cfg, steps=8, warmup=4)
+        self._timings[key] = benchmark.run_timing(cfg)
       except tf.errors.OpError as e:  # a shard that cannot be read
         raise ValueError(pipeline.describe_read_error(cfg, e)) from None
       if self._progress is not None:

@@ -92,17 +92,21 @@ def _label_names(source: cases.Source, counts: np.ndarray,
 def class_count_totals(infos: list[dict[str, Any]],
                        labels: Mapping[str, str]) -> dict[str, int]:
   """dataset.json's `class_voxel_counts`: the cases' counts summed, per
-  label (0 for a label no case holds)."""
-  counts = _sum_counts(infos)
+  label (0 for a label no case holds; a case without counts adds none)."""
+  return _per_label(_sum_counts(infos), labels)
+
+
+def _per_label(counts: np.ndarray, labels: Mapping[str, str]
+              ) -> dict[str, int]:
   return {k: int(counts[int(k)]) if int(k) < len(counts) else 0
           for k in labels}
 
 
 def _sum_counts(infos: list[dict[str, Any]]) -> np.ndarray:
-  size = max([len(i['class_voxel_counts']) for i in infos] + [0])
-  total = np.zeros(size, np.int64)
-  for info in infos:
-    total[:len(info['class_voxel_counts'])] += info['class_voxel_counts']
+  per_case = [i.get('class_voxel_counts') or [] for i in infos]
+  total = np.zeros(max([len(c) for c in per_case] + [0]), np.int64)
+  for counts in per_case:
+    total[:len(counts)] += counts
   return total
 
 
@@ -191,7 +195,7 @@ def dataset_summary(source: cases.Source, plan: cases.Plan, *,
       'label_type': 'multi_label' if multi_label else 'index',
       'modalities': dict(source.modalities),
       'num_channels': len(source.modalities),
-      'class_voxel_counts': class_count_totals(infos, labels),
+      'class_voxel_counts': _per_label(counts, labels),
       'num_cases': len(infos),
       'num_train': sum(i['split'] == 'train' for i in infos),
       'num_val': sum(i['split'] == 'val' for i in infos),

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from unet3d import errors
 from unet3d import fileio
 from unet3d.input import dataset_info
 from unet3d.input import schema
@@ -54,9 +55,9 @@ def _read_shard(path: str, compressed: bool) -> list[bytes]:
   try:
     return schema.read_records(path, compressed)
   except tf.errors.OpError as e:
-    reason = (e.message or type(e).__name__).splitlines()[0]
-    raise ValueError(f'{path}: cannot read the records ({reason}); '
-                     're-convert the dataset') from None
+    raise ValueError(f'{path}: cannot read the records '
+                     f'({errors.first_line(e)}); re-convert the dataset'
+                     ) from None
 
 
 def regrid_volume(volume: schema.Volume, spacing: Sequence[float],
@@ -197,8 +198,7 @@ def regrid_dataset(data_dir: str, output_dir: str, spacing: Sequence[float],
         out['shards'][split] = [name]
     out['cases'] = [new_entries.get(c['case_id'], c) for c in info['cases']]
     out['class_voxel_counts'] = dataset_json.class_count_totals(
-        [c for c in out['cases'] if c.get('class_voxel_counts')],
-        out['labels'])
+        out['cases'], out['labels'])
     out['preprocessing']['resample'] = {
         'target_spacing': [float(s) for s in spacing],
         'target_spacing_from': reason}

@@ -170,9 +170,10 @@ class RunTiming:
   checkpoint: float
 
 
-def run_timing(cfg: Config, steps: int = 6, warmup: int = 2) -> RunTiming:
+def run_timing(cfg: Config, steps: int = 8, warmup: int = 4) -> RunTiming:
   """Times a config's training on this machine: `warmup` untimed steps
-  after the model is built (startup), then `steps` steps fed by its input
+  after the model is built (startup; the first steps after tracing, while
+  a cache fills, run slower than training's), then `steps` steps fed by its input
   pipeline when it names training records (the planner sizes CPU recipes
   so, since the pipeline shares the cores; else one synthetic batch), a
   forward pass of predict_batch_size windows and a checkpoint write."""
