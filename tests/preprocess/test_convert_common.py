@@ -11,6 +11,7 @@ import re
 import subprocess
 import uuid
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -500,6 +501,30 @@ def test_sigterm_leaves_no_staging_folder(tmp_path):
   assert [l for l in err.splitlines() if l.startswith('error: ')] == [
       f'error: SIGTERM: conversion stopped; nothing was written to {out}']
   assert _leftovers(tmp_path) == []
+
+
+def test_a_sigterm_that_lands_in_a_destructor_still_stops_the_run():
+  # Python ignores an exception raised in __del__; the handler must not
+  # lose the signal there.
+  script = textwrap.dedent('''
+      import signal, sys, time
+      from unet3d.cli.convert import common_flags
+      signal.signal(signal.SIGTERM, common_flags._raise_terminated)
+
+      class Collected:
+        def __del__(self):
+          signal.raise_signal(signal.SIGTERM)
+
+      try:
+        Collected()
+        time.sleep(5)
+      except common_flags._Terminated:
+        sys.exit(3)
+      sys.exit(0)
+      ''')
+  proc = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                        text=True, timeout=60, cwd=str(REPO))
+  assert proc.returncode == 3, proc.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------

@@ -6,8 +6,10 @@ Importing this module must stay cheap and TensorFlow-free: worker processes
 """
 
 import functools
+import os
 import signal
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -210,7 +212,14 @@ class _Terminated(BaseException):
 
 
 def _raise_terminated(number, frame):
-  del number, frame
+  # Python ignores an exception raised inside a destructor (`__del__`, e.g.
+  # a reader's object collected mid-survey), so a signal landing there would
+  # be lost: it is sent again shortly, once the destructor has returned.
+  while frame is not None:
+    if frame.f_code.co_name == '__del__':
+      threading.Timer(0.01, os.kill, (os.getpid(), number)).start()
+      return
+    frame = frame.f_back
   raise _Terminated()
 
 
